@@ -1,0 +1,5 @@
+//! warden: a crash-proof RabbitMQ task worker.
+//!
+//! # Layout
+//!
+//! (filled in as the modules land)
