@@ -1,5 +1,48 @@
-//! warden: a crash-proof RabbitMQ task worker.
+//! warden: a RabbitMQ task worker that never falls over.
+//!
+//! Producers publish JSON tasks to `{prefix}.tasks`; `warden worker` replicas
+//! consume them with manual acks, retry transient failures through broker-side
+//! delay queues, and dead-letter what cannot succeed with the reason attached.
 //!
 //! # Layout
 //!
-//! (filled in as the modules land)
+//! | module | role |
+//! |---|---|
+//! | [`config`] | typed, layered settings; validated once at start |
+//! | [`envelope`] | the wire contract: task body and headers, defensive decoding |
+//! | [`outcome`] | error kinds and the pure [`outcome::decide`] function |
+//! | [`handler`] | the [`Handler`] trait, the registry and the built-in handlers |
+//! | [`topology`] | every exchange and queue, declared idempotently in one place |
+//! | [`broker`] | connecting, with backoff |
+//! | [`worker`] | the consumer loop: sessions, per-task isolation, settling, coalesced acks |
+//! | [`publish`] | confirmed publishing for tasks, copies and the CLI |
+//! | [`events`] | `task.*` lifecycle events |
+//! | [`dlq`] | listing, replaying and purging dead letters |
+//! | [`admin`] | `/livez`, `/readyz`, `/metrics` |
+//! | [`metrics`] | the Prometheus registry |
+//! | [`telemetry`] | log (and trace) output |
+//! | [`shutdown`] | signals to a cancellation token |
+//! | [`cli`], [`commands`], [`demo`] | the command line |
+
+pub mod admin;
+pub mod broker;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod dlq;
+pub mod envelope;
+pub mod events;
+pub mod handler;
+pub mod metrics;
+pub mod outcome;
+pub mod publish;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+pub mod worker;
+
+pub use config::Settings;
+pub use envelope::Task;
+pub use handler::{Handler, Registry, TaskContext};
+pub use outcome::{ErrorKind, TaskError};

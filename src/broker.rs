@@ -1,0 +1,88 @@
+//! Connecting to RabbitMQ.
+//!
+//! lapin's own auto-recovery is young, so warden supervises connections itself:
+//! [`connect_with_backoff`] waits for the broker with exponential backoff and
+//! jitter (via `backon`), logging the outage once rather than on every attempt,
+//! and the worker rebuilds everything on top of a fresh connection.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+
+/// The broker could not be reached or refused us.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the broker at {url}: {detail}. Is RabbitMQ running, and is WARDEN_AMQP_URL right?")]
+pub struct Unreachable {
+    /// The redacted URL.
+    pub url: String,
+    /// What went wrong, without secrets.
+    pub detail: String,
+}
+
+/// Opens one connection, failing after `timeout`.
+///
+/// `role` names the connection in the broker's management views
+/// (`warden-worker@host:pid`), so an operator, or a chaos test, can find it.
+///
+/// # Errors
+/// [`Unreachable`] with the redacted URL.
+pub async fn connect(settings: &Settings, role: &str, timeout: Duration) -> Result<Connection, Unreachable> {
+    let unreachable = |detail: String| Unreachable { url: settings.amqp_url_redacted(), detail };
+    let mut uri: AMQPUri = settings.amqp_url.expose_secret().parse().map_err(unreachable)?;
+    uri.query.heartbeat = Some(u16::try_from(settings.heartbeat.as_secs()).unwrap_or(u16::MAX));
+    uri.query.connection_timeout = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    let props = ConnectionProperties::default().with_connection_name(connection_name(settings, role).into());
+    match tokio::time::timeout(timeout, Connection::connect_uri(uri, props)).await {
+        Ok(result) => result.map_err(|e| unreachable(e.to_string())),
+        Err(_) => Err(unreachable(format!("no answer within {}", humantime::format_duration(timeout)))),
+    }
+}
+
+/// `warden-<role>.<prefix>@<host>:<pid>`.
+#[must_use]
+pub fn connection_name(settings: &Settings, role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    format!("warden-{role}.{}@{host}:{}", settings.prefix, std::process::id())
+}
+
+/// Connects, retrying with exponential backoff and jitter until it works or
+/// `shutdown` is cancelled (then `None`). The first failure is logged at warn,
+/// later ones at debug, and a recovery at info: one outage, a handful of lines.
+pub async fn connect_with_backoff(
+    settings: &Settings,
+    role: &str,
+    shutdown: &CancellationToken,
+) -> Option<Connection> {
+    let failures = AtomicU32::new(0);
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(15))
+        .with_jitter()
+        .without_max_times();
+    let attempt = || connect(settings, role, Duration::from_secs(10));
+    let retrying = attempt.retry(backoff).sleep(tokio::time::sleep).notify(|err: &Unreachable, wait| {
+        let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            tracing::warn!(error = %err, "broker unavailable; retrying with backoff until it is back");
+        } else {
+            tracing::debug!(error = %err, attempt = n, retry_in = ?wait, "broker still unavailable");
+        }
+    });
+    tokio::select! {
+        () = shutdown.cancelled() => None,
+        conn = retrying => {
+            let n = failures.load(Ordering::Relaxed);
+            if n > 0 {
+                tracing::info!(failed_attempts = n, "broker reachable again");
+            }
+            conn.ok()
+        }
+    }
+}

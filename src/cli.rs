@@ -1,0 +1,141 @@
+//! The command line: one binary, one subcommand per role or tool.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// warden: a crash-proof RabbitMQ task worker.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about, propagate_version = true)]
+pub struct Cli {
+    /// TOML configuration file (also `WARDEN_CONFIG`); `WARDEN_*` env vars override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Consume and run tasks until SIGTERM/SIGINT.
+    Worker,
+    /// Declare the broker topology and show every queue with its message count.
+    Topology {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish tasks with publisher confirms.
+    Publish(PublishArgs),
+    /// Inspect and act on dead letters.
+    Dlq {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Run a worker on a throwaway prefix against a mixed batch, and show what happened.
+    Demo {
+        /// How many `builtin.noop` tasks to add to the mix.
+        #[arg(long, default_value_t = 200)]
+        noop: usize,
+        /// Keep the demo's queues afterwards (for `warden topology`, `warden dlq list`).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Configuration helpers.
+    Config {
+        /// Which helper.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+/// `warden publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// Task type (the routing key).
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "file")]
+    pub kind: Option<String>,
+    /// The channel (third-party account) the task acts for.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// JSON payload.
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+    /// How many copies (each with its own id).
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+    /// NDJSON file of tasks, one object per line (`id` optional).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["kind", "payload", "channel"])]
+    pub file: Option<PathBuf>,
+}
+
+/// Filters shared by `dlq replay` and `dlq purge`.
+#[derive(Debug, Args, Clone)]
+pub struct DlqFilter {
+    /// Only dead letters with this reason (e.g. `retries_exhausted`).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only this task type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub kind: Option<String>,
+    /// Only this channel.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// At most this many.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// `warden dlq …`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters without removing or reordering them.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move matching dead letters back to the task queue, attempts reset.
+    Replay {
+        /// Which ones.
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Only show what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delete matching dead letters.
+    Purge {
+        /// Which ones.
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// `warden config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print it (secrets redacted).
+    Check,
+    /// Print every environment variable warden reads, one per line.
+    EnvKeys,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        super::Cli::command().debug_assert();
+    }
+}

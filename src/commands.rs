@@ -1,0 +1,209 @@
+//! The operator commands: `topology`, `publish`, `dlq` and `config`. Each prints
+//! its result on stdout (tables for people, `--json` for scripts); logs go to
+//! stderr.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{ConfigCommand, DlqCommand, DlqFilter, PublishArgs};
+use crate::config::Settings;
+use crate::dlq::{DeadLetter, DeadQueue, Filter};
+use crate::envelope::Task;
+use crate::outcome::DeadReason;
+use crate::publish::{Publisher, read_ndjson};
+use crate::topology::Topology;
+
+/// Above this many tasks `publish` shows a progress bar.
+const PROGRESS_THRESHOLD: usize = 1000;
+
+/// `warden topology`: declare, then show each queue.
+///
+/// # Errors
+/// Broker unreachable or refusing the declarations.
+pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let conn = crate::broker::connect(settings, "topology", std::time::Duration::from_secs(5)).await?;
+    let ch = conn.create_channel().await?;
+    let topology = Topology::new(settings);
+    topology.declare(&ch).await?;
+    let queues = topology.describe(&ch).await?;
+    let _ = conn.close(200, "bye".into()).await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&queues)?);
+        return Ok(());
+    }
+    println!("Topology of prefix {:?} on {}", settings.prefix, settings.amqp_url_redacted());
+    println!(
+        "exchanges: {} (topic), {} (headers), {} (fanout), {} (topic)",
+        topology.tasks(),
+        topology.delay_exchange(),
+        topology.dead(),
+        topology.events()
+    );
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["queue", "role", "ready messages", "consumers"]);
+    for q in queues {
+        table.add_row([q.name, q.role, q.messages.to_string(), q.consumers.to_string()]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// `warden publish`.
+///
+/// # Errors
+/// Bad arguments (nothing is published then), or the broker refusing.
+pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<()> {
+    // Validate everything before connecting: bad input publishes nothing.
+    let tasks: Vec<Task> = if let Some(path) = &args.file {
+        read_ndjson(path)?
+    } else {
+        let kind = args.kind.clone().unwrap_or_default();
+        let payload: serde_json::Value = match &args.payload {
+            Some(p) => serde_json::from_str(p).map_err(|e| anyhow::anyhow!("--payload is not valid JSON: {e}"))?,
+            None => serde_json::Value::Object(serde_json::Map::new()),
+        };
+        (0..args.count)
+            .map(|_| Task { channel: args.channel.clone(), ..Task::new(kind.clone(), payload.clone()) })
+            .collect()
+    };
+    if tasks.is_empty() {
+        anyhow::bail!("nothing to publish");
+    }
+    let total = tasks.len();
+    let publisher = Publisher::connect(settings).await?;
+    let bar = if total >= PROGRESS_THRESHOLD && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} publishing [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
+    let ids: Vec<String> = if total <= 10 { tasks.iter().map(|t| t.id.clone()).collect() } else { Vec::new() };
+    let result = publisher.publish_all(tasks, 256, || bar.inc(1)).await;
+    bar.finish_and_clear();
+    publisher.close().await;
+    let done = result?;
+    let secs = started.elapsed().as_secs_f64();
+    for id in ids {
+        println!("{id}");
+    }
+    eprintln!("published {done} task(s) to {}.tasks in {secs:.2}s, all confirmed", settings.prefix);
+    Ok(())
+}
+
+fn filter(f: DlqFilter) -> anyhow::Result<Filter> {
+    if let Some(r) = f.reason.as_ref().filter(|r| DeadReason::parse(r).is_none()) {
+        let all: Vec<&str> = DeadReason::ALL.iter().map(|r| r.as_str()).collect();
+        anyhow::bail!("unknown reason {r:?}; expected one of {}", all.join(", "));
+    }
+    Ok(Filter { reason: f.reason, kind: f.kind, channel: f.channel, limit: f.limit })
+}
+
+fn dead_table(letters: &[DeadLetter]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["id", "type", "channel", "reason", "attempts", "failed at", "error"]);
+    for d in letters {
+        let mut error = d.error.clone();
+        if error.chars().count() > 80 {
+            error = error.chars().take(77).collect::<String>() + "...";
+        }
+        table.add_row([
+            d.id.clone(),
+            d.kind.clone(),
+            d.channel.clone().unwrap_or_default(),
+            d.reason.clone(),
+            d.attempts.to_string(),
+            d.failed_at.clone().unwrap_or_default(),
+            error,
+        ]);
+    }
+    table
+}
+
+/// `warden dlq …`.
+///
+/// # Errors
+/// Broker errors, or a refused confirmation.
+pub async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
+    let dead = DeadQueue::open(settings).await?;
+    let result = dlq_inner(&dead, command).await;
+    dead.close().await;
+    result
+}
+
+async fn dlq_inner(dead: &DeadQueue, command: DlqCommand) -> anyhow::Result<()> {
+    match command {
+        DlqCommand::List { limit, json } => {
+            let letters = dead.list(Some(limit)).await?;
+            if json {
+                for d in &letters {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            } else if letters.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!("{}", dead_table(&letters));
+            }
+        }
+        DlqCommand::Replay { filter: f, dry_run } => {
+            let letters = dead.replay(&filter(f)?, dry_run).await?;
+            if dry_run {
+                if !letters.is_empty() {
+                    println!("{}", dead_table(&letters));
+                }
+                println!("would replay {} dead letter(s) (dry run; nothing changed)", letters.len());
+            } else {
+                println!("replayed {} dead letter(s) to the task queue with attempts reset", letters.len());
+            }
+        }
+        DlqCommand::Purge { filter: f, yes } => {
+            let f = filter(f)?;
+            if !yes {
+                let matching = dead.purge(&f, true).await?.len();
+                if matching == 0 {
+                    println!("no matching dead letters");
+                    return Ok(());
+                }
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!("refusing to delete {matching} dead letter(s) without confirmation; pass --yes");
+                }
+                eprint!("Delete {matching} dead letter(s) for good? [y/N] ");
+                std::io::stderr().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    println!("nothing deleted");
+                    return Ok(());
+                }
+            }
+            let n = dead.purge(&f, false).await?.len();
+            println!("deleted {n} dead letter(s)");
+        }
+    }
+    Ok(())
+}
+
+/// `warden config …`.
+///
+/// # Errors
+/// Never in practice; serialisation of the settings.
+pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Check => {
+            println!("configuration is valid");
+            println!("{}", serde_json::to_string_pretty(&settings.redacted_json())?);
+        }
+        ConfigCommand::EnvKeys => {
+            for k in Settings::env_keys() {
+                println!("{k}");
+            }
+        }
+    }
+    Ok(())
+}

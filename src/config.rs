@@ -1,0 +1,354 @@
+//! Typed, layered configuration.
+//!
+//! Layers, last wins: built-in defaults, then an optional TOML file (`--config` or
+//! `WARDEN_CONFIG`), then `WARDEN_*` environment variables, with `__` separating
+//! nested keys (`WARDEN_RETRY__MAX_ATTEMPTS=8`). Everything is validated once, at
+//! start, so the rest of the program can trust it; an invalid value is reported as
+//! one line naming the key, and the binary exits 64 (`EX_USAGE`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read by warden itself rather than through [`Settings`].
+const NON_SETTINGS_ENV: &[&str] = &["CONFIG"];
+
+/// The complete, validated configuration of a warden process.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Broker URL (`amqp://` or `amqps://`). Holds a password, so it is never logged
+    /// as is; see [`Settings::amqp_url_redacted`].
+    #[serde(serialize_with = "serialize_exposed")]
+    pub amqp_url: SecretString,
+    /// Name prefix of every exchange and queue (`{prefix}.tasks`, ...).
+    pub prefix: String,
+    /// How many tasks run at once in one process; also the broker prefetch.
+    pub concurrency: u16,
+    /// Longest a handler may run before the attempt counts as a transient failure.
+    #[serde(with = "humantime_serde")]
+    pub task_timeout: Duration,
+    /// Bodies above this many bytes are dead-lettered as `too_large` unread.
+    pub max_body_bytes: usize,
+    /// How long in-flight tasks may run after SIGTERM before they are left to the
+    /// broker for redelivery.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// `x-delivery-limit` of the task queue: how often the broker hands out one
+    /// message before dead-lettering it. This is what stops a message that kills
+    /// the process from killing it forever.
+    pub delivery_limit: u32,
+    /// The retry schedule.
+    pub retry: RetrySettings,
+    /// Publish `task.*` lifecycle events to `{prefix}.events`.
+    pub events: bool,
+    /// Register the fault-injection handlers (`builtin.fail`, `builtin.panic`,
+    /// `builtin.abort`). Off by default: they exist for demos and tests.
+    pub fault_handlers: bool,
+    /// Address of the admin HTTP server (`/livez`, `/readyz`, `/metrics`).
+    pub admin_addr: SocketAddr,
+    /// `/livez` fails when the consumer loop has not ticked for this long.
+    #[serde(with = "humantime_serde")]
+    pub liveness_limit: Duration,
+    /// AMQP heartbeat; a blackholed connection is noticed within about twice this.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal).
+    pub log_format: LogFormat,
+}
+
+/// The retry schedule: exponential delay tiers living in the broker.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct RetrySettings {
+    /// Attempts in total, the first one included. After the last, a transient
+    /// failure is dead-lettered as `retries_exhausted`.
+    pub max_attempts: u32,
+    /// Delay before the first retry.
+    #[serde(with = "humantime_serde")]
+    pub base_delay: Duration,
+    /// Each tier waits this many times longer than the one before.
+    pub factor: u32,
+    /// Number of delay tiers (queues); later retries reuse the longest.
+    pub tiers: u32,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            amqp_url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefix: "warden".into(),
+            concurrency: 64,
+            task_timeout: Duration::from_secs(30),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            delivery_limit: 5,
+            retry: RetrySettings::default(),
+            events: true,
+            fault_handlers: false,
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            liveness_limit: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            log_format: LogFormat::Auto,
+        }
+    }
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            factor: 4,
+            tiers: 5,
+        }
+    }
+}
+
+/// A configuration problem, reported as one line naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Serialisation feeds figment's defaults layer, so it must be faithful; output
+/// for people goes through [`Settings::redacted_json`] instead.
+fn serialize_exposed<S: serde::Serializer>(url: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(url.expose_secret())
+}
+
+/// Replaces the password of a URL with `***`, for logs and `topology` output.
+#[must_use]
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable url>".into(),
+    }
+}
+
+impl Settings {
+    /// Loads defaults, then `file` (or `WARDEN_CONFIG`) if given, then `WARDEN_*`
+    /// environment variables, and validates the result.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the offending key.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let file: Option<PathBuf> = file
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("WARDEN_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = &file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("WARDEN_").split("__").ignore(NON_SETTINGS_ENV));
+        let settings: Settings = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks the invariants serde cannot express.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("`{key}` {why}")));
+        let url = self.amqp_url.expose_secret();
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return bad("amqp_url", "must start with amqp:// or amqps://");
+        }
+        if url.parse::<lapin::uri::AMQPUri>().is_err() {
+            return bad("amqp_url", "is not a valid AMQP URI");
+        }
+        if self.prefix.is_empty()
+            || self.prefix.len() > 100
+            || !self
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return bad(
+                "prefix",
+                "must be 1-100 characters of letters, digits, '-', '_' or '.'",
+            );
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency", "must be at least 1");
+        }
+        if self.task_timeout.is_zero() {
+            return bad("task_timeout", "must be greater than zero");
+        }
+        if self.max_body_bytes == 0 {
+            return bad("max_body_bytes", "must be greater than zero");
+        }
+        if self.delivery_limit == 0 {
+            return bad("delivery_limit", "must be at least 1");
+        }
+        if self.retry.max_attempts == 0 {
+            return bad("retry.max_attempts", "must be at least 1");
+        }
+        if self.retry.base_delay < Duration::from_millis(1) {
+            return bad("retry.base_delay", "must be at least 1ms");
+        }
+        if self.retry.factor == 0 {
+            return bad("retry.factor", "must be at least 1");
+        }
+        if self.retry.tiers == 0 || self.retry.tiers > 20 {
+            return bad("retry.tiers", "must be between 1 and 20");
+        }
+        if self.retry.tier_delays().last().copied() > Some(Duration::from_secs(7 * 24 * 3600)) {
+            return bad("retry", "longest tier would exceed 7 days; lower factor or tiers");
+        }
+        if self.liveness_limit < Duration::from_secs(1) {
+            return bad("liveness_limit", "must be at least 1s");
+        }
+        if self.heartbeat.as_secs() == 0 || self.heartbeat.as_secs() > u64::from(u16::MAX) {
+            return bad("heartbeat", "must be between 1s and 65535s");
+        }
+        Ok(())
+    }
+
+    /// The settings as JSON with every secret redacted, for `warden config check`.
+    #[must_use]
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        v["amqp_url"] = self.amqp_url_redacted().into();
+        v
+    }
+
+    /// The broker URL with its password replaced, safe to log.
+    #[must_use]
+    pub fn amqp_url_redacted(&self) -> String {
+        redact_url(self.amqp_url.expose_secret())
+    }
+
+    /// Every environment variable warden reads for its settings, for deployment
+    /// checks (`warden config env-keys`).
+    #[must_use]
+    pub fn env_keys() -> Vec<String> {
+        let value = serde_json::to_value(Settings::default()).unwrap_or_default();
+        let mut keys = vec!["WARDEN_CONFIG".to_string()];
+        collect_keys("WARDEN_", &value, &mut keys);
+        keys.sort();
+        keys
+    }
+}
+
+fn collect_keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+    if let serde_json::Value::Object(map) = value {
+        for (k, v) in map {
+            let key = format!("{prefix}{}", k.to_ascii_uppercase());
+            if v.is_object() {
+                collect_keys(&format!("{key}__"), v, out);
+            } else {
+                out.push(key);
+            }
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The delay of each tier: `base_delay * factor^i` for `i` in `0..tiers`.
+    #[must_use]
+    pub fn tier_delays(&self) -> Vec<Duration> {
+        let mut delays = Vec::with_capacity(self.tiers as usize);
+        let mut d = self.base_delay;
+        for _ in 0..self.tiers {
+            delays.push(d);
+            d = d.saturating_mul(self.factor);
+        }
+        delays
+    }
+}
+
+/// Figment errors can span several lines and name the env var; keep the first
+/// line with its key path, which is what a user needs to fix it.
+fn one_line(e: &figment::Error) -> String {
+    let mut msg = e.to_string().replace('\n', " ");
+    if !e.path.is_empty() && !msg.contains(&e.path.join(".")) {
+        msg = format!("`{}`: {msg}", e.path.join("."));
+    }
+    msg
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return its own error type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn tiers_grow_exponentially() {
+        let r = RetrySettings::default();
+        let secs: Vec<u64> = r.tier_delays().iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, vec![1, 4, 16, 64, 256]);
+    }
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("w.toml", "prefix = \"fromfile\"\nconcurrency = 3\n")?;
+            jail.set_env("WARDEN_CONCURRENCY", "7");
+            jail.set_env("WARDEN_RETRY__MAX_ATTEMPTS", "9");
+            let s = Settings::load(Some(Path::new("w.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.prefix, "fromfile");
+            assert_eq!(s.concurrency, 7);
+            assert_eq!(s.retry.max_attempts, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WARDEN_CONCURRENCY", "lots");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("concurrency"), "{err}");
+            assert!(!err.contains('\n'));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn redaction_hides_the_password() {
+        let s = redact_url("amqp://user:hunter2@host:5672/%2f");
+        assert!(!s.contains("hunter2"));
+        assert!(s.contains("user"));
+    }
+
+    #[test]
+    fn env_keys_lists_nested_keys() {
+        let keys = Settings::env_keys();
+        assert!(keys.contains(&"WARDEN_RETRY__MAX_ATTEMPTS".to_string()));
+        assert!(keys.contains(&"WARDEN_AMQP_URL".to_string()));
+    }
+}

@@ -1,0 +1,182 @@
+//! `warden demo`: the whole worker story in one command, on a throwaway prefix.
+//!
+//! It starts a worker in this process, publishes a mixed batch (successes,
+//! slow tasks, transient failures that recover, permanent failures, panics,
+//! timeouts, a malformed body and an unknown type), follows the lifecycle
+//! events live, then prints the outcomes and the dead letters with their reasons,
+//! and deletes everything it declared.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::envelope::Task;
+use crate::events::Event;
+use crate::handler::Registry;
+use crate::publish::{Publisher, publish_confirmed, task_properties};
+use crate::topology::Topology;
+use crate::worker::Worker;
+
+/// How long the demo waits for the batch to settle before giving up.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+fn batch(noop: usize) -> Vec<Task> {
+    let mut tasks = Vec::new();
+    let mut add = |n: usize, kind: &str, payload: serde_json::Value| {
+        for _ in 0..n {
+            tasks.push(Task::new(kind, payload.clone()));
+        }
+    };
+    add(noop, "builtin.noop", json!({}));
+    for ms in [20, 50, 100, 200, 400] {
+        add(8, "builtin.sleep", json!({ "ms": ms }));
+    }
+    add(15, "builtin.fail", json!({ "times": 1, "kind": "transient" }));
+    add(5, "builtin.fail", json!({ "times": 2, "kind": "transient" }));
+    add(5, "builtin.fail", json!({ "times": 1, "kind": "permanent" }));
+    add(10, "builtin.panic", json!({ "times": 1 }));
+    add(2, "builtin.panic", json!({ "times": 99 }));
+    add(2, "builtin.sleep", json!({ "ms": 3000 }));
+    add(1, "report.generate", json!({}));
+    tasks
+}
+
+/// Runs the demo against `settings`' broker.
+///
+/// # Errors
+/// Broker unreachable, or the batch not settling within three minutes.
+pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()> {
+    let mut settings = base.clone();
+    settings.prefix = format!("warden-demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    settings.fault_handlers = true;
+    settings.events = true;
+    settings.task_timeout = Duration::from_secs(1);
+    settings.retry.base_delay = Duration::from_millis(250);
+    settings.retry.factor = 2;
+    settings.retry.tiers = 3;
+    settings.retry.max_attempts = 4;
+    println!("warden demo on {} with throwaway prefix {}", settings.amqp_url_redacted(), settings.prefix);
+
+    // Listen to events before anything is published, so none is missed.
+    let conn = crate::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;
+    let ch = conn.create_channel().await?;
+    let topology = Topology::new(&settings);
+    topology.declare(&ch).await?;
+    let q = ch
+        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .await?;
+    ch.queue_bind(q.name().clone(), topology.events().into(), "task.#".into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    let mut events = ch
+        .basic_consume(q.name().clone(), "demo-events".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+
+    let shutdown = CancellationToken::new();
+    let worker = Worker::new(settings.clone(), Registry::builtin(true));
+    let worker_task = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move { worker.run(shutdown).await }
+    });
+
+    let tasks = batch(noop);
+    let mut published: BTreeMap<String, usize> = BTreeMap::new();
+    for t in &tasks {
+        *published.entry(t.kind.clone()).or_default() += 1;
+    }
+    let publisher = Publisher::connect(&settings).await?;
+    let total = tasks.len() + 1;
+    publisher.publish_all(tasks, 256, || {}).await?;
+    // One body that is not a task at all, published raw like a buggy producer would.
+    publish_confirmed(
+        publisher.channel(),
+        &topology.tasks(),
+        "post.publish",
+        b"{\"id\": \"oops\", \"type\": ",
+        task_properties("malformed-1", FieldTable::default()),
+        true,
+    )
+    .await?;
+    *published.entry("(malformed body)".into()).or_default() += 1;
+    publisher.close().await;
+
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} settled {pos}/{len} [{bar:30}] {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut terminal: HashSet<String> = HashSet::new();
+    let mut rows: BTreeMap<String, [usize; 3]> = BTreeMap::new(); // succeeded, retries, dead
+    let (mut ok, mut retried, mut dead) = (0, 0, 0);
+    while terminal.len() < total {
+        let next = tokio::time::timeout(DEADLINE.saturating_sub(started.elapsed()), events.next()).await;
+        let Ok(Some(Ok(delivery))) = next else {
+            bar.abandon();
+            shutdown.cancel();
+            anyhow::bail!("the batch did not settle within {}s ({} of {total} done)", DEADLINE.as_secs(), terminal.len());
+        };
+        delivery.ack(BasicAckOptions::default()).await?;
+        let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) else { continue };
+        let kind = if event.id == "malformed-1" { "(malformed body)".to_owned() } else { event.kind.clone() };
+        let row = rows.entry(kind).or_default();
+        match delivery.routing_key.as_str() {
+            crate::events::SUCCEEDED => {
+                if terminal.insert(event.id) {
+                    row[0] += 1;
+                    ok += 1;
+                }
+            }
+            crate::events::DEAD => {
+                if terminal.insert(event.id) {
+                    row[2] += 1;
+                    dead += 1;
+                }
+            }
+            _ => {
+                row[1] += 1;
+                retried += 1;
+            }
+        }
+        bar.set_position(terminal.len() as u64);
+        bar.set_message(format!("{ok} succeeded, {retried} retries, {dead} dead"));
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+    shutdown.cancel();
+    worker_task.await?;
+
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["task type", "published", "succeeded", "retries", "dead"]);
+    for (kind, n) in &published {
+        let r = rows.get(kind).copied().unwrap_or_default();
+        table.add_row([kind.clone(), n.to_string(), r[0].to_string(), r[1].to_string(), r[2].to_string()]);
+    }
+    println!("\nAll {total} tasks settled in {:.1}s: {ok} succeeded, {dead} dead-lettered, {retried} retries on the way.", elapsed.as_secs_f64());
+    println!("{table}");
+
+    let dq = crate::dlq::DeadQueue::open(&settings).await?;
+    let letters = dq.list(Some(50)).await?;
+    dq.close().await;
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(["dead letter", "type", "reason", "attempts", "error"]);
+    for d in &letters {
+        table.add_row([d.id.clone(), d.kind.clone(), d.reason.clone(), d.attempts.to_string(), d.error.chars().take(70).collect()]);
+    }
+    println!("\nDead letters in {}.dead, each with its reason:\n{table}", settings.prefix);
+
+    if keep {
+        println!("kept prefix {}; inspect it with WARDEN_PREFIX={} warden topology", settings.prefix, settings.prefix);
+    } else {
+        topology.delete(&ch).await?;
+        println!("cleaned up: deleted every queue and exchange of {}", settings.prefix);
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(())
+}

@@ -1,0 +1,249 @@
+//! `warden dlq`: read, replay and purge `{prefix}.dead`.
+//!
+//! Reading a queue over AMQP means taking messages out. To list without losing
+//! or reordering anything, every message is fetched unacknowledged and all of
+//! them are handed back at once (`basic.nack` with `multiple` and `requeue`); a
+//! quorum queue returns them to their original positions. Replay and purge act
+//! only on the matching messages, each one acknowledged (removed) only after
+//! its replacement is confirmed by the broker.
+
+use chrono::{DateTime, Utc};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::envelope::{self, Task};
+use crate::publish::{copy_properties, publish_confirmed};
+use crate::topology::Topology;
+
+/// One dead letter, as `dlq list` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Task id (message id when the body is not a task).
+    pub id: String,
+    /// Task type (the original routing key).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The task's channel, when the body names one.
+    pub channel: Option<String>,
+    /// Why it is dead.
+    pub reason: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it died, RFC 3339.
+    pub failed_at: Option<String>,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// Which dead letters a replay or purge acts on. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this reason.
+    pub reason: Option<String>,
+    /// Only this type.
+    pub kind: Option<String>,
+    /// Only this channel.
+    pub channel: Option<String>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+impl Filter {
+    /// Does `d` match?
+    #[must_use]
+    pub fn matches(&self, d: &DeadLetter) -> bool {
+        self.reason.as_ref().is_none_or(|r| *r == d.reason)
+            && self.kind.as_ref().is_none_or(|k| *k == d.kind)
+            && self.channel.as_ref().is_none_or(|c| d.channel.as_ref() == Some(c))
+    }
+}
+
+/// Reads a dead letter's story from its headers. Messages dead-lettered by the
+/// broker itself (the delivery limit) carry only `x-death`.
+#[must_use]
+pub fn describe(body: &[u8], props: &BasicProperties, routing_key: &str) -> DeadLetter {
+    let h = props.headers().as_ref();
+    let task = Task::decode(body, usize::MAX).ok();
+    let broker_reason = envelope::broker_death_reason(h);
+    let reason = envelope::header_text(h, envelope::REASON_HEADER)
+        .or_else(|| broker_reason.clone().map(|r| if r == "delivery_limit" { r } else { format!("broker:{r}") }))
+        .unwrap_or_else(|| "unknown".into());
+    let attempts = h
+        .and_then(|h| h.inner().get(envelope::ATTEMPT_HEADER).or_else(|| h.inner().get("x-delivery-count")))
+        .and_then(envelope::integer_of)
+        .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+    let error = envelope::header_text(h, envelope::ERROR_HEADER).unwrap_or_else(|| match broker_reason.as_deref() {
+        Some("delivery_limit") => {
+            "delivery limit reached: consumers died or lost their connection while handling it".into()
+        }
+        Some(r) => format!("dead-lettered by the broker ({r})"),
+        None => String::new(),
+    });
+    let failed_at = envelope::header_text(h, envelope::FAILED_AT_HEADER).or_else(|| death_time(h));
+    DeadLetter {
+        id: task.as_ref().map(|t| t.id.clone()).or_else(|| props.message_id().as_ref().map(|m| m.to_string())).unwrap_or_default(),
+        kind: envelope::header_text(h, envelope::ROUTING_KEY_HEADER)
+            .or_else(|| task.as_ref().map(|t| t.kind.clone()))
+            .unwrap_or_else(|| routing_key.to_owned()),
+        channel: task.and_then(|t| t.channel),
+        reason,
+        attempts,
+        failed_at,
+        error,
+    }
+}
+
+fn death_time(h: Option<&FieldTable>) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = h?.inner().get("x-death")? else { return None };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else { return None };
+    let AMQPValue::Timestamp(ts) = first.inner().get("time")? else { return None };
+    DateTime::<Utc>::from_timestamp(i64::try_from(*ts).ok()?, 0).map(|t| t.to_rfc3339())
+}
+
+/// A connection and channel on `{prefix}.dead`.
+pub struct DeadQueue {
+    conn: lapin::Connection,
+    ch: Channel,
+    topology: Topology,
+}
+
+impl DeadQueue {
+    /// Connects, failing fast.
+    ///
+    /// # Errors
+    /// Broker unreachable, or the queue does not exist (nothing was ever declared).
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let conn = crate::broker::connect(settings, "dlq", std::time::Duration::from_secs(5)).await?;
+        let ch = conn.create_channel().await?;
+        let topology = Topology::new(settings);
+        topology.declare(&ch).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { conn, ch, topology })
+    }
+
+    async fn count(&self) -> lapin::Result<u32> {
+        let q = self
+            .ch
+            .queue_declare(self.topology.dead().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await?;
+        Ok(q.message_count())
+    }
+
+    /// Visits every message currently in the queue, unacknowledged; `visit`
+    /// returns whether to remove it (after doing what it needs, e.g. a
+    /// confirmed republish). Everything kept goes back, in order.
+    async fn visit<F, Fut>(&self, mut visit: F) -> anyhow::Result<()>
+    where
+        F: FnMut(lapin::message::BasicGetMessage, DeadLetter) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<bool>>,
+    {
+        let n = self.count().await?;
+        let mut last_tag = None;
+        let mut result = Ok(());
+        for _ in 0..n {
+            let Some(msg) = self.ch.basic_get(self.topology.dead().into(), BasicGetOptions { no_ack: false }).await? else {
+                break;
+            };
+            let tag = msg.delivery.delivery_tag;
+            let d = describe(&msg.delivery.data, &msg.delivery.properties, msg.delivery.routing_key.as_str());
+            match visit(msg, d).await {
+                Ok(true) => self.ch.basic_ack(tag, BasicAckOptions { multiple: false }).await?,
+                Ok(false) => last_tag = Some(tag),
+                Err(e) => {
+                    last_tag = Some(tag);
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if let Some(tag) = last_tag {
+            self.ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+        }
+        result
+    }
+
+    /// Up to `limit` dead letters, oldest first; the queue is left as it was.
+    ///
+    /// # Errors
+    /// Broker errors.
+    pub async fn list(&self, limit: Option<usize>) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut out = Vec::new();
+        self.visit(|_, d| {
+            if limit.is_none_or(|l| out.len() < l) {
+                out.push(d);
+            }
+            async { Ok(false) }
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// Moves matching dead letters back to `{prefix}.tasks` with attempts reset.
+    /// With `dry_run`, only says which. Returns the matching letters.
+    ///
+    /// # Errors
+    /// Broker errors; letters replayed before the error stay replayed.
+    pub async fn replay(&self, filter: &Filter, dry_run: bool) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut matched = Vec::new();
+        let exchange = self.topology.tasks();
+        self.visit(|msg, d| {
+            let take = filter.matches(&d) && filter.limit.is_none_or(|l| matched.len() < l);
+            if take {
+                matched.push(d.clone());
+            }
+            let ch = self.ch.clone();
+            let exchange = exchange.clone();
+            async move {
+                if !take || dry_run {
+                    return Ok(false);
+                }
+                let props = copy_properties(&msg.delivery.properties, replay_headers(msg.delivery.properties.headers().as_ref()), None);
+                publish_confirmed(&ch, &exchange, &d.kind, &msg.delivery.data, props, true).await?;
+                Ok(true)
+            }
+        })
+        .await?;
+        Ok(matched)
+    }
+
+    /// Deletes matching dead letters (or, with `dry_run`, counts them).
+    ///
+    /// # Errors
+    /// Broker errors.
+    pub async fn purge(&self, filter: &Filter, dry_run: bool) -> anyhow::Result<Vec<DeadLetter>> {
+        let mut matched = Vec::new();
+        self.visit(|_, d| {
+            let take = filter.matches(&d) && filter.limit.is_none_or(|l| matched.len() < l);
+            if take {
+                matched.push(d);
+            }
+            async move { Ok(take && !dry_run) }
+        })
+        .await?;
+        Ok(matched)
+    }
+
+    /// Closes channel and connection.
+    pub async fn close(self) {
+        let _ = self.ch.close(200, "bye".into()).await;
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+/// The producer's headers without warden's bookkeeping or the broker's death
+/// records: a replayed task starts again at attempt 1.
+fn replay_headers(h: Option<&FieldTable>) -> FieldTable {
+    let mut out = FieldTable::default();
+    if let Some(h) = h {
+        for (k, v) in h.inner() {
+            let k = k.as_str();
+            if !(k.starts_with("x-warden-") || k == crate::envelope::DELAY_HEADER || k == "x-death" || k.starts_with("x-first-death") || k.starts_with("x-last-death") || k == "x-delivery-count") {
+                out.insert(k.into(), v.clone());
+            }
+        }
+    }
+    out
+}

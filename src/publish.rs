@@ -1,0 +1,230 @@
+//! Publishing with publisher confirms: tasks from the CLI and the library, and
+//! the copies (retries, parks, dead letters) and events the worker makes.
+//!
+//! A copy only counts once the broker has confirmed it *and* routed it
+//! (`mandatory`): a message returned as unroutable is as lost as a nacked one,
+//! so both are errors and the original is not acknowledged.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+
+use crate::config::Settings;
+use crate::envelope::Task;
+use crate::topology::Topology;
+
+/// AMQP delivery mode 2: the broker writes the message to disk.
+pub const PERSISTENT: u8 = 2;
+
+/// A publish the broker did not take.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker negatively acknowledged it (e.g. a full queue with `reject-publish`).
+    #[error("the broker refused the message (nack) on exchange {exchange:?}")]
+    Nacked {
+        /// Where it was published.
+        exchange: String,
+    },
+    /// No queue was bound to receive it.
+    #[error("the message was unroutable on exchange {exchange:?} with key {routing_key:?}")]
+    Returned {
+        /// Where it was published.
+        exchange: String,
+        /// With which key.
+        routing_key: String,
+    },
+    /// The channel or connection failed.
+    #[error("broker error while publishing: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+/// Properties of a task message: persistent JSON with `message_id` = task id.
+#[must_use]
+pub fn task_properties(task_id: &str, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_delivery_mode(PERSISTENT)
+        .with_message_id(ShortString::from(task_id))
+        .with_headers(headers)
+}
+
+/// Properties for a copy of a consumed message: the producer's content type,
+/// message id and correlation fields with new `headers`, forced persistent, and
+/// the given per-message TTL instead of any the producer set (a dead letter must
+/// not expire in the dead-letter queue).
+#[must_use]
+pub fn copy_properties(original: &BasicProperties, headers: FieldTable, expiration: Option<String>) -> BasicProperties {
+    let mut p = BasicProperties::default().with_headers(headers).with_delivery_mode(PERSISTENT);
+    if let Some(v) = original.content_type() {
+        p = p.with_content_type(v.clone());
+    }
+    if let Some(v) = original.content_encoding() {
+        p = p.with_content_encoding(v.clone());
+    }
+    if let Some(v) = original.message_id() {
+        p = p.with_message_id(v.clone());
+    }
+    if let Some(v) = original.correlation_id() {
+        p = p.with_correlation_id(v.clone());
+    }
+    if let Some(v) = original.timestamp() {
+        p = p.with_timestamp(*v);
+    }
+    if let Some(v) = original.kind() {
+        p = p.with_type(v.clone());
+    }
+    if let Some(v) = original.app_id() {
+        p = p.with_app_id(v.clone());
+    }
+    if let Some(ms) = expiration {
+        p = p.with_expiration(ms.into());
+    }
+    p
+}
+
+/// Publishes and waits for the broker's confirm (the channel must be in
+/// confirm mode). With `mandatory`, an unroutable message is an error.
+///
+/// # Errors
+/// [`PublishError`] when the broker did not take the message.
+pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<(), PublishError> {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions { mandatory, ..Default::default() },
+            body,
+            properties,
+        )
+        .await?
+        .await?;
+    if confirm.is_nack() {
+        return Err(PublishError::Nacked { exchange: exchange.into() });
+    }
+    if confirm.take_message().is_some() {
+        return Err(PublishError::Returned { exchange: exchange.into(), routing_key: routing_key.into() });
+    }
+    Ok(())
+}
+
+/// Publishes tasks to `{prefix}.tasks` with pipelined confirms.
+#[derive(Debug)]
+pub struct Publisher {
+    conn: Connection,
+    ch: Channel,
+    exchange: String,
+}
+
+impl Publisher {
+    /// Connects (failing fast, not retrying: a CLI user wants an answer) and
+    /// declares the topology so that the first task is not unroutable.
+    ///
+    /// # Errors
+    /// The broker is unreachable or refused the declarations.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let conn = crate::broker::connect(settings, "publisher", Duration::from_secs(5)).await?;
+        let ch = conn.create_channel().await?;
+        let topology = Topology::new(settings);
+        topology.declare(&ch).await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { conn, ch, exchange: topology.tasks() })
+    }
+
+    /// Publishes one task and waits for its confirm.
+    ///
+    /// # Errors
+    /// [`PublishError`].
+    pub async fn publish(&self, task: &Task) -> Result<(), PublishError> {
+        publish_confirmed(
+            &self.ch,
+            &self.exchange,
+            &task.kind,
+            &task.to_body(),
+            task_properties(&task.id, FieldTable::default()),
+            true,
+        )
+        .await
+    }
+
+    /// Publishes many tasks keeping up to `window` confirms in flight, calling
+    /// `progress` after each confirm. Stops at the first refused message.
+    ///
+    /// # Errors
+    /// The first [`PublishError`]; tasks before it are published.
+    pub async fn publish_all(
+        &self,
+        tasks: impl IntoIterator<Item = Task>,
+        window: usize,
+        mut progress: impl FnMut(),
+    ) -> Result<usize, PublishError> {
+        let mut pending = FuturesUnordered::new();
+        let mut done = 0;
+        for task in tasks {
+            if pending.len() >= window.max(1)
+                && let Some(r) = pending.next().await
+            {
+                r?;
+                done += 1;
+                progress();
+            }
+            pending.push(async move { self.publish(&task).await });
+        }
+        while let Some(r) = pending.next().await {
+            r?;
+            done += 1;
+            progress();
+        }
+        Ok(done)
+    }
+
+    /// The confirm-mode channel, for raw publishes.
+    #[must_use]
+    pub fn channel(&self) -> &Channel {
+        &self.ch
+    }
+
+    /// Closes channel and connection cleanly.
+    pub async fn close(self) {
+        let _ = self.ch.close(200, "bye".into()).await;
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+/// Reads tasks from an NDJSON file: one task object per line; `id` may be
+/// omitted (a fresh one is assigned). Blank lines are skipped.
+///
+/// # Errors
+/// The first bad line, named by its number; nothing is published then.
+pub fn read_ndjson(path: &Path) -> anyhow::Result<Vec<Task>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let mut tasks = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("{}:{}: not valid JSON: {e}", path.display(), i + 1))?;
+        if let Some(obj) = value.as_object_mut() {
+            obj.entry("id").or_insert_with(|| uuid::Uuid::now_v7().to_string().into());
+        }
+        let task: Task = serde_json::from_value(value)
+            .map_err(|e| anyhow::anyhow!("{}:{}: not a task: {e}", path.display(), i + 1))?;
+        if task.kind.is_empty() {
+            anyhow::bail!("{}:{}: `type` is empty", path.display(), i + 1);
+        }
+        tasks.push(task);
+    }
+    Ok(tasks)
+}

@@ -1,0 +1,224 @@
+//! The whole broker topology, declared idempotently in one place.
+//!
+//! ```text
+//! {p}.tasks  (topic x) ──#──▶ {p}.tasks (quorum q, delivery limit, DLX → {p}.dead)
+//! {p}.delay  (headers x) ─x-warden-delay=<tier>─▶ {p}.retry.<tier> (TTL, DLX → {p}.tasks)
+//!                        ─x-warden-delay=parked─▶ {p}.parked       (TTL, DLX → {p}.tasks)
+//! {p}.dead   (fanout x) ──▶ {p}.dead (quorum q)
+//! {p}.events (topic x)      task.* / reauth.* lifecycle events
+//! ```
+//!
+//! Retry and park copies go through a headers exchange rather than straight to
+//! their queue so that they keep the task's routing key: when their TTL expires
+//! the broker dead-letters them into `{p}.tasks` under that same key.
+
+use std::time::Duration;
+
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::config::Settings;
+
+/// Delay-header value that routes a copy to `{p}.parked`.
+pub const PARKED_ROUTE: &str = "parked";
+
+/// Names and arguments of every exchange and queue for one prefix.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    prefix: String,
+    delivery_limit: u32,
+    tier_delays: Vec<Duration>,
+    park_ttl: Duration,
+}
+
+/// One row of `warden topology`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// Messages ready plus unacknowledged... as the broker reports on declare
+    /// (ready messages only).
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+fn ms(d: Duration) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
+}
+
+impl Topology {
+    /// The topology described by `settings`.
+    #[must_use]
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            prefix: settings.prefix.clone(),
+            delivery_limit: settings.delivery_limit,
+            tier_delays: settings.retry.tier_delays(),
+            park_ttl: Duration::from_secs(30),
+        }
+    }
+
+    /// `{p}.tasks`: the exchange producers publish to, and the work queue.
+    #[must_use]
+    pub fn tasks(&self) -> String {
+        format!("{}.tasks", self.prefix)
+    }
+    /// `{p}.delay`: the headers exchange in front of the delay queues.
+    #[must_use]
+    pub fn delay_exchange(&self) -> String {
+        format!("{}.delay", self.prefix)
+    }
+    /// `{p}.dead`: the dead-letter exchange and queue.
+    #[must_use]
+    pub fn dead(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+    /// `{p}.events`: lifecycle events.
+    #[must_use]
+    pub fn events(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// `{p}.parked`: tasks waiting for their channel's re-authentication.
+    #[must_use]
+    pub fn parked(&self) -> String {
+        format!("{}.parked", self.prefix)
+    }
+    /// The delay of each retry tier.
+    #[must_use]
+    pub fn tier_delays(&self) -> &[Duration] {
+        &self.tier_delays
+    }
+    /// The routing value (and queue-name suffix) of tier `i`, e.g. `4s` or `1m4s`.
+    #[must_use]
+    pub fn tier_route(&self, i: usize) -> String {
+        humantime::format_duration(self.tier_delays[i]).to_string().replace(' ', "")
+    }
+    /// `{p}.retry.<tier>`.
+    #[must_use]
+    pub fn retry_queue(&self, i: usize) -> String {
+        format!("{}.retry.{}", self.prefix, self.tier_route(i))
+    }
+
+    /// Arguments of the work queue. Quorum, because it replicates and counts
+    /// deliveries; at-least-once dead-lettering so a broker-side dead letter
+    /// cannot be lost, which RabbitMQ only allows with `reject-publish`.
+    fn tasks_args(&self) -> FieldTable {
+        table(&[
+            ("x-queue-type", text("quorum")),
+            ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(self.delivery_limit))),
+            ("x-dead-letter-exchange", text(&self.dead())),
+            ("x-dead-letter-strategy", text("at-least-once")),
+            ("x-overflow", text("reject-publish")),
+        ])
+    }
+
+    fn delay_args(&self, ttl: Duration) -> FieldTable {
+        table(&[
+            ("x-queue-type", text("quorum")),
+            ("x-message-ttl", ms(ttl)),
+            ("x-dead-letter-exchange", text(&self.tasks())),
+            ("x-dead-letter-strategy", text("at-least-once")),
+            ("x-overflow", text("reject-publish")),
+        ])
+    }
+
+    /// Declares everything; safe to call on every (re)connect and from every
+    /// replica at once.
+    ///
+    /// # Errors
+    /// A broker error, e.g. `PRECONDITION_FAILED` when a queue exists with other
+    /// arguments (a changed delivery limit needs the queue deleted first).
+    pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let qdurable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let none = FieldTable::default();
+
+        ch.exchange_declare(self.tasks().into(), ExchangeKind::Topic, durable, none.clone()).await?;
+        ch.exchange_declare(self.delay_exchange().into(), ExchangeKind::Headers, durable, none.clone())
+            .await?;
+        ch.exchange_declare(self.dead().into(), ExchangeKind::Fanout, durable, none.clone()).await?;
+        ch.exchange_declare(self.events().into(), ExchangeKind::Topic, durable, none.clone()).await?;
+
+        ch.queue_declare(self.dead().into(), qdurable, table(&[("x-queue-type", text("quorum"))]))
+            .await?;
+        ch.queue_bind(self.dead().into(), self.dead().into(), "".into(), QueueBindOptions::default(), none.clone())
+            .await?;
+
+        ch.queue_declare(self.tasks().into(), qdurable, self.tasks_args()).await?;
+        ch.queue_bind(self.tasks().into(), self.tasks().into(), "#".into(), QueueBindOptions::default(), none.clone())
+            .await?;
+
+        let mut delays: Vec<(String, String, Duration)> = (0..self.tier_delays.len())
+            .map(|i| (self.retry_queue(i), self.tier_route(i), self.tier_delays[i]))
+            .collect();
+        delays.push((self.parked(), PARKED_ROUTE.to_owned(), self.park_ttl));
+        for (queue, route, ttl) in delays {
+            ch.queue_declare(queue.clone().into(), qdurable, self.delay_args(ttl)).await?;
+            let binding = table(&[("x-match", text("all")), (crate::envelope::DELAY_HEADER, text(&route))]);
+            ch.queue_bind(queue.into(), self.delay_exchange().into(), "".into(), QueueBindOptions::default(), binding)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every queue with its role, in the order a reader follows a task.
+    #[must_use]
+    pub fn queues(&self) -> Vec<(String, &'static str)> {
+        let mut q = vec![(self.tasks(), "work queue")];
+        for i in 0..self.tier_delays.len() {
+            q.push((self.retry_queue(i), "retry delay"));
+        }
+        q.push((self.parked(), "parked"));
+        q.push((self.dead(), "dead letters"));
+        q
+    }
+
+    /// Counts messages and consumers of every queue (passive declares).
+    ///
+    /// # Errors
+    /// A broker error; a missing queue closes the channel with `NOT_FOUND`.
+    pub async fn describe(&self, ch: &Channel) -> lapin::Result<Vec<QueueInfo>> {
+        let mut out = Vec::new();
+        for (name, role) in self.queues() {
+            let q = ch
+                .queue_declare(name.clone().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+                .await?;
+            out.push(QueueInfo { name, role: role.into(), messages: q.message_count(), consumers: q.consumer_count() });
+        }
+        Ok(out)
+    }
+
+    /// Deletes every queue and exchange of this prefix (tests and the demo clean
+    /// up with it). Missing ones are fine.
+    ///
+    /// # Errors
+    /// A broker error other than a missing entity.
+    pub async fn delete(&self, ch: &Channel) -> lapin::Result<()> {
+        for (name, _) in self.queues() {
+            ch.queue_delete(name.into(), QueueDeleteOptions::default()).await?;
+        }
+        for x in [self.tasks(), self.delay_exchange(), self.dead(), self.events()] {
+            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default()).await?;
+        }
+        Ok(())
+    }
+}

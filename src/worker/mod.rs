@@ -1,0 +1,222 @@
+//! `warden worker`: consumes `{prefix}.tasks` and never falls over.
+//!
+//! Shape, after mini-redis and crates.io's background worker:
+//! - [`run`] supervises broker sessions: connect with backoff, run a session,
+//!   and on any loss (connection, channel, consumer cancelled by the broker)
+//!   rebuild everything from scratch. Only `shutdown` ends it.
+//! - A session is one `select!` over the consumer stream, the shutdown token and
+//!   a heartbeat tick. Every delivery runs in its own tokio task
+//!   ([`process::process`]), so a slow handler blocks nothing and a panic is an
+//!   outcome, not a crash.
+//! - Settling a delivery means publishing its copy (retry, park, dead) and its
+//!   event with publisher confirms, *then* acknowledging it through the
+//!   coalescing [`ack`] task. A crash anywhere before the ack means the broker
+//!   redelivers: at-least-once, never lost.
+
+pub mod ack;
+mod process;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{AdminState, Health};
+use crate::config::Settings;
+use crate::handler::Registry;
+use crate::metrics::Metrics;
+use crate::outcome::RetryPolicy;
+use crate::topology::Topology;
+
+/// Everything a delivery's task needs, shared by all tasks of one session.
+struct SessionCtx {
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    topology: Topology,
+    policy: RetryPolicy,
+    publish: Channel,
+    metrics: Arc<Metrics>,
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// Shutdown was requested and the drain is complete.
+    Shutdown,
+    /// The broker session was lost; reconnect.
+    Lost(String),
+}
+
+/// A worker: settings, handlers, health and metrics.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs a worker with its admin server until `shutdown` is cancelled, then
+/// drains and returns.
+///
+/// # Errors
+/// Only when the admin server cannot bind; broker trouble is retried forever.
+pub async fn run(settings: Settings, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let worker = Worker::new(settings, registry);
+    let listener = crate::admin::bind(worker.settings.admin_addr).await?;
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(crate::admin::serve(listener, worker.admin_state(), admin_stop.clone()));
+    worker.run(shutdown).await;
+    admin_stop.cancel();
+    admin.await??;
+    Ok(())
+}
+
+impl Worker {
+    /// A worker with fresh health and metrics.
+    #[must_use]
+    pub fn new(settings: Settings, registry: Registry) -> Self {
+        let health = Arc::new(Health::new(settings.liveness_limit));
+        Self { settings: Arc::new(settings), registry: Arc::new(registry), health, metrics: Arc::new(Metrics::new()) }
+    }
+
+    /// State for the admin server.
+    #[must_use]
+    pub fn admin_state(&self) -> AdminState {
+        AdminState { health: self.health.clone(), metrics: self.metrics.clone() }
+    }
+
+    /// Consumes until `shutdown`, reconnecting as often as needed.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        tracing::info!(
+            broker = %self.settings.amqp_url_redacted(),
+            prefix = %self.settings.prefix,
+            concurrency = self.settings.concurrency,
+            handlers = ?self.registry.types(),
+            "worker starting"
+        );
+        let mut lost_before = false;
+        loop {
+            self.health.beat();
+            let Some(conn) = crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown).await else {
+                break;
+            };
+            match self.session(&conn, &shutdown).await {
+                Ok(SessionEnd::Shutdown) => {
+                    close_connection(&conn).await;
+                    break;
+                }
+                Ok(SessionEnd::Lost(why)) | Err(why) => {
+                    self.health.set_session(false, false, false);
+                    self.metrics.consumer_up.set(0);
+                    self.metrics.reconnects.inc();
+                    tracing::warn!(reason = %why, "broker session lost; reconnecting");
+                    // A session that dies at once (say, topology refused) must not
+                    // spin: wait a little before the next connect.
+                    if lost_before {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                    lost_before = true;
+                    close_connection(&conn).await;
+                }
+            }
+        }
+        self.health.set_draining();
+        tracing::info!("worker stopped");
+    }
+
+    /// One broker session. `Err` means it could not be set up.
+    async fn session(&self, conn: &Connection, shutdown: &CancellationToken) -> Result<SessionEnd, String> {
+        let s = &self.settings;
+        let topology = Topology::new(s);
+        let consume = conn.create_channel().await.map_err(|e| format!("opening a channel: {e}"))?;
+        topology.declare(&consume).await.map_err(|e| format!("declaring the topology: {e}"))?;
+        let publish = conn.create_channel().await.map_err(|e| format!("opening a channel: {e}"))?;
+        publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+        // Prefetch is applied on every new channel: it does not survive reconnects.
+        consume.basic_qos(s.concurrency, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+        let tag = crate::broker::connection_name(s, "worker");
+        let mut consumer = consume
+            .basic_consume(topology.tasks().into(), tag.clone().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(|e| format!("consuming {}: {e}", topology.tasks()))?;
+        self.health.set_session(true, true, true);
+        self.metrics.consumer_up.set(1);
+        tracing::info!(queue = %topology.tasks(), "consuming");
+
+        let ctx = Arc::new(SessionCtx {
+            settings: s.clone(),
+            registry: self.registry.clone(),
+            policy: RetryPolicy { max_attempts: s.retry.max_attempts, tiers: topology.tier_delays().len() },
+            topology,
+            publish: publish.clone(),
+            metrics: self.metrics.clone(),
+        });
+        let (acks, ack_rx) = mpsc::unbounded_channel();
+        let acker = tokio::spawn(ack::run(consume.clone(), ack_rx));
+        // Cancelled when this session can no longer settle anything: running tasks
+        // then stop and the broker redelivers their messages.
+        let abandon = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let mut tick = tokio::time::interval((s.liveness_limit / 4).max(Duration::from_millis(250)));
+
+        let end = loop {
+            self.health.beat();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break SessionEnd::Shutdown,
+                () = abandon.cancelled() => break SessionEnd::Lost("a copy or event could not be published".into()),
+                _ = tick.tick() => {}
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let _ = acks.send(ack::AckMsg::Started(delivery.delivery_tag));
+                        tracker.spawn(process::process(ctx.clone(), delivery, acks.clone(), abandon.clone()));
+                    }
+                    Some(Err(e)) => break SessionEnd::Lost(format!("consumer error: {e}")),
+                    None => break SessionEnd::Lost("the broker cancelled the consumer".into()),
+                },
+            }
+        };
+
+        if let SessionEnd::Lost(_) = end {
+            abandon.cancel();
+            return Ok(end);
+        }
+
+        // Graceful drain: stop deliveries first, so nothing new starts, then give
+        // running tasks the grace period to finish and settle.
+        self.health.set_draining();
+        let _ = consume.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
+        tracker.close();
+        let running = tracker.len();
+        if running > 0 {
+            tracing::info!(running, grace = ?s.shutdown_grace, "draining in-flight tasks");
+        }
+        if tokio::time::timeout(s.shutdown_grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                unfinished = tracker.len(),
+                "grace period over; leaving unfinished tasks unacked for the broker to redeliver"
+            );
+            abandon.cancel();
+            tracker.wait().await;
+        }
+        drop(acks);
+        drop(ctx);
+        let _ = acker.await;
+        let _ = publish.close(200, "shutdown".into()).await;
+        let _ = consume.close(200, "shutdown".into()).await;
+        Ok(SessionEnd::Shutdown)
+    }
+}
+
+async fn close_connection(conn: &Connection) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
+}
