@@ -24,9 +24,9 @@ const PROGRESS_THRESHOLD: usize = 1000;
 /// Broker unreachable or refusing the declarations.
 pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let conn = crate::broker::connect(settings, "topology", std::time::Duration::from_secs(5)).await?;
-    let ch = conn.create_channel().await?;
     let topology = Topology::new(settings);
-    topology.declare(&ch).await?;
+    topology.ensure(&conn).await?;
+    let ch = conn.create_channel().await?;
     let queues = topology.describe(&ch).await?;
     let _ = conn.close(200, "bye".into()).await;
     if json {

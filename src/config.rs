@@ -39,9 +39,10 @@ pub struct Settings {
     /// broker for redelivery.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// `x-delivery-limit` of the task queue: how often the broker hands out one
-    /// message before dead-lettering it. This is what stops a message that kills
-    /// the process from killing it forever.
+    /// How often the broker hands out one message before dead-lettering it as
+    /// `delivery_limit` (the queue's `x-delivery-limit` is this minus one, since
+    /// the broker counts returns). This is what stops a message that kills the
+    /// process from killing it forever.
     pub delivery_limit: u32,
     /// The retry schedule.
     pub retry: RetrySettings,

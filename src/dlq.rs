@@ -84,7 +84,8 @@ pub fn describe(body: &[u8], props: &BasicProperties, routing_key: &str) -> Dead
     });
     let failed_at = envelope::header_text(h, envelope::FAILED_AT_HEADER).or_else(|| death_time(h));
     DeadLetter {
-        id: task.as_ref().map(|t| t.id.clone()).or_else(|| props.message_id().as_ref().map(|m| m.to_string())).unwrap_or_default(),
+        // The contract sets message_id to the task id; fall back to the body.
+        id: props.message_id().as_ref().map(|m| m.to_string()).or_else(|| task.as_ref().map(|t| t.id.clone())).unwrap_or_default(),
         kind: envelope::header_text(h, envelope::ROUTING_KEY_HEADER)
             .or_else(|| task.as_ref().map(|t| t.kind.clone()))
             .unwrap_or_else(|| routing_key.to_owned()),
@@ -117,9 +118,9 @@ impl DeadQueue {
     /// Broker unreachable, or the queue does not exist (nothing was ever declared).
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
         let conn = crate::broker::connect(settings, "dlq", std::time::Duration::from_secs(5)).await?;
-        let ch = conn.create_channel().await?;
         let topology = Topology::new(settings);
-        topology.declare(&ch).await?;
+        topology.ensure(&conn).await?;
+        let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Self { conn, ch, topology })
     }

@@ -134,9 +134,9 @@ impl Publisher {
     /// The broker is unreachable or refused the declarations.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let conn = crate::broker::connect(settings, "publisher", Duration::from_secs(5)).await?;
-        let ch = conn.create_channel().await?;
         let topology = Topology::new(settings);
-        topology.declare(&ch).await?;
+        topology.ensure(&conn).await?;
+        let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
         Ok(Self { conn, ch, exchange: topology.tasks() })
     }

@@ -42,8 +42,8 @@ pub struct QueueInfo {
     pub name: String,
     /// Its role.
     pub role: String,
-    /// Messages ready plus unacknowledged... as the broker reports on declare
-    /// (ready messages only).
+    /// Ready messages, as the broker reports them on declare (unacknowledged
+    /// ones are not counted).
     pub messages: u32,
     /// Consumers attached.
     pub consumers: u32,
@@ -124,7 +124,8 @@ impl Topology {
     fn tasks_args(&self) -> FieldTable {
         table(&[
             ("x-queue-type", text("quorum")),
-            ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(self.delivery_limit))),
+            // The broker's limit counts *returns*; ours counts deliveries.
+            ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(self.delivery_limit) - 1)),
             ("x-dead-letter-exchange", text(&self.dead())),
             ("x-dead-letter-strategy", text("at-least-once")),
             ("x-overflow", text("reject-publish")),
@@ -178,6 +179,27 @@ impl Topology {
                 .await?;
         }
         Ok(())
+    }
+
+    /// For tools (publish, dlq, topology): use the topology if the task queue
+    /// exists, whatever arguments the workers declared it with, and declare it
+    /// only when it does not. A CLI whose settings differ from the workers' (say,
+    /// another delivery limit) must not fail on, or fight over, the queues.
+    ///
+    /// # Errors
+    /// Broker errors.
+    pub async fn ensure(&self, conn: &lapin::Connection) -> lapin::Result<()> {
+        // A failed passive declare closes its channel, so probe on a spare one.
+        let probe = conn.create_channel().await?;
+        let exists = probe
+            .queue_declare(self.tasks().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .await
+            .is_ok();
+        if exists {
+            let _ = probe.close(200, "probe".into()).await;
+            return Ok(());
+        }
+        self.declare(&conn.create_channel().await?).await
     }
 
     /// Every queue with its role, in the order a reader follows a task.

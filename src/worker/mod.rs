@@ -138,7 +138,12 @@ impl Worker {
         let s = &self.settings;
         let topology = Topology::new(s);
         let consume = conn.create_channel().await.map_err(|e| format!("opening a channel: {e}"))?;
-        topology.declare(&consume).await.map_err(|e| format!("declaring the topology: {e}"))?;
+        topology.declare(&consume).await.map_err(|e| {
+            format!(
+                "declaring the topology: {e} (a queue that exists with other arguments, e.g. another \
+                 delivery limit, must be deleted or the configuration matched)"
+            )
+        })?;
         let publish = conn.create_channel().await.map_err(|e| format!("opening a channel: {e}"))?;
         publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
         // Prefetch is applied on every new channel: it does not survive reconnects.

@@ -1,0 +1,120 @@
+//! A TCP proxy the test controls, standing between warden and the broker: it
+//! can cut every connection (RST-like close), blackhole traffic (bytes are
+//! swallowed, nothing is closed, so only heartbeats notice), or refuse new
+//! connections while "down".
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub struct TcpProxy {
+    pub addr: SocketAddr,
+    cut: watch::Sender<u64>,
+    blackhole: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cut_rx) = watch::channel(0u64);
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (bh, dn, acc) = (blackhole.clone(), down.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { return };
+                acc.fetch_add(1, Ordering::SeqCst);
+                if dn.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                tokio::spawn(pipe(client, server, cut_rx.clone(), bh.clone()));
+            }
+        });
+        Self { addr, cut, blackhole, down, accepted, task }
+    }
+
+    /// The AMQP URL through this proxy.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// Closes every open connection now.
+    pub fn cut(&self) {
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    /// Swallows traffic both ways while `on`.
+    pub fn blackhole(&self, on: bool) {
+        self.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// Refuses new connections while `on` (and cuts the current ones).
+    pub fn down(&self, on: bool) {
+        self.down.store(on, Ordering::SeqCst);
+        if on {
+            self.cut();
+        }
+    }
+
+    /// Connection attempts so far (refused ones included).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+async fn pipe(client: TcpStream, server: TcpStream, mut cut: watch::Receiver<u64>, blackhole: Arc<AtomicBool>) {
+    // Only cuts after this connection was made concern it.
+    cut.borrow_and_update();
+    let _ = client.set_nodelay(true);
+    let _ = server.set_nodelay(true);
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let bh1 = blackhole.clone();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !bh1.load(Ordering::SeqCst) && sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if !blackhole.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+        _ = cut.changed() => {}
+    }
+}
