@@ -1,9 +1,8 @@
 //! `warden dlq`: read, replay and purge `{prefix}.dead`.
 //!
 //! Reading a queue over AMQP means taking messages out. To list without losing
-//! or reordering anything, every message is fetched unacknowledged and all of
-//! them are handed back at once (`basic.nack` with `multiple` and `requeue`); a
-//! quorum queue returns them to their original positions. Replay and purge act
+//! anything, every message is fetched unacknowledged and all of them are handed
+//! back at once (`basic.nack` with `multiple` and `requeue`). Replay and purge act
 //! only on the matching messages, each one acknowledged (removed) only after
 //! its replacement is confirmed by the broker.
 
@@ -64,17 +63,21 @@ impl Filter {
 /// Reads a dead letter's story from its headers. Messages dead-lettered by the
 /// broker itself (the delivery limit) carry only `x-death`.
 #[must_use]
-pub fn describe(body: &[u8], props: &BasicProperties, routing_key: &str) -> DeadLetter {
+pub fn describe(body: &[u8], props: &BasicProperties, routing_key: &str, delivery_limit: u32) -> DeadLetter {
     let h = props.headers().as_ref();
     let task = Task::decode(body, usize::MAX).ok();
     let broker_reason = envelope::broker_death_reason(h);
     let reason = envelope::header_text(h, envelope::REASON_HEADER)
         .or_else(|| broker_reason.clone().map(|r| if r == "delivery_limit" { r } else { format!("broker:{r}") }))
         .unwrap_or_else(|| "unknown".into());
+    // Broker dead letters carry no count of ours; the delivery limit is, by
+    // definition, how often it was handed out.
     let attempts = h
-        .and_then(|h| h.inner().get(envelope::ATTEMPT_HEADER).or_else(|| h.inner().get("x-delivery-count")))
+        .and_then(|h| h.inner().get(envelope::ATTEMPT_HEADER))
         .and_then(envelope::integer_of)
-        .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+        .map_or(if reason == "delivery_limit" { delivery_limit } else { 0 }, |n| {
+            u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+        });
     let error = envelope::header_text(h, envelope::ERROR_HEADER).unwrap_or_else(|| match broker_reason.as_deref() {
         Some("delivery_limit") => {
             "delivery limit reached: consumers died or lost their connection while handling it".into()
@@ -109,6 +112,7 @@ pub struct DeadQueue {
     conn: lapin::Connection,
     ch: Channel,
     topology: Topology,
+    delivery_limit: u32,
 }
 
 impl DeadQueue {
@@ -122,7 +126,7 @@ impl DeadQueue {
         topology.ensure(&conn).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Self { conn, ch, topology })
+        Ok(Self { conn, ch, topology, delivery_limit: settings.delivery_limit })
     }
 
     async fn count(&self) -> lapin::Result<u32> {
@@ -142,43 +146,48 @@ impl DeadQueue {
         Fut: std::future::Future<Output = anyhow::Result<bool>>,
     {
         let n = self.count().await?;
-        let mut last_tag = None;
+        let mut kept = Vec::new();
         let mut result = Ok(());
         for _ in 0..n {
             let Some(msg) = self.ch.basic_get(self.topology.dead().into(), BasicGetOptions { no_ack: false }).await? else {
                 break;
             };
             let tag = msg.delivery.delivery_tag;
-            let d = describe(&msg.delivery.data, &msg.delivery.properties, msg.delivery.routing_key.as_str());
+            let d = describe(&msg.delivery.data, &msg.delivery.properties, msg.delivery.routing_key.as_str(), self.delivery_limit);
             match visit(msg, d).await {
                 Ok(true) => self.ch.basic_ack(tag, BasicAckOptions { multiple: false }).await?,
-                Ok(false) => last_tag = Some(tag),
+                Ok(false) => kept.push(tag),
                 Err(e) => {
-                    last_tag = Some(tag);
+                    kept.push(tag);
                     result = Err(e);
                     break;
                 }
             }
         }
-        if let Some(tag) = last_tag {
-            self.ch.basic_nack(tag, BasicNackOptions { multiple: true, requeue: true }).await?;
+        // Hand every kept message back in one go. A quorum queue processes a
+        // large batch of returns in hash order (rabbit_fifo folds over a map),
+        // so the physical order of `{prefix}.dead` may change; nothing is lost,
+        // and listings are sorted by failure time so what a user sees is stable.
+        if let Some(&last) = kept.last() {
+            self.ch.basic_nack(last, BasicNackOptions { multiple: true, requeue: true }).await?;
         }
         result
     }
 
-    /// Up to `limit` dead letters, oldest first; the queue is left as it was.
+    /// Up to `limit` dead letters, oldest failure first (then by id); every
+    /// message is handed back, none is lost.
     ///
     /// # Errors
     /// Broker errors.
     pub async fn list(&self, limit: Option<usize>) -> anyhow::Result<Vec<DeadLetter>> {
         let mut out = Vec::new();
         self.visit(|_, d| {
-            if limit.is_none_or(|l| out.len() < l) {
-                out.push(d);
-            }
+            out.push(d);
             async { Ok(false) }
         })
         .await?;
+        sort_oldest_first(&mut out);
+        out.truncate(limit.unwrap_or(usize::MAX));
         Ok(out)
     }
 
@@ -232,6 +241,11 @@ impl DeadQueue {
         let _ = self.ch.close(200, "bye".into()).await;
         let _ = self.conn.close(200, "bye".into()).await;
     }
+}
+
+/// Failure time, then id: a total order independent of the queue's physical one.
+fn sort_oldest_first(letters: &mut [DeadLetter]) {
+    letters.sort_by(|a, b| (&a.failed_at, &a.id).cmp(&(&b.failed_at, &b.id)));
 }
 
 /// The producer's headers without warden's bookkeeping or the broker's death
