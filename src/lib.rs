@@ -3,3 +3,4 @@
 //! # Layout
 //!
 //! (filled in as the modules land)
+pub mod store;
