@@ -90,7 +90,9 @@ pub enum DecryptError {
     },
     /// The key matched by id but the ciphertext did not authenticate: it was altered or moved
     /// from another channel.
-    #[error("token ciphertext failed authentication (tampered with, or moved from another channel)")]
+    #[error(
+        "token ciphertext failed authentication (tampered with, or moved from another channel)"
+    )]
     Tampered,
 }
 
@@ -168,10 +170,12 @@ fn key_check_value(bytes: &[u8; KEY_LEN]) -> String {
     let aes = Aes256::new(bytes.into());
     let mut block = [0u8; 16].into();
     aes.encrypt_block(&mut block);
-    block[..8].iter().fold(String::with_capacity(16), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    block[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The keys the store encrypts and decrypts with: writes use `current`, reads use whichever key
@@ -263,7 +267,7 @@ impl Keyring {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, KeyError> {
         let get = |name: &str| {
             lookup(name)
-                .map(|v| SecretString::from(v))
+                .map(SecretString::from)
                 .filter(|v| !v.expose_secret().trim().is_empty())
         };
         let inline = get(KEY_ENV);
@@ -304,6 +308,9 @@ impl Keyring {
     }
 
     /// Seals `plaintext` for `channel` with the current key and a fresh random nonce.
+    ///
+    /// # Panics
+    /// Only for a plaintext over AES-GCM's 64 GiB limit, which no token approaches.
     #[must_use]
     pub fn encrypt(&self, channel: &str, plaintext: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
@@ -334,7 +341,11 @@ impl Keyring {
     /// # Errors
     /// [`DecryptError::UnknownKey`] when no key has that id, [`DecryptError::Tampered`] when
     /// authentication fails.
-    pub fn decrypt(&self, channel: &str, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    pub fn decrypt(
+        &self,
+        channel: &str,
+        sealed: &Sealed,
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         let key = self
             .key(&sealed.key_id)
             .ok_or_else(|| DecryptError::UnknownKey {
@@ -377,7 +388,9 @@ fn read_key_file(path: &Path) -> Result<TokenKey, KeyError> {
     match std::str::from_utf8(&bytes) {
         Ok(text) => match TokenKey::from_base64(text, &origin) {
             Ok(key) => Ok(key),
-            Err(err) if bytes.len() == KEY_LEN => TokenKey::from_slice(&bytes, &origin).or(Err(err)),
+            Err(err) if bytes.len() == KEY_LEN => {
+                TokenKey::from_slice(&bytes, &origin).or(Err(err))
+            }
             Err(err) => Err(err),
         },
         Err(_) => TokenKey::from_slice(&bytes, &origin),
@@ -394,8 +407,10 @@ mod tests {
     }
 
     fn lookup(vars: &[(&str, String)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -422,7 +437,10 @@ mod tests {
         let mut sealed = ring.encrypt("c", b"token");
         let last = sealed.blob.len() - 1;
         sealed.blob[last] ^= 1;
-        assert!(matches!(ring.decrypt("c", &sealed), Err(DecryptError::Tampered)));
+        assert!(matches!(
+            ring.decrypt("c", &sealed),
+            Err(DecryptError::Tampered)
+        ));
     }
 
     #[test]
@@ -431,7 +449,10 @@ mod tests {
         let b = Keyring::generate();
         let err = b.decrypt("c", &a.encrypt("c", b"x")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(a.current_id()) && msg.contains(b.current_id()), "{msg}");
+        assert!(
+            msg.contains(a.current_id()) && msg.contains(b.current_id()),
+            "{msg}"
+        );
         assert!(msg.contains(KEY_PREVIOUS_ENV), "{msg}");
     }
 
@@ -447,15 +468,24 @@ mod tests {
     #[test]
     fn key_id_is_stable_for_the_same_key_and_differs_across_keys() {
         let bytes = [7u8; 32];
-        assert_eq!(TokenKey::from_bytes(&bytes).id(), TokenKey::from_bytes(&bytes).id());
-        assert_ne!(TokenKey::from_bytes(&bytes).id(), TokenKey::from_bytes(&[8u8; 32]).id());
+        assert_eq!(
+            TokenKey::from_bytes(&bytes).id(),
+            TokenKey::from_bytes(&bytes).id()
+        );
+        assert_ne!(
+            TokenKey::from_bytes(&bytes).id(),
+            TokenKey::from_bytes(&[8u8; 32]).id()
+        );
         assert_eq!(TokenKey::from_bytes(&bytes).id().len(), 16);
     }
 
     #[test]
     fn from_base64_rejects_wrong_lengths_and_garbage_without_quoting_them() {
         let err = Keyring::from_base64(&b64(&[1u8; 16])).unwrap_err();
-        assert!(matches!(err, KeyError::WrongLength { len: 16, .. }), "{err}");
+        assert!(
+            matches!(err, KeyError::WrongLength { len: 16, .. }),
+            "{err}"
+        );
         let err = Keyring::from_base64("not*base64$SECRETPART").unwrap_err();
         assert!(matches!(err, KeyError::InvalidBase64 { .. }));
         assert!(!err.to_string().contains("SECRETPART"));
@@ -475,26 +505,38 @@ mod tests {
 
     #[test]
     fn env_loading_requires_a_key_and_rejects_two_sources() {
-        assert!(matches!(Keyring::from_lookup(lookup(&[])), Err(KeyError::Missing)));
+        assert!(matches!(
+            Keyring::from_lookup(lookup(&[])),
+            Err(KeyError::Missing)
+        ));
         let vars = [
             (KEY_ENV, b64(&[1u8; 32])),
             (KEY_FILE_ENV, "/nonexistent".to_owned()),
         ];
-        assert!(matches!(Keyring::from_lookup(lookup(&vars)), Err(KeyError::Ambiguous)));
+        assert!(matches!(
+            Keyring::from_lookup(lookup(&vars)),
+            Err(KeyError::Ambiguous)
+        ));
     }
 
     #[test]
     fn env_loading_reads_current_and_previous_keys() {
         let vars = [
             (KEY_ENV, b64(&[1u8; 32])),
-            (KEY_PREVIOUS_ENV, format!("{}, {}", b64(&[2u8; 32]), b64(&[3u8; 32]))),
+            (
+                KEY_PREVIOUS_ENV,
+                format!("{}, {}", b64(&[2u8; 32]), b64(&[3u8; 32])),
+            ),
         ];
         let ring = Keyring::from_lookup(lookup(&vars)).unwrap();
         assert_eq!(ring.current_id(), TokenKey::from_bytes(&[1u8; 32]).id());
         let ids: Vec<_> = ring.previous.iter().map(TokenKey::id).collect();
         assert_eq!(
             ids,
-            [TokenKey::from_bytes(&[2u8; 32]).id(), TokenKey::from_bytes(&[3u8; 32]).id()]
+            [
+                TokenKey::from_bytes(&[2u8; 32]).id(),
+                TokenKey::from_bytes(&[3u8; 32]).id()
+            ]
         );
     }
 

@@ -41,6 +41,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crypto::{DecryptError, KeyError, Keyring, TokenKey};
 
+/// Longest re-auth lease granted; longer TTLs are cut to this, so a typo cannot wedge a channel
+/// for centuries (or overflow a timestamp).
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Longest `last_error` kept, in characters; longer messages are truncated.
 pub const MAX_ERROR_LEN: usize = 1000;
 
@@ -169,7 +173,10 @@ fn seal(keys: &Keyring, channel: &str, tokens: &TokenSet) -> Result<crypto::Seal
     let payload = SealedPayloadOut {
         v: 1,
         access_token: tokens.access_token.expose_secret(),
-        refresh_token: tokens.refresh_token.as_ref().map(ExposeSecret::expose_secret),
+        refresh_token: tokens
+            .refresh_token
+            .as_ref()
+            .map(ExposeSecret::expose_secret),
         expires_at: tokens.expires_at,
     };
     let json = Zeroizing::new(serde_json::to_vec(&payload).expect("token payload serializes"));
@@ -308,8 +315,9 @@ pub trait TokenStore: Send + Sync {
     /// secrets; it is clipped to [`MAX_ERROR_LEN`] characters.
     async fn mark_failed(&self, channel: &str, error: &str) -> Result<(), StoreError>;
 
-    /// Takes the channel's re-auth lease for `ttl` if it is free, expired, or already held by
-    /// `holder` (which renews it). Returns whether `holder` now holds it.
+    /// Takes the channel's re-auth lease for `ttl` (at most [`MAX_LEASE_TTL`]) if it is free,
+    /// expired, or already held by `holder` (which renews it). Returns whether `holder` now
+    /// holds it. Unknown channels are an error.
     async fn try_acquire_lease(
         &self,
         channel: &str,
@@ -317,7 +325,8 @@ pub trait TokenStore: Send + Sync {
         ttl: Duration,
     ) -> Result<bool, StoreError>;
 
-    /// Releases the lease if `holder` holds it. Returns whether it did.
+    /// Releases the lease if `holder` holds it. Returns whether it did. Unknown channels are an
+    /// error.
     async fn release_lease(&self, channel: &str, holder: &str) -> Result<bool, StoreError>;
 
     /// Re-seals every token not sealed with the current key (after a key rotation), without
@@ -384,10 +393,12 @@ pub async fn connect_with(
 ) -> Result<Arc<dyn TokenStore>, StoreError> {
     let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
     match scheme {
-        "sqlite" => Ok(Arc::new(sqlite::SqliteStore::connect(url, keys, &options).await?)),
-        "postgres" | "postgresql" => {
-            Ok(Arc::new(postgres::PgStore::connect(url, keys, &options).await?))
-        }
+        "sqlite" => Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, keys, &options).await?,
+        )),
+        "postgres" | "postgresql" => Ok(Arc::new(
+            postgres::PgStore::connect(url, keys, &options).await?,
+        )),
         other => Err(StoreError::UnsupportedUrl {
             scheme: other.to_owned(),
         }),
@@ -409,10 +420,11 @@ fn version_to_db(v: u64) -> i64 {
 }
 
 fn status_from_db(channel: &str, s: &str) -> Result<ChannelStatus, StoreError> {
-    s.parse().map_err(|e: ParseStatusError| StoreError::Corrupt {
-        channel: channel.to_owned(),
-        reason: e.to_string(),
-    })
+    s.parse()
+        .map_err(|e: ParseStatusError| StoreError::Corrupt {
+            channel: channel.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -444,7 +456,10 @@ mod tests {
             expires_at: None,
         };
         let debug = format!("{tokens:?}");
-        assert!(!debug.contains("acc-plaintext") && !debug.contains("ref-plaintext"), "{debug}");
+        assert!(
+            !debug.contains("acc-plaintext") && !debug.contains("ref-plaintext"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ use sqlx::{Connection as _, Executor as _, Row};
 
 use super::crypto::Sealed;
 use super::{
-    ChannelRecord, ConnectOptions, Keyring, StoreError, TokenSet, TokenStore, clip_error, open,
-    seal, status_from_db, version_from_db, version_to_db,
+    ChannelRecord, ConnectOptions, Keyring, MAX_LEASE_TTL, StoreError, TokenSet, TokenStore,
+    clip_error, open, seal, status_from_db, version_from_db, version_to_db,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -236,7 +236,7 @@ impl TokenStore for PgStore {
         )
         .bind(channel)
         .bind(holder)
-        .bind(ttl.as_secs_f64())
+        .bind(ttl.min(MAX_LEASE_TTL).as_secs_f64())
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 1 {
@@ -312,7 +312,14 @@ mod tests {
     #[test]
     fn schema_names_must_be_plain_identifiers() {
         assert!(is_plain_identifier("warden_test_1"));
-        for bad in ["", "1abc", "a-b", "a\"; DROP TABLE x; --", "a.b", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a\"; DROP TABLE x; --",
+            "a.b",
+            &"x".repeat(64),
+        ] {
             assert!(!is_plain_identifier(bad), "{bad}");
         }
     }

@@ -17,8 +17,8 @@ use sqlx::{Executor as _, Row};
 
 use super::crypto::Sealed;
 use super::{
-    ChannelRecord, ConnectOptions, Keyring, StoreError, TokenSet, TokenStore, clip_error, open,
-    seal, status_from_db, version_from_db, version_to_db,
+    ChannelRecord, ConnectOptions, Keyring, MAX_LEASE_TTL, StoreError, TokenSet, TokenStore,
+    clip_error, open, seal, status_from_db, version_from_db, version_to_db,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -262,7 +262,8 @@ impl TokenStore for SqliteStore {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let now = Utc::now();
-        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let ttl = chrono::Duration::from_std(ttl.min(MAX_LEASE_TTL)).expect("a day fits");
+        let expires = now + ttl;
         let done = sqlx::query(
             "UPDATE warden_channels SET lease_holder = ?2, lease_expires_at = ?3
              WHERE channel = ?1
