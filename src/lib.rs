@@ -22,6 +22,7 @@
 //! | [`metrics`] | the Prometheus registry |
 //! | [`telemetry`] | log (and trace) output |
 //! | [`shutdown`] | signals to a cancellation token |
+//! | [`store`] | channel tokens: SQLite/PostgreSQL, AES-256-GCM at rest, versions, leases |
 //! | [`cli`], [`commands`], [`demo`] | the command line |
 
 pub mod admin;
@@ -38,6 +39,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod publish;
 pub mod shutdown;
+pub mod store;
 pub mod telemetry;
 pub mod topology;
 pub mod worker;
