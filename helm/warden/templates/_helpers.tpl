@@ -133,6 +133,16 @@ config.deliveryLimit on each, so an explicit override below the derived value is
 {{- if and $v.autoscaling.keda.enabled $v.autoscaling.hpa.enabled -}}
 {{- fail "autoscaling.keda and autoscaling.hpa are mutually exclusive: KEDA creates its own HPA for the worker" -}}
 {{- end -}}
+{{- with $v.autoscaling.keda -}}
+{{- if and .enabled (gt (.minReplicaCount | int64) (.maxReplicaCount | int64)) -}}
+{{- fail (printf "autoscaling.keda.minReplicaCount (%v) is above maxReplicaCount (%v)" .minReplicaCount .maxReplicaCount) -}}
+{{- end -}}
+{{- end -}}
+{{- with $v.autoscaling.hpa -}}
+{{- if and .enabled (gt (.minReplicas | int64) (.maxReplicas | int64)) -}}
+{{- fail (printf "autoscaling.hpa.minReplicas (%v) is above maxReplicas (%v)" .minReplicas .maxReplicas) -}}
+{{- end -}}
+{{- end -}}
 {{- if and $v.secrets.createFromValues (eq $v.tokenStore.type "postgres") (not $v.tokenStore.existingSecret) -}}
 {{- $_ := required "secrets.values.tokenStoreUrl is required with secrets.createFromValues and tokenStore.type postgres" $v.secrets.values.tokenStoreUrl -}}
 {{- end -}}
