@@ -649,7 +649,7 @@ def chart_invariants(label: str, values: dict[str, Any], rendered: dict[str, str
             if md.get("protocol") == "http" and md.get("excludeUnacknowledged") != str(keda["excludeUnacknowledged"]).lower():
                 problems.append("excludeUnacknowledged not passed over http")
             if md.get("protocol") == "amqp" and "excludeUnacknowledged" in md:
-                problems.append("excludeUnacknowledged sent over amqp (KEDA rejects it)")
+                problems.append("excludeUnacknowledged sent over amqp (KEDA applies it to http only)")
             auth = trig.get("authenticationRef", {}).get("name")
             if (("TriggerAuthentication", auth) not in kinds):
                 problems.append(f"authenticationRef {auth} not rendered")
