@@ -55,7 +55,8 @@ impl Health {
     /// Has the loop ticked within the liveness limit?
     #[must_use]
     pub fn live(&self) -> bool {
-        self.now_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed))
+        self.now_ms()
+            .saturating_sub(self.last_beat_ms.load(Ordering::Relaxed))
             <= u64::try_from(self.liveness_limit.as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -117,7 +118,10 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }
@@ -128,7 +132,10 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
 /// When the address cannot be bound.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot bind the admin server to {addr}: {e} (set WARDEN_ADMIN_ADDR)"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind the admin server to {addr}: {e} (set WARDEN_ADMIN_ADDR)"),
+        )
     })
 }
 
@@ -136,7 +143,13 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> 
 ///
 /// # Errors
 /// I/O errors of the listener.
-pub async fn serve(listener: tokio::net::TcpListener, state: AdminState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "admin server listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

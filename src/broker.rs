@@ -18,7 +18,9 @@ use crate::config::Settings;
 
 /// The broker could not be reached or refused us.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach the broker at {url}: {detail}. Is RabbitMQ running, and is WARDEN_AMQP_URL right?")]
+#[error(
+    "cannot reach the broker at {url}: {detail}. Is RabbitMQ running, and is WARDEN_AMQP_URL right?"
+)]
 pub struct Unreachable {
     /// The redacted URL.
     pub url: String,
@@ -33,15 +35,30 @@ pub struct Unreachable {
 ///
 /// # Errors
 /// [`Unreachable`] with the redacted URL.
-pub async fn connect(settings: &Settings, role: &str, timeout: Duration) -> Result<Connection, Unreachable> {
-    let unreachable = |detail: String| Unreachable { url: settings.amqp_url_redacted(), detail };
-    let mut uri: AMQPUri = settings.amqp_url.expose_secret().parse().map_err(unreachable)?;
+pub async fn connect(
+    settings: &Settings,
+    role: &str,
+    timeout: Duration,
+) -> Result<Connection, Unreachable> {
+    let unreachable = |detail: String| Unreachable {
+        url: settings.amqp_url_redacted(),
+        detail,
+    };
+    let mut uri: AMQPUri = settings
+        .amqp_url
+        .expose_secret()
+        .parse()
+        .map_err(unreachable)?;
     uri.query.heartbeat = Some(u16::try_from(settings.heartbeat.as_secs()).unwrap_or(u16::MAX));
     uri.query.connection_timeout = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-    let props = ConnectionProperties::default().with_connection_name(connection_name(settings, role).into());
+    let props = ConnectionProperties::default()
+        .with_connection_name(connection_name(settings, role).into());
     match tokio::time::timeout(timeout, Connection::connect_uri(uri, props)).await {
         Ok(result) => result.map_err(|e| unreachable(e.to_string())),
-        Err(_) => Err(unreachable(format!("no answer within {}", humantime::format_duration(timeout)))),
+        Err(_) => Err(unreachable(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        ))),
     }
 }
 
@@ -49,7 +66,11 @@ pub async fn connect(settings: &Settings, role: &str, timeout: Duration) -> Resu
 #[must_use]
 pub fn connection_name(settings: &Settings, role: &str) -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    format!("warden-{role}.{}@{host}:{}", settings.prefix, std::process::id())
+    format!(
+        "warden-{role}.{}@{host}:{}",
+        settings.prefix,
+        std::process::id()
+    )
 }
 
 /// Connects, retrying with exponential backoff and jitter until it works or

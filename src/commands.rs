@@ -23,7 +23,8 @@ const PROGRESS_THRESHOLD: usize = 1000;
 /// # Errors
 /// Broker unreachable or refusing the declarations.
 pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let conn = crate::broker::connect(settings, "topology", std::time::Duration::from_secs(5)).await?;
+    let conn =
+        crate::broker::connect(settings, "topology", std::time::Duration::from_secs(5)).await?;
     let topology = Topology::new(settings);
     topology.ensure(&conn).await?;
     let ch = conn.create_channel().await?;
@@ -33,7 +34,11 @@ pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&queues)?);
         return Ok(());
     }
-    println!("Topology of prefix {:?} on {}", settings.prefix, settings.amqp_url_redacted());
+    println!(
+        "Topology of prefix {:?} on {}",
+        settings.prefix,
+        settings.amqp_url_redacted()
+    );
     println!(
         "exchanges: {} (topic), {} (headers), {} (fanout), {} (topic)",
         topology.tasks(),
@@ -42,9 +47,19 @@ pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
         topology.events()
     );
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["queue", "role", "ready messages", "consumers"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "queue",
+        "role",
+        "ready messages",
+        "consumers",
+    ]);
     for q in queues {
-        table.add_row([q.name, q.role, q.messages.to_string(), q.consumers.to_string()]);
+        table.add_row([
+            q.name,
+            q.role,
+            q.messages.to_string(),
+            q.consumers.to_string(),
+        ]);
     }
     println!("{table}");
     Ok(())
@@ -61,11 +76,15 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
     } else {
         let kind = args.kind.clone().unwrap_or_default();
         let payload: serde_json::Value = match &args.payload {
-            Some(p) => serde_json::from_str(p).map_err(|e| anyhow::anyhow!("--payload is not valid JSON: {e}"))?,
+            Some(p) => serde_json::from_str(p)
+                .map_err(|e| anyhow::anyhow!("--payload is not valid JSON: {e}"))?,
             None => serde_json::Value::Object(serde_json::Map::new()),
         };
         (0..args.count)
-            .map(|_| Task { channel: args.channel.clone(), ..Task::new(kind.clone(), payload.clone()) })
+            .map(|_| Task {
+                channel: args.channel.clone(),
+                ..Task::new(kind.clone(), payload.clone())
+            })
             .collect()
     };
     if tasks.is_empty() {
@@ -76,15 +95,21 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
     let bar = if total >= PROGRESS_THRESHOLD && std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} publishing [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} publishing [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar
     } else {
         ProgressBar::hidden()
     };
     let started = std::time::Instant::now();
-    let ids: Vec<String> = if total <= 10 { tasks.iter().map(|t| t.id.clone()).collect() } else { Vec::new() };
+    let ids: Vec<String> = if total <= 10 {
+        tasks.iter().map(|t| t.id.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let result = publisher.publish_all(tasks, 256, || bar.inc(1)).await;
     bar.finish_and_clear();
     publisher.close().await;
@@ -93,7 +118,10 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
     for id in ids {
         println!("{id}");
     }
-    eprintln!("published {done} task(s) to {}.tasks in {secs:.2}s, all confirmed", settings.prefix);
+    eprintln!(
+        "published {done} task(s) to {}.tasks in {secs:.2}s, all confirmed",
+        settings.prefix
+    );
     Ok(())
 }
 
@@ -102,12 +130,25 @@ fn filter(f: DlqFilter) -> anyhow::Result<Filter> {
         let all: Vec<&str> = DeadReason::ALL.iter().map(|r| r.as_str()).collect();
         anyhow::bail!("unknown reason {r:?}; expected one of {}", all.join(", "));
     }
-    Ok(Filter { reason: f.reason, kind: f.kind, channel: f.channel, limit: f.limit })
+    Ok(Filter {
+        reason: f.reason,
+        kind: f.kind,
+        channel: f.channel,
+        limit: f.limit,
+    })
 }
 
 fn dead_table(letters: &[DeadLetter]) -> Table {
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["id", "type", "channel", "reason", "attempts", "failed at", "error"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "id",
+        "type",
+        "channel",
+        "reason",
+        "attempts",
+        "failed at",
+        "error",
+    ]);
     for d in letters {
         let mut error = d.error.clone();
         if error.chars().count() > 80 {
@@ -157,9 +198,15 @@ async fn dlq_inner(dead: &DeadQueue, command: DlqCommand) -> anyhow::Result<()> 
                 if !letters.is_empty() {
                     println!("{}", dead_table(&letters));
                 }
-                println!("would replay {} dead letter(s) (dry run; nothing changed)", letters.len());
+                println!(
+                    "would replay {} dead letter(s) (dry run; nothing changed)",
+                    letters.len()
+                );
             } else {
-                println!("replayed {} dead letter(s) to the task queue with attempts reset", letters.len());
+                println!(
+                    "replayed {} dead letter(s) to the task queue with attempts reset",
+                    letters.len()
+                );
             }
         }
         DlqCommand::Purge { filter: f, yes } => {
@@ -171,7 +218,9 @@ async fn dlq_inner(dead: &DeadQueue, command: DlqCommand) -> anyhow::Result<()> 
                     return Ok(());
                 }
                 if !std::io::stdin().is_terminal() {
-                    anyhow::bail!("refusing to delete {matching} dead letter(s) without confirmation; pass --yes");
+                    anyhow::bail!(
+                        "refusing to delete {matching} dead letter(s) without confirmation; pass --yes"
+                    );
                 }
                 eprint!("Delete {matching} dead letter(s) for good? [y/N] ");
                 std::io::stderr().flush()?;
@@ -197,7 +246,10 @@ pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()
     match command {
         ConfigCommand::Check => {
             println!("configuration is valid");
-            println!("{}", serde_json::to_string_pretty(&settings.redacted_json())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&settings.redacted_json())?
+            );
         }
         ConfigCommand::EnvKeys => {
             for k in Settings::env_keys() {

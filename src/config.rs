@@ -167,7 +167,11 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("WARDEN_").split("__").ignore(NON_SETTINGS_ENV));
+        figment = figment.merge(
+            Env::prefixed("WARDEN_")
+                .split("__")
+                .ignore(NON_SETTINGS_ENV),
+        );
         let settings: Settings = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
         settings.validate()?;
         Ok(settings)
@@ -223,7 +227,10 @@ impl Settings {
             return bad("retry.tiers", "must be between 1 and 20");
         }
         if self.retry.tier_delays().last().copied() > Some(Duration::from_secs(7 * 24 * 3600)) {
-            return bad("retry", "longest tier would exceed 7 days; lower factor or tiers");
+            return bad(
+                "retry",
+                "longest tier would exceed 7 days; lower factor or tiers",
+            );
         }
         if self.liveness_limit < Duration::from_secs(1) {
             return bad("liveness_limit", "must be at least 1s");

@@ -39,9 +39,21 @@ fn batch(noop: usize) -> Vec<Task> {
     for ms in [20, 50, 100, 200, 400] {
         add(8, "builtin.sleep", json!({ "ms": ms }));
     }
-    add(15, "builtin.fail", json!({ "times": 1, "kind": "transient" }));
-    add(5, "builtin.fail", json!({ "times": 2, "kind": "transient" }));
-    add(5, "builtin.fail", json!({ "times": 1, "kind": "permanent" }));
+    add(
+        15,
+        "builtin.fail",
+        json!({ "times": 1, "kind": "transient" }),
+    );
+    add(
+        5,
+        "builtin.fail",
+        json!({ "times": 2, "kind": "transient" }),
+    );
+    add(
+        5,
+        "builtin.fail",
+        json!({ "times": 1, "kind": "permanent" }),
+    );
     add(10, "builtin.panic", json!({ "times": 1 }));
     add(2, "builtin.panic", json!({ "times": 99 }));
     add(2, "builtin.sleep", json!({ "ms": 3000 }));
@@ -55,7 +67,10 @@ fn batch(noop: usize) -> Vec<Task> {
 /// Broker unreachable, or the batch not settling within three minutes.
 pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()> {
     let mut settings = base.clone();
-    settings.prefix = format!("warden-demo-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    settings.prefix = format!(
+        "warden-demo-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     settings.fault_handlers = true;
     settings.events = true;
     settings.task_timeout = Duration::from_secs(1);
@@ -63,7 +78,11 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     settings.retry.factor = 2;
     settings.retry.tiers = 3;
     settings.retry.max_attempts = 4;
-    println!("warden demo on {} with throwaway prefix {}", settings.amqp_url_redacted(), settings.prefix);
+    println!(
+        "warden demo on {} with throwaway prefix {}",
+        settings.amqp_url_redacted(),
+        settings.prefix
+    );
 
     // Listen to events before anything is published, so none is missed.
     let conn = crate::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;
@@ -71,12 +90,31 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     let topology = Topology::new(&settings);
     topology.declare(&ch).await?;
     let q = ch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await?;
-    ch.queue_bind(q.name().clone(), topology.events().into(), "task.#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    ch.queue_bind(
+        q.name().clone(),
+        topology.events().into(),
+        "task.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let mut events = ch
-        .basic_consume(q.name().clone(), "demo-events".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            q.name().clone(),
+            "demo-events".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
 
     let shutdown = CancellationToken::new();
@@ -109,22 +147,34 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
 
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} settled {pos}/{len} [{bar:30}] {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} settled {pos}/{len} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let mut terminal: HashSet<String> = HashSet::new();
     let mut rows: BTreeMap<String, [usize; 3]> = BTreeMap::new(); // succeeded, retries, dead
     let (mut ok, mut retried, mut dead) = (0, 0, 0);
     while terminal.len() < total {
-        let next = tokio::time::timeout(DEADLINE.saturating_sub(started.elapsed()), events.next()).await;
+        let next =
+            tokio::time::timeout(DEADLINE.saturating_sub(started.elapsed()), events.next()).await;
         let Ok(Some(Ok(delivery))) = next else {
             bar.abandon();
             shutdown.cancel();
-            anyhow::bail!("the batch did not settle within {}s ({} of {total} done)", DEADLINE.as_secs(), terminal.len());
+            anyhow::bail!(
+                "the batch did not settle within {}s ({} of {total} done)",
+                DEADLINE.as_secs(),
+                terminal.len()
+            );
         };
         delivery.ack(BasicAckOptions::default()).await?;
-        let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) else { continue };
-        let kind = if event.id == "malformed-1" { "(malformed body)".to_owned() } else { event.kind.clone() };
+        let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) else {
+            continue;
+        };
+        let kind = if event.id == "malformed-1" {
+            "(malformed body)".to_owned()
+        } else {
+            event.kind.clone()
+        };
         let row = rows.entry(kind).or_default();
         match delivery.routing_key.as_str() {
             crate::events::SUCCEEDED => {
@@ -153,29 +203,65 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     worker_task.await?;
 
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["task type", "published", "succeeded", "retries", "dead"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "task type",
+        "published",
+        "succeeded",
+        "retries",
+        "dead",
+    ]);
     for (kind, n) in &published {
         let r = rows.get(kind).copied().unwrap_or_default();
-        table.add_row([kind.clone(), n.to_string(), r[0].to_string(), r[1].to_string(), r[2].to_string()]);
+        table.add_row([
+            kind.clone(),
+            n.to_string(),
+            r[0].to_string(),
+            r[1].to_string(),
+            r[2].to_string(),
+        ]);
     }
-    println!("\nAll {total} tasks settled in {:.1}s: {ok} succeeded, {dead} dead-lettered, {retried} retries on the way.", elapsed.as_secs_f64());
+    println!(
+        "\nAll {total} tasks settled in {:.1}s: {ok} succeeded, {dead} dead-lettered, {retried} retries on the way.",
+        elapsed.as_secs_f64()
+    );
     println!("{table}");
 
     let dq = crate::dlq::DeadQueue::open(&settings).await?;
     let letters = dq.list(Some(50)).await?;
     dq.close().await;
     let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(["dead letter", "type", "reason", "attempts", "error"]);
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "dead letter",
+        "type",
+        "reason",
+        "attempts",
+        "error",
+    ]);
     for d in &letters {
-        table.add_row([d.id.clone(), d.kind.clone(), d.reason.clone(), d.attempts.to_string(), d.error.chars().take(70).collect()]);
+        table.add_row([
+            d.id.clone(),
+            d.kind.clone(),
+            d.reason.clone(),
+            d.attempts.to_string(),
+            d.error.chars().take(70).collect(),
+        ]);
     }
-    println!("\nDead letters in {}.dead, each with its reason:\n{table}", settings.prefix);
+    println!(
+        "\nDead letters in {}.dead, each with its reason:\n{table}",
+        settings.prefix
+    );
 
     if keep {
-        println!("kept prefix {}; inspect it with WARDEN_PREFIX={} warden topology", settings.prefix, settings.prefix);
+        println!(
+            "kept prefix {}; inspect it with WARDEN_PREFIX={} warden topology",
+            settings.prefix, settings.prefix
+        );
     } else {
         topology.delete(&ch).await?;
-        println!("cleaned up: deleted every queue and exchange of {}", settings.prefix);
+        println!(
+            "cleaned up: deleted every queue and exchange of {}",
+            settings.prefix
+        );
     }
     let _ = conn.close(200, "bye".into()).await;
     Ok(())

@@ -7,7 +7,9 @@
 //! its replacement is confirmed by the broker.
 
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use serde::Serialize;
@@ -56,39 +58,68 @@ impl Filter {
     pub fn matches(&self, d: &DeadLetter) -> bool {
         self.reason.as_ref().is_none_or(|r| *r == d.reason)
             && self.kind.as_ref().is_none_or(|k| *k == d.kind)
-            && self.channel.as_ref().is_none_or(|c| d.channel.as_ref() == Some(c))
+            && self
+                .channel
+                .as_ref()
+                .is_none_or(|c| d.channel.as_ref() == Some(c))
     }
 }
 
 /// Reads a dead letter's story from its headers. Messages dead-lettered by the
 /// broker itself (the delivery limit) carry only `x-death`.
 #[must_use]
-pub fn describe(body: &[u8], props: &BasicProperties, routing_key: &str, delivery_limit: u32) -> DeadLetter {
+pub fn describe(
+    body: &[u8],
+    props: &BasicProperties,
+    routing_key: &str,
+    delivery_limit: u32,
+) -> DeadLetter {
     let h = props.headers().as_ref();
     let task = Task::decode(body, usize::MAX).ok();
     let broker_reason = envelope::broker_death_reason(h);
     let reason = envelope::header_text(h, envelope::REASON_HEADER)
-        .or_else(|| broker_reason.clone().map(|r| if r == "delivery_limit" { r } else { format!("broker:{r}") }))
+        .or_else(|| {
+            broker_reason.clone().map(|r| {
+                if r == "delivery_limit" {
+                    r
+                } else {
+                    format!("broker:{r}")
+                }
+            })
+        })
         .unwrap_or_else(|| "unknown".into());
     // Broker dead letters carry no count of ours; the delivery limit is, by
     // definition, how often it was handed out.
     let attempts = h
         .and_then(|h| h.inner().get(envelope::ATTEMPT_HEADER))
         .and_then(envelope::integer_of)
-        .map_or(if reason == "delivery_limit" { delivery_limit } else { 0 }, |n| {
-            u32::try_from(n.max(0)).unwrap_or(u32::MAX)
-        });
-    let error = envelope::header_text(h, envelope::ERROR_HEADER).unwrap_or_else(|| match broker_reason.as_deref() {
-        Some("delivery_limit") => {
-            "delivery limit reached: consumers died or lost their connection while handling it".into()
+        .map_or(
+            if reason == "delivery_limit" {
+                delivery_limit
+            } else {
+                0
+            },
+            |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX),
+        );
+    let error = envelope::header_text(h, envelope::ERROR_HEADER).unwrap_or_else(|| {
+        match broker_reason.as_deref() {
+            Some("delivery_limit") => {
+                "delivery limit reached: consumers died or lost their connection while handling it"
+                    .into()
+            }
+            Some(r) => format!("dead-lettered by the broker ({r})"),
+            None => String::new(),
         }
-        Some(r) => format!("dead-lettered by the broker ({r})"),
-        None => String::new(),
     });
     let failed_at = envelope::header_text(h, envelope::FAILED_AT_HEADER).or_else(|| death_time(h));
     DeadLetter {
         // The contract sets message_id to the task id; fall back to the body.
-        id: props.message_id().as_ref().map(|m| m.to_string()).or_else(|| task.as_ref().map(|t| t.id.clone())).unwrap_or_default(),
+        id: props
+            .message_id()
+            .as_ref()
+            .map(|m| m.to_string())
+            .or_else(|| task.as_ref().map(|t| t.id.clone()))
+            .unwrap_or_default(),
         kind: envelope::header_text(h, envelope::ROUTING_KEY_HEADER)
             .or_else(|| task.as_ref().map(|t| t.kind.clone()))
             .unwrap_or_else(|| routing_key.to_owned()),
@@ -101,9 +132,15 @@ pub fn describe(body: &[u8], props: &BasicProperties, routing_key: &str, deliver
 }
 
 fn death_time(h: Option<&FieldTable>) -> Option<String> {
-    let AMQPValue::FieldArray(deaths) = h?.inner().get("x-death")? else { return None };
-    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else { return None };
-    let AMQPValue::Timestamp(ts) = first.inner().get("time")? else { return None };
+    let AMQPValue::FieldArray(deaths) = h?.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let AMQPValue::Timestamp(ts) = first.inner().get("time")? else {
+        return None;
+    };
     DateTime::<Utc>::from_timestamp(i64::try_from(*ts).ok()?, 0).map(|t| t.to_rfc3339())
 }
 
@@ -121,18 +158,31 @@ impl DeadQueue {
     /// # Errors
     /// Broker unreachable, or the queue does not exist (nothing was ever declared).
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
-        let conn = crate::broker::connect(settings, "dlq", std::time::Duration::from_secs(5)).await?;
+        let conn =
+            crate::broker::connect(settings, "dlq", std::time::Duration::from_secs(5)).await?;
         let topology = Topology::new(settings);
         topology.ensure(&conn).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Self { conn, ch, topology, delivery_limit: settings.delivery_limit })
+        Ok(Self {
+            conn,
+            ch,
+            topology,
+            delivery_limit: settings.delivery_limit,
+        })
     }
 
     async fn count(&self) -> lapin::Result<u32> {
         let q = self
             .ch
-            .queue_declare(self.topology.dead().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                self.topology.dead().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await?;
         Ok(q.message_count())
     }
@@ -149,13 +199,29 @@ impl DeadQueue {
         let mut kept = Vec::new();
         let mut result = Ok(());
         for _ in 0..n {
-            let Some(msg) = self.ch.basic_get(self.topology.dead().into(), BasicGetOptions { no_ack: false }).await? else {
+            let Some(msg) = self
+                .ch
+                .basic_get(
+                    self.topology.dead().into(),
+                    BasicGetOptions { no_ack: false },
+                )
+                .await?
+            else {
                 break;
             };
             let tag = msg.delivery.delivery_tag;
-            let d = describe(&msg.delivery.data, &msg.delivery.properties, msg.delivery.routing_key.as_str(), self.delivery_limit);
+            let d = describe(
+                &msg.delivery.data,
+                &msg.delivery.properties,
+                msg.delivery.routing_key.as_str(),
+                self.delivery_limit,
+            );
             match visit(msg, d).await {
-                Ok(true) => self.ch.basic_ack(tag, BasicAckOptions { multiple: false }).await?,
+                Ok(true) => {
+                    self.ch
+                        .basic_ack(tag, BasicAckOptions { multiple: false })
+                        .await?
+                }
                 Ok(false) => kept.push(tag),
                 Err(e) => {
                     kept.push(tag);
@@ -169,7 +235,15 @@ impl DeadQueue {
         // so the physical order of `{prefix}.dead` may change; nothing is lost,
         // and listings are sorted by failure time so what a user sees is stable.
         if let Some(&last) = kept.last() {
-            self.ch.basic_nack(last, BasicNackOptions { multiple: true, requeue: true }).await?;
+            self.ch
+                .basic_nack(
+                    last,
+                    BasicNackOptions {
+                        multiple: true,
+                        requeue: true,
+                    },
+                )
+                .await?;
         }
         result
     }
@@ -210,7 +284,11 @@ impl DeadQueue {
                 if !take || dry_run {
                     return Ok(false);
                 }
-                let props = copy_properties(&msg.delivery.properties, replay_headers(msg.delivery.properties.headers().as_ref()), None);
+                let props = copy_properties(
+                    &msg.delivery.properties,
+                    replay_headers(msg.delivery.properties.headers().as_ref()),
+                    None,
+                );
                 publish_confirmed(&ch, &exchange, &d.kind, &msg.delivery.data, props, true).await?;
                 Ok(true)
             }
@@ -255,7 +333,13 @@ fn replay_headers(h: Option<&FieldTable>) -> FieldTable {
     if let Some(h) = h {
         for (k, v) in h.inner() {
             let k = k.as_str();
-            if !(k.starts_with("x-warden-") || k == crate::envelope::DELAY_HEADER || k == "x-death" || k.starts_with("x-first-death") || k.starts_with("x-last-death") || k == "x-delivery-count") {
+            if !(k.starts_with("x-warden-")
+                || k == crate::envelope::DELAY_HEADER
+                || k == "x-death"
+                || k.starts_with("x-first-death")
+                || k.starts_with("x-last-death")
+                || k == "x-delivery-count")
+            {
                 out.insert(k.into(), v.clone());
             }
         }

@@ -97,7 +97,8 @@ impl Task {
                 limit: max_bytes,
             });
         }
-        let task: Task = serde_json::from_slice(body).map_err(|e| Reject::Malformed(e.to_string()))?;
+        let task: Task =
+            serde_json::from_slice(body).map_err(|e| Reject::Malformed(e.to_string()))?;
         if task.id.trim().is_empty() {
             return Err(Reject::Malformed("`id` is empty".into()));
         }
@@ -211,23 +212,45 @@ mod tests {
 
     #[test]
     fn missing_fields_and_garbage_are_malformed() {
-        for body in [&b"{}"[..], b"[1,2]", b"\xff\xfe", br#"{"id":"","type":"x"}"#, br#"{"id":"a"}"#] {
-            assert!(matches!(Task::decode(body, 1024), Err(Reject::Malformed(_))), "{body:?}");
+        for body in [
+            &b"{}"[..],
+            b"[1,2]",
+            b"\xff\xfe",
+            br#"{"id":"","type":"x"}"#,
+            br#"{"id":"a"}"#,
+        ] {
+            assert!(
+                matches!(Task::decode(body, 1024), Err(Reject::Malformed(_))),
+                "{body:?}"
+            );
         }
     }
 
     #[test]
     fn deeply_nested_json_is_malformed_not_a_stack_overflow() {
-        let body = format!(r#"{{"id":"a","type":"t","payload":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(Task::decode(body.as_bytes(), usize::MAX), Err(Reject::Malformed(_))));
+        let body = format!(
+            r#"{{"id":"a","type":"t","payload":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            Task::decode(body.as_bytes(), usize::MAX),
+            Err(Reject::Malformed(_))
+        ));
     }
 
     #[test]
     fn forged_attempt_headers_never_grant_extra_attempts() {
         assert_eq!(attempt_of(None), 1);
         assert_eq!(attempt_of(Some(&headers(AMQPValue::LongLongInt(-5)))), 1);
-        assert_eq!(attempt_of(Some(&headers(AMQPValue::LongString("9".into())))), 1);
-        assert_eq!(attempt_of(Some(&headers(AMQPValue::LongLongInt(i64::MAX)))), 1_000_001);
+        assert_eq!(
+            attempt_of(Some(&headers(AMQPValue::LongString("9".into())))),
+            1
+        );
+        assert_eq!(
+            attempt_of(Some(&headers(AMQPValue::LongLongInt(i64::MAX)))),
+            1_000_001
+        );
         assert_eq!(attempt_of(Some(&headers(AMQPValue::ShortUInt(2)))), 3);
     }
 }

@@ -48,7 +48,12 @@ pub const DEAD: &str = "task.dead";
 ///
 /// # Errors
 /// [`PublishError`] when the broker refuses it.
-pub async fn publish(ch: &Channel, exchange: &str, routing_key: &str, event: &Event) -> Result<(), PublishError> {
+pub async fn publish(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    event: &Event,
+) -> Result<(), PublishError> {
     let body = serde_json::to_vec(event).unwrap_or_default();
     let props = BasicProperties::default()
         .with_content_type("application/json".into())

@@ -147,9 +147,21 @@ impl Handler for Fail {
         let kind = match p.kind.as_deref() {
             None | Some("transient") => ErrorKind::Transient,
             Some("permanent") => ErrorKind::Permanent,
-            Some(other) => return Err(TaskError::permanent(format!("unknown failure kind {other:?}"))),
+            Some(other) => {
+                return Err(TaskError::permanent(format!(
+                    "unknown failure kind {other:?}"
+                )));
+            }
         };
-        Err(TaskError { kind, message: format!("injected {} failure {} of {}", kind.as_str(), ctx.attempt, p.times) })
+        Err(TaskError {
+            kind,
+            message: format!(
+                "injected {} failure {} of {}",
+                kind.as_str(),
+                ctx.attempt,
+                p.times
+            ),
+        })
     }
 }
 
@@ -161,7 +173,12 @@ pub struct Panic;
 impl Handler for Panic {
     async fn handle(&self, task: &Task, ctx: &TaskContext) -> Result<(), TaskError> {
         let p: Times = payload(task)?;
-        assert!(ctx.attempt > p.times, "injected panic on attempt {} of {}", ctx.attempt, p.times);
+        assert!(
+            ctx.attempt > p.times,
+            "injected panic on attempt {} of {}",
+            ctx.attempt,
+            p.times
+        );
         Ok(())
     }
 }

@@ -19,7 +19,14 @@ async fn main() -> ExitCode {
     warden::telemetry::init(settings.log_format);
     let shutdown = warden::shutdown::on_signals();
     let result = match cli.command {
-        Command::Worker => warden::worker::run(settings.clone(), Registry::builtin(settings.fault_handlers), shutdown).await,
+        Command::Worker => {
+            warden::worker::run(
+                settings.clone(),
+                Registry::builtin(settings.fault_handlers),
+                shutdown,
+            )
+            .await
+        }
         Command::Topology { json } => commands::topology(&settings, json).await,
         Command::Publish(args) => commands::publish(&settings, args).await,
         Command::Dlq { command } => commands::dlq(&settings, command).await,
@@ -30,7 +37,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("warden: {e:#}");
-            ExitCode::from(if e.is::<warden::broker::Unreachable>() { 69 } else { 1 }) // EX_UNAVAILABLE
+            ExitCode::from(if e.is::<warden::broker::Unreachable>() {
+                69
+            } else {
+                1
+            }) // EX_UNAVAILABLE
         }
     }
 }

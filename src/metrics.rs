@@ -86,18 +86,52 @@ impl Metrics {
             task_duration.clone(),
         );
         let in_flight = Gauge::default();
-        registry.register("tasks_in_flight", "Tasks received and not yet settled", in_flight.clone());
+        registry.register(
+            "tasks_in_flight",
+            "Tasks received and not yet settled",
+            in_flight.clone(),
+        );
         let retries = Family::<TierLabel, Counter>::default();
-        registry.register("retries", "Retry copies published, by delay tier", retries.clone());
+        registry.register(
+            "retries",
+            "Retry copies published, by delay tier",
+            retries.clone(),
+        );
         let dead_letters = Family::<ReasonLabel, Counter>::default();
-        registry.register("dead_letters", "Tasks dead-lettered by warden, by reason", dead_letters.clone());
+        registry.register(
+            "dead_letters",
+            "Tasks dead-lettered by warden, by reason",
+            dead_letters.clone(),
+        );
         let parked = Counter::default();
-        registry.register("parked", "Tasks parked while their channel re-authenticates", parked.clone());
+        registry.register(
+            "parked",
+            "Tasks parked while their channel re-authenticates",
+            parked.clone(),
+        );
         let reconnects = Counter::default();
-        registry.register("broker_reconnects", "Broker sessions rebuilt after a loss", reconnects.clone());
+        registry.register(
+            "broker_reconnects",
+            "Broker sessions rebuilt after a loss",
+            reconnects.clone(),
+        );
         let consumer_up = Gauge::default();
-        registry.register("consumer_up", "1 while the task consumer is running", consumer_up.clone());
-        Self { registry, tasks, task_duration, in_flight, retries, dead_letters, parked, reconnects, consumer_up }
+        registry.register(
+            "consumer_up",
+            "1 while the task consumer is running",
+            consumer_up.clone(),
+        );
+        Self {
+            registry,
+            tasks,
+            task_duration,
+            in_flight,
+            retries,
+            dead_letters,
+            parked,
+            reconnects,
+            consumer_up,
+        }
     }
 
     /// The Prometheus text exposition.

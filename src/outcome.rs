@@ -50,20 +50,32 @@ pub struct TaskError {
 impl TaskError {
     /// A failure worth retrying.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Transient, message: message.into() }
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
     }
     /// A failure that retrying cannot fix.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, message: message.into() }
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
     }
     /// The channel's token was revoked.
     pub fn token_revoked(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::TokenRevoked, message: message.into() }
+        Self {
+            kind: ErrorKind::TokenRevoked,
+            message: message.into(),
+        }
     }
     /// Is this worth another attempt?
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self.kind, ErrorKind::Transient | ErrorKind::Timeout | ErrorKind::Panic)
+        matches!(
+            self.kind,
+            ErrorKind::Transient | ErrorKind::Timeout | ErrorKind::Panic
+        )
     }
 }
 
@@ -152,7 +164,10 @@ impl DeadReason {
     /// Is this the producer's fault (logged at warn) rather than a fault of ours?
     #[must_use]
     pub fn is_input_error(self) -> bool {
-        matches!(self, DeadReason::Malformed | DeadReason::TooLarge | DeadReason::UnknownType)
+        matches!(
+            self,
+            DeadReason::Malformed | DeadReason::TooLarge | DeadReason::UnknownType
+        )
     }
 }
 
@@ -214,10 +229,14 @@ pub fn decide(verdict: Verdict, attempt: u32, policy: RetryPolicy) -> Outcome {
         Verdict::Malformed => Outcome::Dead(DeadReason::Malformed),
         Verdict::TooLarge => Outcome::Dead(DeadReason::TooLarge),
         Verdict::UnknownType => Outcome::Dead(DeadReason::UnknownType),
-        Verdict::ChannelPending => Outcome::Park { announce_revocation: false },
+        Verdict::ChannelPending => Outcome::Park {
+            announce_revocation: false,
+        },
         Verdict::ChannelReauthFailed => Outcome::Dead(DeadReason::ReauthFailed),
         Verdict::Failed(ErrorKind::Permanent) => Outcome::Dead(DeadReason::Permanent),
-        Verdict::Failed(ErrorKind::TokenRevoked) => Outcome::Park { announce_revocation: true },
+        Verdict::Failed(ErrorKind::TokenRevoked) => Outcome::Park {
+            announce_revocation: true,
+        },
         Verdict::Failed(kind @ (ErrorKind::Transient | ErrorKind::Timeout | ErrorKind::Panic)) => {
             if attempt >= policy.max_attempts {
                 Outcome::Dead(if kind == ErrorKind::Timeout {
@@ -229,7 +248,10 @@ pub fn decide(verdict: Verdict, attempt: u32, policy: RetryPolicy) -> Outcome {
                 // Attempt 1 failing waits in tier 0; later retries climb the
                 // schedule and stay on the longest tier once they reach it.
                 let tier = (attempt as usize - 1).min(policy.tiers.saturating_sub(1));
-                Outcome::Retry { next_attempt: attempt + 1, tier }
+                Outcome::Retry {
+                    next_attempt: attempt + 1,
+                    tier,
+                }
             }
         }
     }
@@ -247,7 +269,10 @@ pub fn jittered(tier_delay: Duration, jitter: f64) -> Duration {
 mod tests {
     use super::*;
 
-    const POLICY: RetryPolicy = RetryPolicy { max_attempts: 3, tiers: 2 };
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 3,
+        tiers: 2,
+    };
 
     #[test]
     fn every_row_of_the_outcome_table() {
@@ -258,31 +283,90 @@ mod tests {
         let table: &[(Verdict, u32, Outcome)] = &[
             (V::Succeeded, 1, O::Ack),
             (V::Succeeded, 3, O::Ack),
-            (V::Failed(K::Transient), 1, O::Retry { next_attempt: 2, tier: 0 }),
-            (V::Failed(K::Transient), 2, O::Retry { next_attempt: 3, tier: 1 }),
+            (
+                V::Failed(K::Transient),
+                1,
+                O::Retry {
+                    next_attempt: 2,
+                    tier: 0,
+                },
+            ),
+            (
+                V::Failed(K::Transient),
+                2,
+                O::Retry {
+                    next_attempt: 3,
+                    tier: 1,
+                },
+            ),
             (V::Failed(K::Transient), 3, O::Dead(R::RetriesExhausted)),
-            (V::Failed(K::Panic), 1, O::Retry { next_attempt: 2, tier: 0 }),
+            (
+                V::Failed(K::Panic),
+                1,
+                O::Retry {
+                    next_attempt: 2,
+                    tier: 0,
+                },
+            ),
             (V::Failed(K::Panic), 3, O::Dead(R::RetriesExhausted)),
-            (V::Failed(K::Timeout), 2, O::Retry { next_attempt: 3, tier: 1 }),
+            (
+                V::Failed(K::Timeout),
+                2,
+                O::Retry {
+                    next_attempt: 3,
+                    tier: 1,
+                },
+            ),
             (V::Failed(K::Timeout), 3, O::Dead(R::TimeoutExhausted)),
             (V::Failed(K::Permanent), 1, O::Dead(R::Permanent)),
-            (V::Failed(K::TokenRevoked), 1, O::Park { announce_revocation: true }),
-            (V::Failed(K::TokenRevoked), 3, O::Park { announce_revocation: true }),
-            (V::ChannelPending, 1, O::Park { announce_revocation: false }),
+            (
+                V::Failed(K::TokenRevoked),
+                1,
+                O::Park {
+                    announce_revocation: true,
+                },
+            ),
+            (
+                V::Failed(K::TokenRevoked),
+                3,
+                O::Park {
+                    announce_revocation: true,
+                },
+            ),
+            (
+                V::ChannelPending,
+                1,
+                O::Park {
+                    announce_revocation: false,
+                },
+            ),
             (V::ChannelReauthFailed, 1, O::Dead(R::ReauthFailed)),
             (V::Malformed, 1, O::Dead(R::Malformed)),
             (V::TooLarge, 1, O::Dead(R::TooLarge)),
             (V::UnknownType, 1, O::Dead(R::UnknownType)),
         ];
         for &(verdict, attempt, expected) in table {
-            assert_eq!(decide(verdict, attempt, POLICY), expected, "{verdict:?} on attempt {attempt}");
+            assert_eq!(
+                decide(verdict, attempt, POLICY),
+                expected,
+                "{verdict:?} on attempt {attempt}"
+            );
         }
     }
 
     #[test]
     fn later_retries_stay_on_the_longest_tier() {
-        let p = RetryPolicy { max_attempts: 10, tiers: 2 };
-        assert_eq!(decide(Verdict::Failed(ErrorKind::Transient), 7, p), Outcome::Retry { next_attempt: 8, tier: 1 });
+        let p = RetryPolicy {
+            max_attempts: 10,
+            tiers: 2,
+        };
+        assert_eq!(
+            decide(Verdict::Failed(ErrorKind::Transient), 7, p),
+            Outcome::Retry {
+                next_attempt: 8,
+                tier: 1
+            }
+        );
     }
 
     #[test]
@@ -295,8 +379,14 @@ mod tests {
 
     #[test]
     fn a_single_attempt_policy_never_retries() {
-        let p = RetryPolicy { max_attempts: 1, tiers: 1 };
-        assert_eq!(decide(Verdict::Failed(ErrorKind::Transient), 1, p), Outcome::Dead(DeadReason::RetriesExhausted));
+        let p = RetryPolicy {
+            max_attempts: 1,
+            tiers: 1,
+        };
+        assert_eq!(
+            decide(Verdict::Failed(ErrorKind::Transient), 1, p),
+            Outcome::Dead(DeadReason::RetriesExhausted)
+        );
     }
 
     #[test]

@@ -57,8 +57,14 @@ pub fn task_properties(task_id: &str, headers: FieldTable) -> BasicProperties {
 /// the given per-message TTL instead of any the producer set (a dead letter must
 /// not expire in the dead-letter queue).
 #[must_use]
-pub fn copy_properties(original: &BasicProperties, headers: FieldTable, expiration: Option<String>) -> BasicProperties {
-    let mut p = BasicProperties::default().with_headers(headers).with_delivery_mode(PERSISTENT);
+pub fn copy_properties(
+    original: &BasicProperties,
+    headers: FieldTable,
+    expiration: Option<String>,
+) -> BasicProperties {
+    let mut p = BasicProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(PERSISTENT);
     if let Some(v) = original.content_type() {
         p = p.with_content_type(v.clone());
     }
@@ -103,17 +109,25 @@ pub async fn publish_confirmed(
         .basic_publish(
             exchange.into(),
             routing_key.into(),
-            BasicPublishOptions { mandatory, ..Default::default() },
+            BasicPublishOptions {
+                mandatory,
+                ..Default::default()
+            },
             body,
             properties,
         )
         .await?
         .await?;
     if confirm.is_nack() {
-        return Err(PublishError::Nacked { exchange: exchange.into() });
+        return Err(PublishError::Nacked {
+            exchange: exchange.into(),
+        });
     }
     if confirm.take_message().is_some() {
-        return Err(PublishError::Returned { exchange: exchange.into(), routing_key: routing_key.into() });
+        return Err(PublishError::Returned {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+        });
     }
     Ok(())
 }
@@ -138,7 +152,11 @@ impl Publisher {
         topology.ensure(&conn).await?;
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        Ok(Self { conn, ch, exchange: topology.tasks() })
+        Ok(Self {
+            conn,
+            ch,
+            exchange: topology.tasks(),
+        })
     }
 
     /// Publishes one task and waits for its confirm.
@@ -217,7 +235,8 @@ pub fn read_ndjson(path: &Path) -> anyhow::Result<Vec<Task>> {
         let mut value: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| anyhow::anyhow!("{}:{}: not valid JSON: {e}", path.display(), i + 1))?;
         if let Some(obj) = value.as_object_mut() {
-            obj.entry("id").or_insert_with(|| uuid::Uuid::now_v7().to_string().into());
+            obj.entry("id")
+                .or_insert_with(|| uuid::Uuid::now_v7().to_string().into());
         }
         let task: Task = serde_json::from_value(value)
             .map_err(|e| anyhow::anyhow!("{}:{}: not a task: {e}", path.display(), i + 1))?;

@@ -110,7 +110,9 @@ impl Topology {
     /// The routing value (and queue-name suffix) of tier `i`, e.g. `4s` or `1m4s`.
     #[must_use]
     pub fn tier_route(&self, i: usize) -> String {
-        humantime::format_duration(self.tier_delays[i]).to_string().replace(' ', "")
+        humantime::format_duration(self.tier_delays[i])
+            .to_string()
+            .replace(' ', "")
     }
     /// `{p}.retry.<tier>`.
     #[must_use]
@@ -125,7 +127,10 @@ impl Topology {
         table(&[
             ("x-queue-type", text("quorum")),
             // The broker's limit counts *returns*; ours counts deliveries.
-            ("x-delivery-limit", AMQPValue::LongLongInt(i64::from(self.delivery_limit) - 1)),
+            (
+                "x-delivery-limit",
+                AMQPValue::LongLongInt(i64::from(self.delivery_limit) - 1),
+            ),
             ("x-dead-letter-exchange", text(&self.dead())),
             ("x-dead-letter-strategy", text("at-least-once")),
             ("x-overflow", text("reject-publish")),
@@ -149,34 +154,90 @@ impl Topology {
     /// A broker error, e.g. `PRECONDITION_FAILED` when a queue exists with other
     /// arguments (a changed delivery limit needs the queue deleted first).
     pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        let qdurable = QueueDeclareOptions { durable: true, ..Default::default() };
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let qdurable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         let none = FieldTable::default();
 
-        ch.exchange_declare(self.tasks().into(), ExchangeKind::Topic, durable, none.clone()).await?;
-        ch.exchange_declare(self.delay_exchange().into(), ExchangeKind::Headers, durable, none.clone())
-            .await?;
-        ch.exchange_declare(self.dead().into(), ExchangeKind::Fanout, durable, none.clone()).await?;
-        ch.exchange_declare(self.events().into(), ExchangeKind::Topic, durable, none.clone()).await?;
+        ch.exchange_declare(
+            self.tasks().into(),
+            ExchangeKind::Topic,
+            durable,
+            none.clone(),
+        )
+        .await?;
+        ch.exchange_declare(
+            self.delay_exchange().into(),
+            ExchangeKind::Headers,
+            durable,
+            none.clone(),
+        )
+        .await?;
+        ch.exchange_declare(
+            self.dead().into(),
+            ExchangeKind::Fanout,
+            durable,
+            none.clone(),
+        )
+        .await?;
+        ch.exchange_declare(
+            self.events().into(),
+            ExchangeKind::Topic,
+            durable,
+            none.clone(),
+        )
+        .await?;
 
-        ch.queue_declare(self.dead().into(), qdurable, table(&[("x-queue-type", text("quorum"))]))
-            .await?;
-        ch.queue_bind(self.dead().into(), self.dead().into(), "".into(), QueueBindOptions::default(), none.clone())
-            .await?;
+        ch.queue_declare(
+            self.dead().into(),
+            qdurable,
+            table(&[("x-queue-type", text("quorum"))]),
+        )
+        .await?;
+        ch.queue_bind(
+            self.dead().into(),
+            self.dead().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            none.clone(),
+        )
+        .await?;
 
-        ch.queue_declare(self.tasks().into(), qdurable, self.tasks_args()).await?;
-        ch.queue_bind(self.tasks().into(), self.tasks().into(), "#".into(), QueueBindOptions::default(), none.clone())
+        ch.queue_declare(self.tasks().into(), qdurable, self.tasks_args())
             .await?;
+        ch.queue_bind(
+            self.tasks().into(),
+            self.tasks().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            none.clone(),
+        )
+        .await?;
 
         let mut delays: Vec<(String, String, Duration)> = (0..self.tier_delays.len())
             .map(|i| (self.retry_queue(i), self.tier_route(i), self.tier_delays[i]))
             .collect();
         delays.push((self.parked(), PARKED_ROUTE.to_owned(), self.park_ttl));
         for (queue, route, ttl) in delays {
-            ch.queue_declare(queue.clone().into(), qdurable, self.delay_args(ttl)).await?;
-            let binding = table(&[("x-match", text("all")), (crate::envelope::DELAY_HEADER, text(&route))]);
-            ch.queue_bind(queue.into(), self.delay_exchange().into(), "".into(), QueueBindOptions::default(), binding)
+            ch.queue_declare(queue.clone().into(), qdurable, self.delay_args(ttl))
                 .await?;
+            let binding = table(&[
+                ("x-match", text("all")),
+                (crate::envelope::DELAY_HEADER, text(&route)),
+            ]);
+            ch.queue_bind(
+                queue.into(),
+                self.delay_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                binding,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -192,7 +253,14 @@ impl Topology {
         // A failed passive declare closes its channel, so probe on a spare one.
         let probe = conn.create_channel().await?;
         let exists = probe
-            .queue_declare(self.tasks().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                self.tasks().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .is_ok();
         if exists {
@@ -222,9 +290,21 @@ impl Topology {
         let mut out = Vec::new();
         for (name, role) in self.queues() {
             let q = ch
-                .queue_declare(name.clone().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+                .queue_declare(
+                    name.clone().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
                 .await?;
-            out.push(QueueInfo { name, role: role.into(), messages: q.message_count(), consumers: q.consumer_count() });
+            out.push(QueueInfo {
+                name,
+                role: role.into(),
+                messages: q.message_count(),
+                consumers: q.consumer_count(),
+            });
         }
         Ok(out)
     }
@@ -236,10 +316,17 @@ impl Topology {
     /// A broker error other than a missing entity.
     pub async fn delete(&self, ch: &Channel) -> lapin::Result<()> {
         for (name, _) in self.queues() {
-            ch.queue_delete(name.into(), QueueDeleteOptions::default()).await?;
+            ch.queue_delete(name.into(), QueueDeleteOptions::default())
+                .await?;
         }
-        for x in [self.tasks(), self.delay_exchange(), self.dead(), self.events()] {
-            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default()).await?;
+        for x in [
+            self.tasks(),
+            self.delay_exchange(),
+            self.dead(),
+            self.events(),
+        ] {
+            ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                .await?;
         }
         Ok(())
     }

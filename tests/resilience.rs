@@ -14,8 +14,16 @@ const READY: Duration = Duration::from_secs(20);
 /// Every id reached a terminal state; returns how many terminal events were
 /// duplicates (at-least-once redeliveries).
 fn check_no_loss(terminal: &HashMap<String, Vec<String>>, ids: &[String]) -> usize {
-    let missing: Vec<&String> = ids.iter().filter(|id| !terminal.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} tasks lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !terminal.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} tasks lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     ids.iter().map(|id| terminal[id].len() - 1).sum()
 }
 
@@ -25,36 +33,63 @@ async fn cutting_the_connection_five_times_loses_no_task() {
     let tap = broker.tap().await;
     let proxy = TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let url = proxy.amqp_url();
-    let worker = broker.spawn_worker(&[("WARDEN_AMQP_URL", url.as_str()), ("WARDEN_CONCURRENCY", "32")]);
+    let worker = broker.spawn_worker(&[
+        ("WARDEN_AMQP_URL", url.as_str()),
+        ("WARDEN_CONCURRENCY", "32"),
+    ]);
     worker.wait_ready(READY).await;
 
     let mut ids = Vec::new();
     for i in 0..2000 {
-        let payload = if i % 4 == 0 { json!({"ms": 2}) } else { json!({}) };
-        let kind = if i % 4 == 0 { "builtin.sleep" } else { "builtin.noop" };
+        let payload = if i % 4 == 0 {
+            json!({"ms": 2})
+        } else {
+            json!({})
+        };
+        let kind = if i % 4 == 0 {
+            "builtin.sleep"
+        } else {
+            "builtin.noop"
+        };
         ids.push(broker.publish(kind, payload).await);
     }
     for cut in 1..=5 {
         // Cut while work is flowing: after each further ~300 settled tasks.
-        wait_for(Duration::from_secs(60), "progress before the next cut", || tap.terminal().len() >= cut * 300).await;
+        wait_for(
+            Duration::from_secs(60),
+            "progress before the next cut",
+            || tap.terminal().len() >= cut * 300,
+        )
+        .await;
         proxy.cut();
-        wait_for(Duration::from_secs(30), "the worker to reconnect", || proxy.accepted() > cut).await;
+        wait_for(Duration::from_secs(30), "the worker to reconnect", || {
+            proxy.accepted() > cut
+        })
+        .await;
     }
     tap.wait_terminal(&ids, Duration::from_secs(120)).await;
     let dups = check_no_loss(&tap.terminal(), &ids);
     eprintln!("2000 tasks, 5 cuts: lost 0, duplicates {dups}");
     assert!(proxy.accepted() >= 6, "reconnected after every cut");
-    assert!(dups <= 5 * 32, "duplicates stay within the in-flight window at each cut: {dups}");
+    assert!(
+        dups <= 5 * 32,
+        "duplicates stay within the in-flight window at each cut: {dups}"
+    );
     worker.wait_ready(READY).await;
     let (_, metrics) = worker.get("/metrics").await.unwrap();
-    assert!(metrics.contains("warden_broker_reconnects_total 5"), "{metrics}");
+    assert!(
+        metrics.contains("warden_broker_reconnects_total 5"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn three_workers_on_one_queue_process_three_thousand_tasks_without_loss() {
     let broker = TestBroker::new("three").await;
     let tap = broker.tap().await;
-    let workers: Vec<_> = (0..3).map(|_| broker.spawn_worker(&[("WARDEN_CONCURRENCY", "16")])).collect();
+    let workers: Vec<_> = (0..3)
+        .map(|_| broker.spawn_worker(&[("WARDEN_CONCURRENCY", "16")]))
+        .collect();
     for w in &workers {
         w.wait_ready(READY).await;
     }
@@ -67,7 +102,10 @@ async fn three_workers_on_one_queue_process_three_thousand_tasks_without_loss() 
     assert_eq!(dups, 0, "no connection was lost, so no task ran twice");
     for w in &workers {
         let (_, metrics) = w.get("/metrics").await.unwrap();
-        assert!(metrics.contains("warden_tasks_total{type=\"builtin.sleep\",outcome=\"succeeded\"}"), "every worker took a share");
+        assert!(
+            metrics.contains("warden_tasks_total{type=\"builtin.sleep\",outcome=\"succeeded\"}"),
+            "every worker took a share"
+        );
     }
 }
 
@@ -79,7 +117,11 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     worker.wait_ready(READY).await;
     let mut ids = Vec::new();
     for _ in 0..100 {
-        ids.push(broker.publish("builtin.fail", json!({"times": 1, "kind": "permanent"})).await);
+        ids.push(
+            broker
+                .publish("builtin.fail", json!({"times": 1, "kind": "permanent"}))
+                .await,
+        );
     }
     for _ in 0..5 {
         ids.push(broker.publish("no.such.type", json!({})).await);
@@ -96,25 +138,42 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     assert_eq!(first.lines().count(), 105);
     assert_eq!(broker.queue_len(&broker.topology.dead()).await, 105);
 
-    let (code, out, err) = run_cli(&["dlq", "replay", "--reason", "permanent", "--dry-run"], &env);
+    let (code, out, err) = run_cli(
+        &["dlq", "replay", "--reason", "permanent", "--dry-run"],
+        &env,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would replay 100"), "{out}");
-    assert_eq!(broker.queue_len(&broker.topology.dead()).await, 105, "a dry run changes nothing");
+    assert_eq!(
+        broker.queue_len(&broker.topology.dead()).await,
+        105,
+        "a dry run changes nothing"
+    );
 
     let (code, out, err) = run_cli(&["dlq", "replay", "--reason", "permanent"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 100"), "{out}");
     assert_eq!(broker.queue_len(&broker.topology.tasks()).await, 100);
-    assert_eq!(broker.queue_len(&broker.topology.dead()).await, 5, "the others stay dead");
+    assert_eq!(
+        broker.queue_len(&broker.topology.dead()).await,
+        5,
+        "the others stay dead"
+    );
 
     // Replayed tasks start again at attempt 1.
     let ch = broker.conn.create_channel().await.unwrap();
     let msg = ch
-        .basic_get(broker.topology.tasks().into(), lapin::options::BasicGetOptions { no_ack: false })
+        .basic_get(
+            broker.topology.tasks().into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(warden::envelope::attempt_of(msg.delivery.properties.headers().as_ref()), 1);
+    assert_eq!(
+        warden::envelope::attempt_of(msg.delivery.properties.headers().as_ref()),
+        1
+    );
     drop(ch);
 
     let (code, _, err) = run_cli(&["dlq", "purge", "--type", "no.such.type"], &env);
@@ -123,8 +182,10 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     let (code, out, _) = run_cli(&["dlq", "purge", "--type", "no.such.type", "--yes"], &env);
     assert_eq!(code, 0);
     assert!(out.contains("deleted 5"), "{out}");
-    eventually(Duration::from_secs(5), "an empty dead-letter queue", || async {
-        broker.queue_len(&broker.topology.dead()).await == 0
-    })
+    eventually(
+        Duration::from_secs(5),
+        "an empty dead-letter queue",
+        || async { broker.queue_len(&broker.topology.dead()).await == 0 },
+    )
     .await;
 }

@@ -58,7 +58,12 @@ impl Pending {
             self.0.pop_first();
             flush.multiple_up_to = Some(tag);
         }
-        flush.single = self.0.iter().filter(|(_, d)| **d).map(|(t, _)| *t).collect();
+        flush.single = self
+            .0
+            .iter()
+            .filter(|(_, d)| **d)
+            .map(|(t, _)| *t)
+            .collect();
         for t in &flush.single {
             self.0.remove(t);
         }
@@ -112,18 +117,51 @@ mod tests {
 
     #[test]
     fn a_settled_run_becomes_one_multiple_ack() {
-        let mut p = pending(&[Started(1), Started(2), Started(3), Done(2), Done(1), Done(3)]);
-        assert_eq!(p.flush(), Flush { multiple_up_to: Some(3), single: vec![] });
+        let mut p = pending(&[
+            Started(1),
+            Started(2),
+            Started(3),
+            Done(2),
+            Done(1),
+            Done(3),
+        ]);
+        assert_eq!(
+            p.flush(),
+            Flush {
+                multiple_up_to: Some(3),
+                single: vec![]
+            }
+        );
         assert_eq!(p.unsettled(), 0);
     }
 
     #[test]
     fn a_running_task_is_never_covered_by_a_multiple_ack() {
-        let mut p = pending(&[Started(1), Started(2), Started(3), Started(4), Done(1), Done(3), Done(4)]);
-        assert_eq!(p.flush(), Flush { multiple_up_to: Some(1), single: vec![3, 4] });
+        let mut p = pending(&[
+            Started(1),
+            Started(2),
+            Started(3),
+            Started(4),
+            Done(1),
+            Done(3),
+            Done(4),
+        ]);
+        assert_eq!(
+            p.flush(),
+            Flush {
+                multiple_up_to: Some(1),
+                single: vec![3, 4]
+            }
+        );
         assert_eq!(p.unsettled(), 1);
         p.apply(Done(2));
-        assert_eq!(p.flush(), Flush { multiple_up_to: Some(2), single: vec![] });
+        assert_eq!(
+            p.flush(),
+            Flush {
+                multiple_up_to: Some(2),
+                single: vec![]
+            }
+        );
     }
 
     #[test]

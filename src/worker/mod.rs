@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use tokio::sync::mpsc;
@@ -66,11 +68,19 @@ pub struct Worker {
 ///
 /// # Errors
 /// Only when the admin server cannot bind; broker trouble is retried forever.
-pub async fn run(settings: Settings, registry: Registry, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    registry: Registry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let worker = Worker::new(settings, registry);
     let listener = crate::admin::bind(worker.settings.admin_addr).await?;
     let admin_stop = CancellationToken::new();
-    let admin = tokio::spawn(crate::admin::serve(listener, worker.admin_state(), admin_stop.clone()));
+    let admin = tokio::spawn(crate::admin::serve(
+        listener,
+        worker.admin_state(),
+        admin_stop.clone(),
+    ));
     worker.run(shutdown).await;
     admin_stop.cancel();
     admin.await??;
@@ -82,13 +92,21 @@ impl Worker {
     #[must_use]
     pub fn new(settings: Settings, registry: Registry) -> Self {
         let health = Arc::new(Health::new(settings.liveness_limit));
-        Self { settings: Arc::new(settings), registry: Arc::new(registry), health, metrics: Arc::new(Metrics::new()) }
+        Self {
+            settings: Arc::new(settings),
+            registry: Arc::new(registry),
+            health,
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 
     /// State for the admin server.
     #[must_use]
     pub fn admin_state(&self) -> AdminState {
-        AdminState { health: self.health.clone(), metrics: self.metrics.clone() }
+        AdminState {
+            health: self.health.clone(),
+            metrics: self.metrics.clone(),
+        }
     }
 
     /// Consumes until `shutdown`, reconnecting as often as needed.
@@ -103,7 +121,9 @@ impl Worker {
         let mut lost_before = false;
         loop {
             self.health.beat();
-            let Some(conn) = crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown).await else {
+            let Some(conn) =
+                crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown).await
+            else {
                 break;
             };
             match self.session(&conn, &shutdown).await {
@@ -134,23 +154,44 @@ impl Worker {
     }
 
     /// One broker session. `Err` means it could not be set up.
-    async fn session(&self, conn: &Connection, shutdown: &CancellationToken) -> Result<SessionEnd, String> {
+    async fn session(
+        &self,
+        conn: &Connection,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, String> {
         let s = &self.settings;
         let topology = Topology::new(s);
-        let consume = conn.create_channel().await.map_err(|e| format!("opening a channel: {e}"))?;
+        let consume = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("opening a channel: {e}"))?;
         topology.declare(&consume).await.map_err(|e| {
             format!(
                 "declaring the topology: {e} (a queue that exists with other arguments, e.g. another \
                  delivery limit, must be deleted or the configuration matched)"
             )
         })?;
-        let publish = conn.create_channel().await.map_err(|e| format!("opening a channel: {e}"))?;
-        publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| e.to_string())?;
+        let publish = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("opening a channel: {e}"))?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
         // Prefetch is applied on every new channel: it does not survive reconnects.
-        consume.basic_qos(s.concurrency, BasicQosOptions::default()).await.map_err(|e| e.to_string())?;
+        consume
+            .basic_qos(s.concurrency, BasicQosOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let tag = crate::broker::connection_name(s, "worker");
         let mut consumer = consume
-            .basic_consume(topology.tasks().into(), tag.clone().into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                topology.tasks().into(),
+                tag.clone().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(|e| format!("consuming {}: {e}", topology.tasks()))?;
         self.health.set_session(true, true, true);
@@ -160,7 +201,10 @@ impl Worker {
         let ctx = Arc::new(SessionCtx {
             settings: s.clone(),
             registry: self.registry.clone(),
-            policy: RetryPolicy { max_attempts: s.retry.max_attempts, tiers: topology.tier_delays().len() },
+            policy: RetryPolicy {
+                max_attempts: s.retry.max_attempts,
+                tiers: topology.tier_delays().len(),
+            },
             topology,
             publish: publish.clone(),
             metrics: self.metrics.clone(),
@@ -171,7 +215,8 @@ impl Worker {
         // then stop and the broker redelivers their messages.
         let abandon = CancellationToken::new();
         let tracker = TaskTracker::new();
-        let mut tick = tokio::time::interval((s.liveness_limit / 4).max(Duration::from_millis(250)));
+        let mut tick =
+            tokio::time::interval((s.liveness_limit / 4).max(Duration::from_millis(250)));
 
         let end = loop {
             self.health.beat();
@@ -199,13 +244,18 @@ impl Worker {
         // Graceful drain: stop deliveries first, so nothing new starts, then give
         // running tasks the grace period to finish and settle.
         self.health.set_draining();
-        let _ = consume.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
+        let _ = consume
+            .basic_cancel(tag.into(), BasicCancelOptions::default())
+            .await;
         tracker.close();
         let running = tracker.len();
         if running > 0 {
             tracing::info!(running, grace = ?s.shutdown_grace, "draining in-flight tasks");
         }
-        if tokio::time::timeout(s.shutdown_grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(s.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 unfinished = tracker.len(),
                 "grace period over; leaving unfinished tasks unacked for the broker to redeliver"

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
-use tracing::Instrument;
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::SessionCtx;
 use super::ack::AckMsg;
@@ -45,11 +45,17 @@ pub(super) async fn process(
     let work = async {
         let ran = run(&ctx, &delivery).await;
         let outcome = decide(ran.verdict, ran.attempt, ctx.policy);
-        let span = tracing::info_span!("settle", task.id = tracing::field::Empty, attempt = ran.attempt);
+        let span = tracing::info_span!(
+            "settle",
+            task.id = tracing::field::Empty,
+            attempt = ran.attempt
+        );
         if let Some(t) = &ran.task {
             span.record("task.id", t.id.as_str());
         }
-        settle(&ctx, &delivery, &ran, outcome).instrument(span).await
+        settle(&ctx, &delivery, &ran, outcome)
+            .instrument(span)
+            .await
     };
     tokio::select! {
         biased;
@@ -71,7 +77,9 @@ async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
     let attempt = envelope::attempt_of(delivery.properties.headers().as_ref());
     let started = Instant::now();
     let (task, verdict, error) = match Task::decode(&delivery.data, ctx.settings.max_body_bytes) {
-        Err(reject @ Reject::TooLarge { .. }) => (None, Verdict::TooLarge, Some(reject.to_string())),
+        Err(reject @ Reject::TooLarge { .. }) => {
+            (None, Verdict::TooLarge, Some(reject.to_string()))
+        }
         Err(reject @ Reject::Malformed(_)) => (None, Verdict::Malformed, Some(reject.to_string())),
         Ok(task) => match ctx.registry.get(&task.kind) {
             None => {
@@ -79,18 +87,32 @@ async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
                 (Some(task), Verdict::UnknownType, Some(msg))
             }
             Some(handler) => {
-                let tctx = TaskContext { attempt, redelivered: delivery.redelivered };
+                let tctx = TaskContext {
+                    attempt,
+                    redelivered: delivery.redelivered,
+                };
                 let guarded = AssertUnwindSafe(handler.handle(&task, &tctx)).catch_unwind();
                 let result = match tokio::time::timeout(ctx.settings.task_timeout, guarded).await {
                     Ok(Ok(result)) => result,
-                    Ok(Err(panic)) => Err(TaskError { kind: ErrorKind::Panic, message: panic_message(&*panic) }),
+                    Ok(Err(panic)) => Err(TaskError {
+                        kind: ErrorKind::Panic,
+                        message: panic_message(&*panic),
+                    }),
                     Err(_) => Err(TaskError {
                         kind: ErrorKind::Timeout,
-                        message: format!("timed out after {}", humantime::format_duration(ctx.settings.task_timeout)),
+                        message: format!(
+                            "timed out after {}",
+                            humantime::format_duration(ctx.settings.task_timeout)
+                        ),
                     }),
                 };
-                let label = TypeLabel { r#type: task.kind.clone() };
-                ctx.metrics.task_duration.get_or_create(&label).observe(started.elapsed().as_secs_f64());
+                let label = TypeLabel {
+                    r#type: task.kind.clone(),
+                };
+                ctx.metrics
+                    .task_duration
+                    .get_or_create(&label)
+                    .observe(started.elapsed().as_secs_f64());
                 match result {
                     Ok(()) => (Some(task), Verdict::Succeeded, None),
                     Err(e) => (Some(task), Verdict::Failed(e.kind), Some(e.message)),
@@ -98,7 +120,13 @@ async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
             }
         },
     };
-    Ran { task, attempt, verdict, error, elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) }
+    Ran {
+        task,
+        attempt,
+        verdict,
+        error,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -111,18 +139,37 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Publishes what the outcome needs, all confirmed, concurrently.
-async fn settle(ctx: &SessionCtx, delivery: &Delivery, ran: &Ran, outcome: Outcome) -> Result<(), PublishError> {
+async fn settle(
+    ctx: &SessionCtx,
+    delivery: &Delivery,
+    ran: &Ran,
+    outcome: Outcome,
+) -> Result<(), PublishError> {
     let type_label = match &ran.task {
         Some(t) if ctx.registry.get(&t.kind).is_some() => t.kind.clone(),
         _ => "unknown".to_owned(),
     };
-    ctx.metrics.tasks.get_or_create(&TaskLabels { r#type: type_label, outcome: outcome.as_str() }).inc();
+    ctx.metrics
+        .tasks
+        .get_or_create(&TaskLabels {
+            r#type: type_label,
+            outcome: outcome.as_str(),
+        })
+        .inc();
 
     let id = match &ran.task {
         Some(t) => t.id.clone(),
-        None => delivery.properties.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default(),
+        None => delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default(),
     };
-    let kind = ran.task.as_ref().map_or_else(|| delivery.routing_key.as_str().to_owned(), |t| t.kind.clone());
+    let kind = ran.task.as_ref().map_or_else(
+        || delivery.routing_key.as_str().to_owned(),
+        |t| t.kind.clone(),
+    );
     let channel = ran.task.as_ref().and_then(|t| t.channel.clone());
     let mut event = Event {
         id,
@@ -144,38 +191,92 @@ async fn settle(ctx: &SessionCtx, delivery: &Delivery, ran: &Ran, outcome: Outco
         Outcome::Retry { next_attempt, tier } => {
             let route = topo.tier_route(tier);
             tracing::info!(error = ran.error.as_deref().unwrap_or(""), next_attempt, delay = %route, "task failed; retrying after a delay");
-            ctx.metrics.retries.get_or_create(&TierLabel { tier: route.clone() }).inc();
-            envelope::set_int(&mut headers, envelope::ATTEMPT_HEADER, i64::from(next_attempt - 1));
+            ctx.metrics
+                .retries
+                .get_or_create(&TierLabel {
+                    tier: route.clone(),
+                })
+                .inc();
+            envelope::set_int(
+                &mut headers,
+                envelope::ATTEMPT_HEADER,
+                i64::from(next_attempt - 1),
+            );
             envelope::set_text(&mut headers, envelope::DELAY_HEADER, &route);
             if let Some(e) = &ran.error {
                 envelope::set_text(&mut headers, envelope::ERROR_HEADER, e);
             }
-            let delay = jittered(topo.tier_delays()[tier], 0.75 + 0.25 * rand::random::<f64>());
+            let delay = jittered(
+                topo.tier_delays()[tier],
+                0.75 + 0.25 * rand::random::<f64>(),
+            );
             event.reason = Some(route);
-            (Some((topo.delay_exchange(), headers, Some(delay.as_millis().to_string()))), events::RETRYING)
+            (
+                Some((
+                    topo.delay_exchange(),
+                    headers,
+                    Some(delay.as_millis().to_string()),
+                )),
+                events::RETRYING,
+            )
         }
-        Outcome::Park { announce_revocation: _ } => {
-            tracing::info!(error = ran.error.as_deref().unwrap_or(""), "channel is re-authenticating; task parked");
+        Outcome::Park {
+            announce_revocation: _,
+        } => {
+            tracing::info!(
+                error = ran.error.as_deref().unwrap_or(""),
+                "channel is re-authenticating; task parked"
+            );
             ctx.metrics.parked.inc();
             envelope::set_text(&mut headers, envelope::DELAY_HEADER, PARKED_ROUTE);
             (Some((topo.delay_exchange(), headers, None)), events::PARKED)
         }
         Outcome::Dead(reason) => {
             log_dead(reason, ran.error.as_deref());
-            ctx.metrics.dead_letters.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
+            ctx.metrics
+                .dead_letters
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc();
             envelope::set_text(&mut headers, envelope::REASON_HEADER, reason.as_str());
-            envelope::set_text(&mut headers, envelope::ERROR_HEADER, ran.error.as_deref().unwrap_or(""));
-            envelope::set_int(&mut headers, envelope::ATTEMPT_HEADER, i64::from(ran.attempt));
-            envelope::set_text(&mut headers, envelope::FAILED_AT_HEADER, &chrono::Utc::now().to_rfc3339());
-            envelope::set_text(&mut headers, envelope::ROUTING_KEY_HEADER, delivery.routing_key.as_str());
+            envelope::set_text(
+                &mut headers,
+                envelope::ERROR_HEADER,
+                ran.error.as_deref().unwrap_or(""),
+            );
+            envelope::set_int(
+                &mut headers,
+                envelope::ATTEMPT_HEADER,
+                i64::from(ran.attempt),
+            );
+            envelope::set_text(
+                &mut headers,
+                envelope::FAILED_AT_HEADER,
+                &chrono::Utc::now().to_rfc3339(),
+            );
+            envelope::set_text(
+                &mut headers,
+                envelope::ROUTING_KEY_HEADER,
+                delivery.routing_key.as_str(),
+            );
             event.reason = Some(reason.as_str().to_owned());
             (Some((topo.dead(), headers, None)), events::DEAD)
         }
     };
     let copy = async {
-        let Some((exchange, headers, expiration)) = copy else { return Ok(()) };
-        publish_confirmed(&ctx.publish, &exchange, delivery.routing_key.as_str(), &delivery.data, copy_properties(delivery, headers, expiration), true)
-            .await
+        let Some((exchange, headers, expiration)) = copy else {
+            return Ok(());
+        };
+        publish_confirmed(
+            &ctx.publish,
+            &exchange,
+            delivery.routing_key.as_str(),
+            &delivery.data,
+            copy_properties(delivery, headers, expiration),
+            true,
+        )
+        .await
     };
     let event = async {
         if !ctx.settings.events {
@@ -189,7 +290,11 @@ async fn settle(ctx: &SessionCtx, delivery: &Delivery, ran: &Ran, outcome: Outco
 
 /// The original properties (content type, message id, producer headers) with
 /// warden's headers, forced persistent, and a per-message TTL for retries.
-fn copy_properties(delivery: &Delivery, headers: FieldTable, expiration: Option<String>) -> lapin::BasicProperties {
+fn copy_properties(
+    delivery: &Delivery,
+    headers: FieldTable,
+    expiration: Option<String>,
+) -> lapin::BasicProperties {
     crate::publish::copy_properties(&delivery.properties, headers, expiration)
 }
 

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use warden::Settings;
@@ -24,13 +27,14 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A unique prefix per test, so tests never see each other's messages.
 pub fn unique_prefix(test: &str) -> String {
-    format!("t-{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "t-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 pub fn settings(prefix: &str) -> Settings {
-    let mut s = Settings::default();
-    s.prefix = prefix.to_owned();
-    s
+    Settings { prefix: prefix.to_owned(), ..Settings::default() }
 }
 
 /// Polls `cond` until it holds or `timeout` passes; the way tests wait for a
@@ -38,7 +42,10 @@ pub fn settings(prefix: &str) -> Settings {
 pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -52,13 +59,18 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !cond().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 pub async fn connect() -> (Connection, Channel) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default()).await.expect("broker at 127.0.0.1:5672");
+    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        .await
+        .expect("broker at 127.0.0.1:5672");
     let ch = conn.create_channel().await.expect("channel");
     (conn, ch)
 }
@@ -85,7 +97,13 @@ impl TestBroker {
         let topology = Topology::new(&settings);
         let (conn, ch) = connect().await;
         topology.declare(&ch).await.expect("declare topology");
-        Self { prefix, settings, topology, conn, ch }
+        Self {
+            prefix,
+            settings,
+            topology,
+            conn,
+            ch,
+        }
     }
 
     /// Publishes a body exactly as a producer in any language would: a bare
@@ -112,14 +130,22 @@ impl TestBroker {
     pub async fn publish(&self, kind: &str, payload: serde_json::Value) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let body = serde_json::json!({"id": id, "type": kind, "payload": payload});
-        self.publish_raw(kind, body.to_string().as_bytes(), &id).await;
+        self.publish_raw(kind, body.to_string().as_bytes(), &id)
+            .await;
         id
     }
 
     pub async fn queue_len(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.unwrap();
         let q = ch
-            .queue_declare(queue.into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .expect("queue exists");
         let _ = ch.close(200, "".into()).await;
@@ -135,18 +161,40 @@ impl TestBroker {
         vec![
             ("WARDEN_PREFIX".into(), self.prefix.clone()),
             ("WARDEN_FAULT_HANDLERS".into(), "true".into()),
-            ("WARDEN_DELIVERY_LIMIT".into(), self.settings.delivery_limit.to_string()),
-            ("WARDEN_RETRY__BASE_DELAY".into(), humantime::format_duration(self.settings.retry.base_delay).to_string()),
-            ("WARDEN_RETRY__FACTOR".into(), self.settings.retry.factor.to_string()),
-            ("WARDEN_RETRY__TIERS".into(), self.settings.retry.tiers.to_string()),
-            ("WARDEN_RETRY__MAX_ATTEMPTS".into(), self.settings.retry.max_attempts.to_string()),
-            ("WARDEN_TASK_TIMEOUT".into(), humantime::format_duration(self.settings.task_timeout).to_string()),
+            (
+                "WARDEN_DELIVERY_LIMIT".into(),
+                self.settings.delivery_limit.to_string(),
+            ),
+            (
+                "WARDEN_RETRY__BASE_DELAY".into(),
+                humantime::format_duration(self.settings.retry.base_delay).to_string(),
+            ),
+            (
+                "WARDEN_RETRY__FACTOR".into(),
+                self.settings.retry.factor.to_string(),
+            ),
+            (
+                "WARDEN_RETRY__TIERS".into(),
+                self.settings.retry.tiers.to_string(),
+            ),
+            (
+                "WARDEN_RETRY__MAX_ATTEMPTS".into(),
+                self.settings.retry.max_attempts.to_string(),
+            ),
+            (
+                "WARDEN_TASK_TIMEOUT".into(),
+                humantime::format_duration(self.settings.task_timeout).to_string(),
+            ),
         ]
     }
 
     pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> WardenProc {
         let mut env = self.env();
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         WardenProc::spawn(&["worker"], &env)
     }
 }
@@ -156,7 +204,10 @@ impl Drop for TestBroker {
         let topology = self.topology.clone();
         // Drop cannot await; a short-lived runtime on its own thread can.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let (conn, ch) = connect().await;
                 let _ = topology.delete(&ch).await;
@@ -176,14 +227,33 @@ impl EventTap {
     async fn start(conn: &Connection, topology: &Topology) -> Self {
         let ch = conn.create_channel().await.unwrap();
         let q = ch
-            .queue_declare("".into(), QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, FieldTable::default())
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
             .await
             .unwrap();
-        ch.queue_bind(q.name().clone(), topology.events().into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
-            .await
-            .unwrap();
+        ch.queue_bind(
+            q.name().clone(),
+            topology.events().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
         let mut consumer = ch
-            .basic_consume(q.name().clone(), "tap".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(
+                q.name().clone(),
+                "tap".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -212,26 +282,45 @@ impl EventTap {
     }
 
     pub fn count(&self, routing_key: &str) -> usize {
-        self.events.lock().unwrap().iter().filter(|(rk, _)| rk == routing_key).count()
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(rk, _)| rk == routing_key)
+            .count()
     }
 
     pub fn of(&self, id: &str) -> Vec<(String, Event)> {
-        self.events.lock().unwrap().iter().filter(|(_, e)| e.id == id).cloned().collect()
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| e.id == id)
+            .cloned()
+            .collect()
     }
 
     /// Waits until every id in `ids` has reached a terminal event.
     pub async fn wait_terminal(&self, ids: &[String], timeout: Duration) {
-        wait_for(timeout, &format!("{} tasks to reach a terminal state", ids.len()), || {
-            let t = self.terminal();
-            ids.iter().all(|id| t.contains_key(id))
-        })
+        wait_for(
+            timeout,
+            &format!("{} tasks to reach a terminal state", ids.len()),
+            || {
+                let t = self.terminal();
+                ids.iter().all(|id| t.contains_key(id))
+            },
+        )
         .await;
     }
 }
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The real `warden` binary as a child process; SIGKILLed on drop.
@@ -260,7 +349,12 @@ impl WardenProc {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn warden");
-        Self { child, admin_port, log, _dir: dir }
+        Self {
+            child,
+            admin_port,
+            log,
+            _dir: dir,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -273,7 +367,12 @@ impl WardenProc {
 
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
-        let r = reqwest::Client::new().get(url).timeout(Duration::from_secs(2)).send().await.ok()?;
+        let r = reqwest::Client::new()
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
         let status = r.status().as_u16();
         Some((status, r.text().await.unwrap_or_default()))
     }
@@ -285,7 +384,11 @@ impl WardenProc {
     pub async fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.ready().await {
-            assert!(Instant::now() < deadline, "worker not ready after {timeout:?}; log:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "worker not ready after {timeout:?}; log:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -301,7 +404,11 @@ impl WardenProc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "warden did not exit within {timeout:?}; log:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "warden did not exit within {timeout:?}; log:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -317,7 +424,10 @@ impl Drop for WardenProc {
 /// Runs the binary to completion with `args` and env, returning (code, stdout, stderr).
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
-    cmd.args(args).env_remove("WARDEN_CONFIG").env("WARDEN_LOG_FORMAT", "json").env("RUST_LOG", "warn,lapin=off");
+    cmd.args(args)
+        .env_remove("WARDEN_CONFIG")
+        .env("WARDEN_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,lapin=off");
     for (k, v) in env {
         cmd.env(k, v);
     }

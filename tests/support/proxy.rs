@@ -31,17 +31,28 @@ impl TcpProxy {
         let (bh, dn, acc) = (blackhole.clone(), down.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
                 acc.fetch_add(1, Ordering::SeqCst);
                 if dn.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(upstream).await else { continue };
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
                 tokio::spawn(pipe(client, server, cut_rx.clone(), bh.clone()));
             }
         });
-        Self { addr, cut, blackhole, down, accepted, task }
+        Self {
+            addr,
+            cut,
+            blackhole,
+            down,
+            accepted,
+            task,
+        }
     }
 
     /// The AMQP URL through this proxy.
@@ -80,7 +91,12 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn pipe(client: TcpStream, server: TcpStream, mut cut: watch::Receiver<u64>, blackhole: Arc<AtomicBool>) {
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    mut cut: watch::Receiver<u64>,
+    blackhole: Arc<AtomicBool>,
+) {
     // Only cuts after this connection was made concern it.
     cut.borrow_and_update();
     let _ = client.set_nodelay(true);
