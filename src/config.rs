@@ -46,6 +46,13 @@ pub struct Settings {
     pub delivery_limit: u32,
     /// The retry schedule.
     pub retry: RetrySettings,
+    /// How long a parked task waits in `{prefix}.parked` before it is checked
+    /// again (it comes back at once when its channel's token is refreshed).
+    #[serde(with = "humantime_serde")]
+    pub park_ttl: Duration,
+    /// A task parked longer than this is dead-lettered as `reauth_failed`.
+    #[serde(with = "humantime_serde")]
+    pub max_park: Duration,
     /// Publish `task.*` lifecycle events to `{prefix}.events`.
     pub events: bool,
     /// Register the fault-injection handlers (`builtin.fail`, `builtin.panic`,
@@ -102,6 +109,8 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(30),
             delivery_limit: 5,
             retry: RetrySettings::default(),
+            park_ttl: Duration::from_secs(30),
+            max_park: Duration::from_secs(3600),
             events: true,
             fault_handlers: false,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
@@ -231,6 +240,12 @@ impl Settings {
                 "retry",
                 "longest tier would exceed 7 days; lower factor or tiers",
             );
+        }
+        if self.park_ttl < Duration::from_millis(100) {
+            return bad("park_ttl", "must be at least 100ms");
+        }
+        if self.max_park < self.park_ttl {
+            return bad("max_park", "must be at least park_ttl");
         }
         if self.liveness_limit < Duration::from_secs(1) {
             return bad("liveness_limit", "must be at least 1s");

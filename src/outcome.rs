@@ -102,6 +102,8 @@ pub enum Verdict {
     UnknownType,
     /// The task's channel is waiting for re-authentication.
     ChannelPending,
+    /// The task has been parked longer than the maximum park time.
+    ParkExpired,
     /// Re-authentication of the task's channel has failed for good.
     ChannelReauthFailed,
 }
@@ -232,7 +234,9 @@ pub fn decide(verdict: Verdict, attempt: u32, policy: RetryPolicy) -> Outcome {
         Verdict::ChannelPending => Outcome::Park {
             announce_revocation: false,
         },
-        Verdict::ChannelReauthFailed => Outcome::Dead(DeadReason::ReauthFailed),
+        Verdict::ChannelReauthFailed | Verdict::ParkExpired => {
+            Outcome::Dead(DeadReason::ReauthFailed)
+        }
         Verdict::Failed(ErrorKind::Permanent) => Outcome::Dead(DeadReason::Permanent),
         Verdict::Failed(ErrorKind::TokenRevoked) => Outcome::Park {
             announce_revocation: true,
@@ -255,6 +259,16 @@ pub fn decide(verdict: Verdict, attempt: u32, policy: RetryPolicy) -> Outcome {
             }
         }
     }
+}
+
+/// The tier to use when the platform asked for at least `min` (429
+/// `Retry-After`): the decided tier, or the first longer one that satisfies it.
+#[must_use]
+pub fn tier_at_least(tiers: &[Duration], decided: usize, min: Option<Duration>) -> usize {
+    let Some(min) = min else { return decided };
+    (decided..tiers.len())
+        .find(|&i| tiers[i] >= min)
+        .unwrap_or(tiers.len().saturating_sub(1))
 }
 
 /// The delay a retry copy actually waits: its tier's delay scaled by `jitter`
@@ -341,6 +355,7 @@ mod tests {
                 },
             ),
             (V::ChannelReauthFailed, 1, O::Dead(R::ReauthFailed)),
+            (V::ParkExpired, 1, O::Dead(R::ReauthFailed)),
             (V::Malformed, 1, O::Dead(R::Malformed)),
             (V::TooLarge, 1, O::Dead(R::TooLarge)),
             (V::UnknownType, 1, O::Dead(R::UnknownType)),
@@ -387,6 +402,19 @@ mod tests {
             decide(Verdict::Failed(ErrorKind::Transient), 1, p),
             Outcome::Dead(DeadReason::RetriesExhausted)
         );
+    }
+
+    #[test]
+    fn retry_after_moves_the_retry_to_a_long_enough_tier() {
+        let tiers = [
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+            Duration::from_secs(16),
+        ];
+        assert_eq!(tier_at_least(&tiers, 0, None), 0);
+        assert_eq!(tier_at_least(&tiers, 0, Some(Duration::from_secs(3))), 1);
+        assert_eq!(tier_at_least(&tiers, 2, Some(Duration::from_secs(1))), 2);
+        assert_eq!(tier_at_least(&tiers, 0, Some(Duration::from_secs(999))), 2);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!                        ─x-warden-delay=parked─▶ {p}.parked       (TTL, DLX → {p}.tasks)
 //! {p}.dead   (fanout x) ──▶ {p}.dead (quorum q)
 //! {p}.events (topic x)      task.* / reauth.* lifecycle events
+//! {p}.reauth (quorum q)     token-revocation requests for `warden reauth`
+//! {p}.tokens (fanout x) ──▶ one exclusive queue per worker: "channel C has a new token"
 //! ```
 //!
 //! Retry and park copies go through a headers exchange rather than straight to
@@ -73,7 +75,7 @@ impl Topology {
             prefix: settings.prefix.clone(),
             delivery_limit: settings.delivery_limit,
             tier_delays: settings.retry.tier_delays(),
-            park_ttl: Duration::from_secs(30),
+            park_ttl: settings.park_ttl,
         }
     }
 
@@ -96,6 +98,16 @@ impl Topology {
     #[must_use]
     pub fn events(&self) -> String {
         format!("{}.events", self.prefix)
+    }
+    /// `{p}.reauth`: revocation requests, consumed by `warden reauth`.
+    #[must_use]
+    pub fn reauth(&self) -> String {
+        format!("{}.reauth", self.prefix)
+    }
+    /// `{p}.tokens`: fanout of "token refreshed" notices to every worker.
+    #[must_use]
+    pub fn tokens(&self) -> String {
+        format!("{}.tokens", self.prefix)
     }
     /// `{p}.parked`: tasks waiting for their channel's re-authentication.
     #[must_use]
@@ -278,6 +290,7 @@ impl Topology {
             q.push((self.retry_queue(i), "retry delay"));
         }
         q.push((self.parked(), "parked"));
+        q.push((self.reauth(), "re-auth requests"));
         q.push((self.dead(), "dead letters"));
         q
     }
