@@ -9,8 +9,8 @@ mod provider_http;
 use std::time::{Duration, Instant};
 
 use provider_browser::{
-    BROWSER_LOCK, browser_descendants, client_secret_file, credentials, driver_config,
-    eventually, main_browser_pid, require_playwright, simulator_provider,
+    BROWSER_LOCK, browser_descendants, client_secret_file, credentials, driver_config, eventually,
+    main_browser_pid, require_playwright, simulator_provider,
 };
 use provider_http::{CLIENT_ID, CLIENT_SECRET, TOTP_SEED, TestProvider, two_channel_config};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -51,10 +51,18 @@ async fn a_browser_login_obtains_a_code_that_exchanges_for_a_working_token() {
     let driver = LoginDriver::new(driver_config(None));
 
     let code = driver
-        .login(&oauth, &credentials("acme", "acme-user", "acme-pass"), TIMEOUT)
+        .login(
+            &oauth,
+            &credentials("acme", "acme-user", "acme-pass"),
+            TIMEOUT,
+        )
         .await
         .expect("login succeeds");
-    assert_eq!(driver.open_contexts(), 0, "the context is closed after success");
+    assert_eq!(
+        driver.open_contexts(),
+        0,
+        "the context is closed after success"
+    );
     assert!(!format!("{code:?}").contains(code.secret().expose_secret()));
 
     let tokens = oauth
@@ -74,7 +82,10 @@ async fn a_browser_login_obtains_a_code_that_exchanges_for_a_working_token() {
     assert_eq!(status, 200);
 
     // The refresh grant works from the same provider entry.
-    let renewed = oauth.refresh(&reqwest::Client::new(), &refresh).await.unwrap();
+    let renewed = oauth
+        .refresh(&reqwest::Client::new(), &refresh)
+        .await
+        .unwrap();
     assert_ne!(
         renewed.access_token.expose_secret(),
         tokens.access_token.expose_secret()
@@ -94,7 +105,10 @@ async fn a_totp_step_types_a_valid_one_time_code() {
     let globex = credentials("globex", "globex-user", "globex-pass")
         .with(TOTP_SECRET, SecretString::from(TOTP_SEED.to_owned()));
 
-    let code = driver.login(&oauth, &globex, TIMEOUT).await.expect("login with TOTP");
+    let code = driver
+        .login(&oauth, &globex, TIMEOUT)
+        .await
+        .expect("login with TOTP");
 
     oauth
         .exchange_code(&reqwest::Client::new(), &code)
@@ -144,9 +158,16 @@ async fn a_wrong_password_fails_as_bad_credentials_quickly_and_saves_private_art
     let html = std::fs::read_to_string(dir.join("page.html")).unwrap();
     assert!(html.contains("Invalid username or password"));
     assert!(!html.contains("wrong-password-123") && !html.contains("acme-user"));
-    let mode = std::fs::metadata(dir.join("page.html")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(dir.join("page.html"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
-    assert_eq!(fixture.provider.stats().await.channels["acme"].failed_logins, 1);
+    assert_eq!(
+        fixture.provider.stats().await.channels["acme"].failed_logins,
+        1
+    );
     driver.shutdown().await;
 }
 
@@ -186,7 +207,11 @@ async fn navigation_to_a_host_outside_allowed_hosts_is_blocked() {
     }];
     let started = Instant::now();
     let error = driver
-        .login(&oauth, &credentials("acme", "acme-user", "acme-pass"), TIMEOUT)
+        .login(
+            &oauth,
+            &credentials("acme", "acme-user", "acme-pass"),
+            TIMEOUT,
+        )
         .await
         .unwrap_err();
     assert_eq!(error.kind(), LoginErrorKind::BlockedNavigation, "{error}");
@@ -199,7 +224,11 @@ async fn navigation_to_a_host_outside_allowed_hosts_is_blocked() {
         selector: "#forgot-password".into(),
     }];
     let error = driver
-        .login(&oauth, &credentials("acme", "acme-user", "acme-pass"), TIMEOUT)
+        .login(
+            &oauth,
+            &credentials("acme", "acme-user", "acme-pass"),
+            TIMEOUT,
+        )
         .await
         .unwrap_err();
     assert_eq!(error.kind(), LoginErrorKind::BlockedNavigation, "{error}");
@@ -215,7 +244,9 @@ async fn a_login_that_never_receives_a_code_times_out_and_closes_its_context() {
     oauth.login_flow.push(Step::WaitFor {
         selector: "#never-there".into(),
     });
-    oauth.login_flow.retain(|s| !matches!(s, Step::Click { selector } if selector == "#allow"));
+    oauth
+        .login_flow
+        .retain(|s| !matches!(s, Step::Click { selector } if selector == "#allow"));
     let driver = LoginDriver::new(driver_config(None));
     driver.warm_up().await.unwrap();
 
@@ -230,7 +261,10 @@ async fn a_login_that_never_receives_a_code_times_out_and_closes_its_context() {
         .unwrap_err();
     let elapsed = started.elapsed();
     assert_eq!(error.kind(), LoginErrorKind::Timeout, "{error}");
-    assert!(elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(6), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
     assert_eq!(driver.open_contexts(), 0);
     driver.shutdown().await;
 }
@@ -250,9 +284,15 @@ async fn a_cancelled_login_still_closes_its_context() {
     driver.warm_up().await.unwrap();
 
     let acme = credentials("acme", "acme-user", "acme-pass");
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(800), driver.login(&oauth, &acme, TIMEOUT)).await;
-    assert!(cancelled.is_err(), "the login was still running when dropped");
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(800),
+        driver.login(&oauth, &acme, TIMEOUT),
+    )
+    .await;
+    assert!(
+        cancelled.is_err(),
+        "the login was still running when dropped"
+    );
 
     assert!(
         eventually(Duration::from_secs(5), || driver.open_contexts() == 0).await,
@@ -307,7 +347,10 @@ async fn killing_chromium_mid_login_fails_that_login_and_the_next_one_relaunches
     let (result, killed_at) = tokio::join!(login, killer);
     let error = result.expect_err("the login in flight fails");
     assert_eq!(error.kind(), LoginErrorKind::BrowserCrashed, "{error}");
-    assert!(killed_at.elapsed() < Duration::from_secs(10), "failed promptly, not by timeout");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "failed promptly, not by timeout"
+    );
     assert_eq!(driver.open_contexts(), 0);
 
     driver
@@ -323,7 +366,9 @@ async fn killing_chromium_mid_login_fails_that_login_and_the_next_one_relaunches
         driver.browser_pids()
     );
     assert!(
-        eventually(Duration::from_secs(10), || browser_descendants().len() <= before.len()).await,
+        eventually(Duration::from_secs(10), || browser_descendants().len()
+            <= before.len())
+        .await,
         "no node or Chromium started by the test remains: {:?} (before: {before:?})",
         browser_descendants()
     );
@@ -336,7 +381,11 @@ async fn after_shutdown_no_chromium_or_node_process_started_by_the_test_remains(
     let before = browser_descendants();
     let driver = LoginDriver::new(driver_config(None));
     driver
-        .login(&fixture.oauth(), &credentials("acme", "acme-user", "acme-pass"), TIMEOUT)
+        .login(
+            &fixture.oauth(),
+            &credentials("acme", "acme-user", "acme-pass"),
+            TIMEOUT,
+        )
         .await
         .unwrap();
     let during = browser_descendants();
@@ -357,10 +406,18 @@ async fn after_shutdown_no_chromium_or_node_process_started_by_the_test_remains(
         browser_descendants()
     );
     let error = driver
-        .login(&fixture.oauth(), &credentials("acme", "acme-user", "acme-pass"), TIMEOUT)
+        .login(
+            &fixture.oauth(),
+            &credentials("acme", "acme-user", "acme-pass"),
+            TIMEOUT,
+        )
         .await
         .unwrap_err();
-    assert_eq!(error.kind(), LoginErrorKind::Other, "logins after shutdown are refused");
+    assert_eq!(
+        error.kind(),
+        LoginErrorKind::Other,
+        "logins after shutdown are refused"
+    );
 }
 
 /// Not a pass/fail test: prints cold and warm login times. Run with
@@ -368,6 +425,11 @@ async fn after_shutdown_no_chromium_or_node_process_started_by_the_test_remains(
 #[tokio::test]
 #[ignore = "benchmark"]
 async fn login_timings_cold_and_warm() {
+    if std::env::var_os("TIMING_TRACE").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter("warden=debug,playwright_rs=info")
+            .init();
+    }
     let _serial = BROWSER_LOCK.lock().await;
     let fixture = Fixture::start(two_channel_config()).await;
     let oauth = fixture.oauth();
@@ -392,7 +454,10 @@ async fn login_timings_cold_and_warm() {
     for _ in 0..5 {
         let code = driver.login(&oauth, &acme, TIMEOUT).await.unwrap();
         let started = Instant::now();
-        oauth.exchange_code(&reqwest::Client::new(), &code).await.unwrap();
+        oauth
+            .exchange_code(&reqwest::Client::new(), &code)
+            .await
+            .unwrap();
         exchange.push(started.elapsed());
     }
     driver.shutdown().await;

@@ -40,15 +40,27 @@ async fn log_in(
         )
         .await;
     if let Some(seed) = totp_seed {
-        assert!(page.url.contains("/login/totp"), "expected TOTP page, got {}", page.url);
+        assert!(
+            page.url.contains("/login/totp"),
+            "expected TOTP page, got {}",
+            page.url
+        );
         page = browser
             .post_form(
                 "/login/totp",
-                &[("tx", &tx), ("csrf_token", &csrf), ("code", &current_totp(seed))],
+                &[
+                    ("tx", &tx),
+                    ("csrf_token", &csrf),
+                    ("code", &current_totp(seed)),
+                ],
             )
             .await;
     }
-    assert!(page.url.contains("/oauth/consent"), "expected consent, got {}", page.url);
+    assert!(
+        page.url.contains("/oauth/consent"),
+        "expected consent, got {}",
+        page.url
+    );
     assert!(page.body.contains("id=\"allow\""));
     let done = browser
         .post_form(
@@ -149,18 +161,34 @@ async fn authorize_sets_a_session_cookie_and_login_form_carries_a_csrf_field() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(authorize_url(&provider.base, &provider.url("/callback"), "s"))
+        .get(authorize_url(
+            &provider.base,
+            &provider.url("/callback"),
+            "s",
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FOUND);
-    assert!(response.headers()["location"].to_str().unwrap().starts_with("/login?tx="));
+    assert!(
+        response.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/login?tx=")
+    );
     let cookie = response.headers()["set-cookie"].to_str().unwrap();
-    assert!(cookie.starts_with("sim_session=") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.starts_with("sim_session=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
 
     let mut browser = Browser::new(&provider.base);
     let login = browser
-        .get(&authorize_url(&provider.base, &provider.url("/callback"), "s"))
+        .get(&authorize_url(
+            &provider.base,
+            &provider.url("/callback"),
+            "s",
+        ))
         .await;
     assert!(login.hidden("csrf_token").is_some_and(|c| c.len() > 20));
     assert!(login.body.contains("id=\"username\"") && login.body.contains("id=\"password\""));
@@ -171,7 +199,11 @@ async fn a_wrong_password_re_renders_the_form_with_a_visible_error() {
     let provider = TestProvider::start(two_channel_config()).await;
     let mut browser = Browser::new(&provider.base);
     let login = browser
-        .get(&authorize_url(&provider.base, &provider.url("/callback"), "s"))
+        .get(&authorize_url(
+            &provider.base,
+            &provider.url("/callback"),
+            "s",
+        ))
         .await;
     let tx = login.hidden("tx").unwrap();
     let csrf = login.hidden("csrf_token").unwrap();
@@ -195,8 +227,14 @@ async fn a_wrong_password_re_renders_the_form_with_a_visible_error() {
         "{}",
         page.body
     );
-    assert!(page.body.contains("value=\"acme-user\""), "username is kept");
-    assert!(!page.body.contains("not-the-password"), "password is never echoed");
+    assert!(
+        page.body.contains("value=\"acme-user\""),
+        "username is kept"
+    );
+    assert!(
+        !page.body.contains("not-the-password"),
+        "password is never echoed"
+    );
     let stats = provider.stats().await;
     assert_eq!((stats.logins, stats.failed_logins), (0, 1));
     assert_eq!(stats.channels["acme"].failed_logins, 1);
@@ -207,7 +245,11 @@ async fn a_login_post_without_the_sessions_csrf_token_is_refused() {
     let provider = TestProvider::start(two_channel_config()).await;
     let mut browser = Browser::new(&provider.base);
     let login = browser
-        .get(&authorize_url(&provider.base, &provider.url("/callback"), "s"))
+        .get(&authorize_url(
+            &provider.base,
+            &provider.url("/callback"),
+            "s",
+        ))
         .await;
     let tx = login.hidden("tx").unwrap();
 
@@ -236,7 +278,11 @@ async fn a_totp_account_needs_a_valid_code_before_consent() {
     let provider = TestProvider::start(two_channel_config()).await;
     let mut browser = Browser::new(&provider.base);
     let login = browser
-        .get(&authorize_url(&provider.base, &provider.url("/callback"), "s"))
+        .get(&authorize_url(
+            &provider.base,
+            &provider.url("/callback"),
+            "s",
+        ))
         .await;
     let tx = login.hidden("tx").unwrap();
     let csrf = login.hidden("csrf_token").unwrap();
@@ -260,13 +306,22 @@ async fn a_totp_account_needs_a_valid_code_before_consent() {
             &[("tx", &tx), ("csrf_token", &csrf), ("code", "000000")],
         )
         .await;
-    assert!(wrong.body.contains("role=\"alert\">Invalid verification code"));
+    assert!(
+        wrong
+            .body
+            .contains("role=\"alert\">Invalid verification code")
+    );
     assert_eq!(provider.stats().await.channels["globex"].failed_totp, 1);
 
     let (redirect, _) = log_in(&provider, "globex-user", "globex-pass", Some(TOTP_SEED)).await;
     let code = query_param(&redirect, "code").unwrap();
     let tokens: TokenResponse = exchange(&provider, &code).await.json().await.unwrap();
-    assert_eq!(post(&provider, "globex", &tokens.access_token).await.status(), 200);
+    assert_eq!(
+        post(&provider, "globex", &tokens.access_token)
+            .await
+            .status(),
+        200
+    );
     assert_eq!(provider.stats().await.channels["globex"].logins, 1);
 }
 
@@ -307,7 +362,10 @@ async fn an_authorization_code_is_single_use_and_a_replay_revokes_its_tokens() {
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
     let body: Value = replay.json().await.unwrap();
     assert_eq!(body["error"], "invalid_grant");
-    assert_eq!(post(&provider, "acme", &tokens.access_token).await.status(), 401);
+    assert_eq!(
+        post(&provider, "acme", &tokens.access_token).await.status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -327,7 +385,10 @@ async fn a_code_redeemed_with_another_redirect_uri_is_invalid_grant() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
 }
 
 #[tokio::test]
@@ -340,11 +401,17 @@ async fn the_refresh_grant_rotates_the_refresh_token() {
     let second: TokenResponse = response.json().await.unwrap();
     assert_ne!(second.access_token, first.access_token);
     assert_ne!(second.refresh_token, first.refresh_token);
-    assert_eq!(post(&provider, "acme", &second.access_token).await.status(), 200);
+    assert_eq!(
+        post(&provider, "acme", &second.access_token).await.status(),
+        200
+    );
 
     let reused = refresh(&provider, &first.refresh_token).await;
     assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(reused.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    assert_eq!(
+        reused.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
     let stats = provider.stats().await;
     assert_eq!(stats.token_grants.refresh_token, 1);
     assert_eq!(stats.channels["acme"].refresh_rejected, 1);
@@ -355,18 +422,37 @@ async fn revoking_a_channel_turns_its_api_calls_into_401_invalid_token_and_kills
     let provider = TestProvider::start(two_channel_config()).await;
     let acme = tokens_for(&provider, "acme").await;
     let globex = tokens_for(&provider, "globex").await;
-    assert_eq!(post(&provider, "acme", &acme.access_token).await.status(), 200);
+    assert_eq!(
+        post(&provider, "acme", &acme.access_token).await.status(),
+        200
+    );
 
-    assert_eq!(admin(&provider, "/admin/channels/acme/revoke").await.status(), 200);
+    assert_eq!(
+        admin(&provider, "/admin/channels/acme/revoke")
+            .await
+            .status(),
+        200
+    );
 
     let response = post(&provider, "acme", &acme.access_token).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(challenge.starts_with("Bearer ") && challenge.contains("error=\"invalid_token\""));
-    assert_eq!(response.json::<Value>().await.unwrap()["error"], "invalid_token");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["error"],
+        "invalid_token"
+    );
     assert_eq!(refresh(&provider, &acme.refresh_token).await.status(), 400);
     // Other channels are untouched.
-    assert_eq!(post(&provider, "globex", &globex.access_token).await.status(), 200);
+    assert_eq!(
+        post(&provider, "globex", &globex.access_token)
+            .await
+            .status(),
+        200
+    );
 
     let stats = provider.stats().await;
     let acme_stats = &stats.channels["acme"];
@@ -383,13 +469,19 @@ async fn revoking_access_only_lets_the_refresh_grant_heal_the_channel() {
 
     admin(&provider, "/admin/channels/acme/revoke-access").await;
 
-    assert_eq!(post(&provider, "acme", &tokens.access_token).await.status(), 401);
+    assert_eq!(
+        post(&provider, "acme", &tokens.access_token).await.status(),
+        401
+    );
     let healed: TokenResponse = refresh(&provider, &tokens.refresh_token)
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(post(&provider, "acme", &healed.access_token).await.status(), 200);
+    assert_eq!(
+        post(&provider, "acme", &healed.access_token).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -418,7 +510,10 @@ async fn an_injected_429_carries_retry_after_and_runs_out() {
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()["retry-after"], "3");
     }
-    assert_eq!(post(&provider, "acme", &tokens.access_token).await.status(), 200);
+    assert_eq!(
+        post(&provider, "acme", &tokens.access_token).await.status(),
+        200
+    );
 
     reqwest::Client::new()
         .post(provider.url("/admin/channels/acme/faults"))
@@ -426,14 +521,23 @@ async fn an_injected_429_carries_retry_after_and_runs_out() {
         .send()
         .await
         .unwrap();
-    assert_eq!(post(&provider, "acme", &tokens.access_token).await.status(), 500);
-    assert_eq!(post(&provider, "acme", &tokens.access_token).await.status(), 500);
+    assert_eq!(
+        post(&provider, "acme", &tokens.access_token).await.status(),
+        500
+    );
+    assert_eq!(
+        post(&provider, "acme", &tokens.access_token).await.status(),
+        500
+    );
     reqwest::Client::new()
         .delete(provider.url("/admin/channels/acme/faults"))
         .send()
         .await
         .unwrap();
-    assert_eq!(post(&provider, "acme", &tokens.access_token).await.status(), 200);
+    assert_eq!(
+        post(&provider, "acme", &tokens.access_token).await.status(),
+        200
+    );
     assert_eq!(provider.stats().await.channels["acme"].api_faults, 4);
 }
 
@@ -448,7 +552,11 @@ async fn an_unregistered_redirect_uri_is_shown_an_error_and_never_redirected_to(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-        .get(authorize_url(&provider.base, "http://evil.example/steal", "s"))
+        .get(authorize_url(
+            &provider.base,
+            "http://evil.example/steal",
+            "s",
+        ))
         .send()
         .await
         .unwrap();
@@ -461,7 +569,11 @@ async fn denying_consent_redirects_with_access_denied_and_the_state() {
     let provider = TestProvider::start(two_channel_config()).await;
     let mut browser = Browser::new(&provider.base);
     let login = browser
-        .get(&authorize_url(&provider.base, &provider.url("/callback"), "keep-me"))
+        .get(&authorize_url(
+            &provider.base,
+            &provider.url("/callback"),
+            "keep-me",
+        ))
         .await;
     let tx = login.hidden("tx").unwrap();
     let csrf = login.hidden("csrf_token").unwrap();
@@ -482,7 +594,10 @@ async fn denying_consent_redirects_with_access_denied_and_the_state() {
             &[("tx", &tx), ("csrf_token", &csrf), ("decision", "deny")],
         )
         .await;
-    assert_eq!(query_param(&done.url, "error").as_deref(), Some("access_denied"));
+    assert_eq!(
+        query_param(&done.url, "error").as_deref(),
+        Some("access_denied")
+    );
     assert_eq!(query_param(&done.url, "state").as_deref(), Some("keep-me"));
     assert_eq!(query_param(&done.url, "code"), None);
 }
@@ -505,7 +620,11 @@ async fn stats_count_logins_grants_and_api_calls_per_channel() {
     post(&provider, "acme", &refreshed.access_token).await;
 
     let stats = provider.stats().await;
-    assert_eq!(stats, provider.state.stats(), "HTTP and in-process views agree");
+    assert_eq!(
+        stats,
+        provider.state.stats(),
+        "HTTP and in-process views agree"
+    );
     assert_eq!(stats.logins, 1);
     assert_eq!(stats.token_grants.authorization_code, 1);
     assert_eq!(stats.token_grants.refresh_token, 1);
@@ -524,7 +643,11 @@ async fn the_admin_endpoints_require_the_admin_token_when_one_is_configured() {
     };
     let provider = TestProvider::start(config).await;
     let client = reqwest::Client::new();
-    let denied = client.get(provider.url("/admin/stats")).send().await.unwrap();
+    let denied = client
+        .get(provider.url("/admin/stats"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
     let allowed = client
         .get(provider.url("/admin/stats"))
@@ -555,7 +678,10 @@ fn the_provider_config_parses_from_toml_with_defaults() {
     assert_eq!(config.bind.port(), 8765);
     assert!(config.accounts["globex"].totp_secret.is_some());
     let debug = format!("{config:?}");
-    assert!(!debug.contains("s3cret") && !debug.contains("acme-pass"), "{debug}");
+    assert!(
+        !debug.contains("s3cret") && !debug.contains("acme-pass"),
+        "{debug}"
+    );
 }
 
 fn toml_from(text: &str) -> ProviderConfig {

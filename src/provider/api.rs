@@ -29,7 +29,9 @@ fn unauthorized(error: &str, description: &str) -> Response {
     )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(&challenge) {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
     }
     response
 }
@@ -109,32 +111,47 @@ pub(super) async fn create_post(
     }
 }
 
+/// Why an admin request is refused.
+enum Refused {
+    NotAdmin,
+    UnknownChannel,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NotAdmin => unauthorized("invalid_token", "admin token required"),
+            Self::UnknownChannel => (
+                StatusCode::NOT_FOUND,
+                Json(json!({ "error": "unknown_channel" })),
+            )
+                .into_response(),
+        }
+    }
+}
+
 /// Admin endpoints answer 401 unless the request carries the configured admin token.
-fn admin_allowed(state: &ProviderState, headers: &HeaderMap) -> Result<(), Response> {
+fn admin_allowed(state: &ProviderState, headers: &HeaderMap) -> Result<(), Refused> {
     match &state.config().admin_token {
         None => Ok(()),
         Some(token) if bearer(headers) == Some(token.expose_secret()) => Ok(()),
-        Some(_) => Err(unauthorized("invalid_token", "admin token required")),
+        Some(_) => Err(Refused::NotAdmin),
     }
 }
 
 /// `GET /admin/stats`.
 pub(super) async fn stats(State(state): State<ProviderState>, headers: HeaderMap) -> Response {
-    if let Err(response) = admin_allowed(&state, &headers) {
-        return response;
+    if let Err(refused) = admin_allowed(&state, &headers) {
+        return refused.into_response();
     }
     Json(state.stats()).into_response()
 }
 
-fn known(state: &ProviderState, channel: &str) -> Result<(), Response> {
+fn known(state: &ProviderState, channel: &str) -> Result<(), Refused> {
     if state.config().accounts.contains_key(channel) {
         Ok(())
     } else {
-        Err((
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "unknown_channel" })),
-        )
-            .into_response())
+        Err(Refused::UnknownChannel)
     }
 }
 
@@ -144,8 +161,8 @@ pub(super) async fn revoke(
     Path(channel): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return response;
+    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
+        return refused.into_response();
     }
     state.revoke(&channel);
     tracing::info!(%channel, "simulated provider revoked all tokens");
@@ -158,8 +175,8 @@ pub(super) async fn revoke_access(
     Path(channel): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return response;
+    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
+        return refused.into_response();
     }
     state.revoke_access(&channel);
     tracing::info!(%channel, "simulated provider revoked access tokens");
@@ -172,8 +189,8 @@ pub(super) async fn mint_tokens(
     Path(channel): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return response;
+    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
+        return refused.into_response();
     }
     match state.mint_tokens(&channel) {
         Some(tokens) => {
@@ -194,8 +211,8 @@ pub(super) async fn set_fault(
     headers: HeaderMap,
     Json(fault): Json<Fault>,
 ) -> Response {
-    if let Err(response) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return response;
+    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
+        return refused.into_response();
     }
     if StatusCode::from_u16(fault.status).is_err() {
         return (
@@ -214,8 +231,8 @@ pub(super) async fn clear_fault(
     Path(channel): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(response) = admin_allowed(&state, &headers) {
-        return response;
+    if let Err(refused) = admin_allowed(&state, &headers) {
+        return refused.into_response();
     }
     state.clear_fault(&channel);
     StatusCode::NO_CONTENT.into_response()

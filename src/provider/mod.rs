@@ -231,10 +231,12 @@ pub async fn start(
             addr: config.bind,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| ProviderError::Bind {
-        addr: config.bind,
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ProviderError::Bind {
+            addr: config.bind,
+            source,
+        })?;
     let state = ProviderState::new(config)?;
     let task = tokio::spawn(serve(listener, state.clone(), shutdown));
     tracing::info!(%addr, "simulated OAuth2 provider listening");

@@ -67,15 +67,41 @@ fn back_to_client(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
             url.query_pairs_mut().extend_pairs(params);
             redirect(StatusCode::FOUND, url.as_str())
         }
-        Err(_) => message(StatusCode::BAD_REQUEST, "Bad request", "Invalid redirect_uri."),
+        Err(_) => message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "Invalid redirect_uri.",
+        ),
     }
 }
 
-fn with_state<'a>(t: &'a Transaction, mut params: Vec<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+fn with_state<'a>(
+    t: &'a Transaction,
+    mut params: Vec<(&'a str, &'a str)>,
+) -> Vec<(&'a str, &'a str)> {
     if let Some(state) = &t.state {
         params.push(("state", state));
     }
     params
+}
+
+/// Why a step of the browser flow is refused.
+enum Refused {
+    Expired,
+    Csrf,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Expired => expired(),
+            Self::Csrf => message(
+                StatusCode::FORBIDDEN,
+                "Request blocked",
+                "The form's CSRF token is missing or wrong. Reload the page and try again.",
+            ),
+        }
+    }
 }
 
 /// The transaction named in a form or query, provided the request carries its session and,
@@ -85,18 +111,14 @@ fn checked_transaction(
     headers: &HeaderMap,
     tx: &str,
     csrf: Option<&str>,
-) -> Result<(Transaction, String), Response> {
+) -> Result<(Transaction, String), Refused> {
     let session = session_cookie(headers);
-    let t = state.transaction(tx, session).ok_or_else(expired)?;
-    let expected = state.csrf(&t.session).ok_or_else(expired)?;
+    let t = state.transaction(tx, session).ok_or(Refused::Expired)?;
+    let expected = state.csrf(&t.session).ok_or(Refused::Expired)?;
     if let Some(sent) = csrf
         && sent != expected
     {
-        return Err(message(
-            StatusCode::FORBIDDEN,
-            "Request blocked",
-            "The form's CSRF token is missing or wrong. Reload the page and try again.",
-        ));
+        return Err(Refused::Csrf);
     }
     Ok((t, expected))
 }
@@ -165,10 +187,18 @@ pub(super) async fn authorize(
     // Errors about the client or its redirect URI are shown to the user, never redirected:
     // redirecting to an unverified URI would make the provider an open redirector.
     if q.client_id.as_deref() != Some(config.client_id.as_str()) {
-        return message(StatusCode::BAD_REQUEST, "Unknown application", "client_id is unknown.");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Unknown application",
+            "client_id is unknown.",
+        );
     }
     let Some(redirect_uri) = q.redirect_uri.as_deref() else {
-        return message(StatusCode::BAD_REQUEST, "Bad request", "redirect_uri is missing.");
+        return message(
+            StatusCode::BAD_REQUEST,
+            "Bad request",
+            "redirect_uri is missing.",
+        );
     };
     let valid_uri = Url::parse(redirect_uri)
         .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.fragment().is_none());
@@ -219,7 +249,7 @@ pub(super) async fn login_page(
 ) -> Response {
     let (t, csrf) = match checked_transaction(&state, &headers, &q.tx, None) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     match t.stage {
         Stage::Login => {}
@@ -227,13 +257,23 @@ pub(super) async fn login_page(
             return redirect(StatusCode::SEE_OTHER, &format!("/login/totp?tx={}", q.tx));
         }
         Stage::Consent { .. } => {
-            return redirect(StatusCode::SEE_OTHER, &format!("/oauth/consent?tx={}", q.tx));
+            return redirect(
+                StatusCode::SEE_OTHER,
+                &format!("/oauth/consent?tx={}", q.tx),
+            );
         }
     }
     let config = state.config();
     html(
         StatusCode::OK,
-        pages::login(&config.client_name, &q.tx, &csrf, "", &config.help_url, None),
+        pages::login(
+            &config.client_name,
+            &q.tx,
+            &csrf,
+            "",
+            &config.help_url,
+            None,
+        ),
     )
 }
 
@@ -255,7 +295,7 @@ pub(super) async fn login_submit(
     let csrf = form.csrf_token.as_deref().unwrap_or("");
     let (t, csrf) = match checked_transaction(&state, &headers, &form.tx, Some(csrf)) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     if t.stage != Stage::Login {
         return expired();
@@ -275,9 +315,10 @@ pub(super) async fn login_submit(
                 ),
             )
         }
-        Some(Stage::Totp { .. }) => {
-            redirect(StatusCode::SEE_OTHER, &format!("/login/totp?tx={}", form.tx))
-        }
+        Some(Stage::Totp { .. }) => redirect(
+            StatusCode::SEE_OTHER,
+            &format!("/login/totp?tx={}", form.tx),
+        ),
         Some(Stage::Consent { channel }) => after_authentication(&state, &form.tx, &channel),
         Some(Stage::Login) => expired(),
     }
@@ -293,7 +334,7 @@ pub(super) async fn totp_page(
             html(StatusCode::OK, pages::totp(&q.tx, &csrf, None))
         }
         Ok(_) => expired(),
-        Err(response) => response,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -313,7 +354,7 @@ pub(super) async fn totp_submit(
     let csrf = form.csrf_token.as_deref().unwrap_or("");
     let (t, csrf) = match checked_transaction(&state, &headers, &form.tx, Some(csrf)) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let Stage::Totp { channel } = t.stage else {
         return expired();
@@ -341,7 +382,7 @@ pub(super) async fn consent_page(
             ),
             _ => expired(),
         },
-        Err(response) => response,
+        Err(refused) => refused.into_response(),
     }
 }
 
@@ -361,7 +402,7 @@ pub(super) async fn consent_submit(
     let csrf = form.csrf_token.as_deref().unwrap_or("");
     let (t, _) = match checked_transaction(&state, &headers, &form.tx, Some(csrf)) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(refused) => return refused.into_response(),
     };
     let Stage::Consent { channel } = &t.stage else {
         return expired();
@@ -417,7 +458,10 @@ fn client_credentials(
         };
         return Some((unescape(id)?, unescape(secret)?));
     }
-    Some((form.get("client_id")?.clone(), form.get("client_secret")?.clone()))
+    Some((
+        form.get("client_id")?.clone(),
+        form.get("client_secret")?.clone(),
+    ))
 }
 
 pub(super) async fn token(
@@ -450,7 +494,11 @@ pub(super) async fn token(
     let result = match form.get("grant_type").map(String::as_str) {
         Some("authorization_code") => {
             let Some(code) = form.get("code") else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code is missing");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "code is missing",
+                );
             };
             state.redeem_code(code, form.get("redirect_uri").map(String::as_str))
         }
@@ -472,7 +520,11 @@ pub(super) async fn token(
             );
         }
         None => {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is missing");
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is missing",
+            );
         }
     };
     match result {

@@ -95,7 +95,13 @@ pub(super) fn totp(tx: &str, csrf: &str, error: Option<&str>) -> String {
 }
 
 /// The consent screen.
-pub(super) fn consent(client_name: &str, channel: &str, scope: &str, tx: &str, csrf: &str) -> String {
+pub(super) fn consent(
+    client_name: &str,
+    channel: &str,
+    scope: &str,
+    tx: &str,
+    csrf: &str,
+) -> String {
     let scopes: String = scope
         .split_whitespace()
         .map(|s| format!("<li>{}</li>", escape(s)))

@@ -482,7 +482,9 @@ impl ProviderState {
         let mut data = self.data();
         let Some(grant) = data.codes.get(code) else {
             data.stats.token_errors += 1;
-            return Err(GrantError::InvalidGrant("unknown or expired authorization code"));
+            return Err(GrantError::InvalidGrant(
+                "unknown or expired authorization code",
+            ));
         };
         if let Some((access, refresh)) = grant.redeemed_with.clone() {
             // A replayed code means it leaked: revoke what it bought (RFC 6749 §4.1.2).

@@ -35,7 +35,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::{timeout, timeout_at};
 use url::Url;
 
-use super::flow::{AuthorizationCode, ChannelCredentials, FillValue, OAuthProvider, Step, TOTP_SECRET};
+use super::flow::{
+    AuthorizationCode, ChannelCredentials, FillValue, OAuthProvider, Step, TOTP_SECRET,
+};
 
 /// Environment variable that marks the Chromium processes of one [`LoginDriver`].
 pub const INSTANCE_ENV: &str = "WARDEN_BROWSER_INSTANCE";
@@ -324,7 +326,11 @@ impl LoginDriver {
             let (browser, poisoned) = timeout_at(deadline, self.browser_with_flag())
                 .await
                 .map_err(|_| timed_out())??;
-            match timeout_at(deadline, browser.new_context_with_options(context_options())).await
+            match timeout_at(
+                deadline,
+                browser.new_context_with_options(context_options()),
+            )
+            .await
             {
                 Ok(Ok(context)) => break (context, poisoned),
                 Ok(Err(e)) if attempt == 1 => {
@@ -345,6 +351,10 @@ impl LoginDriver {
             }
         };
         let guard = ContextGuard::new(context.clone(), Arc::clone(&self.open_contexts));
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis(),
+            "login context opened"
+        );
 
         let mut session = Session::new(provider, credentials);
         let outcome = match timeout_at(deadline, session.run(&context, deadline)).await {
@@ -355,10 +365,8 @@ impl LoginDriver {
         let result = match outcome {
             Ok(code) => Ok(code),
             Err(failure) => {
-                let crashed = failure.is_crash()
-                    || context
-                        .browser()
-                        .is_some_and(|b| !b.is_connected());
+                let crashed =
+                    failure.is_crash() || context.browser().is_some_and(|b| !b.is_connected());
                 let mut error = failure.into_error(credentials, timeout, crashed);
                 if error.kind == LoginErrorKind::BrowserCrashed {
                     poisoned.store(true, Ordering::SeqCst);
@@ -368,6 +376,10 @@ impl LoginDriver {
                 Err(error)
             }
         };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis(),
+            "login flow finished"
+        );
         if !guard.close().await {
             // A context that cannot be closed in 5 s means the driver is wedged.
             poisoned.store(true, Ordering::SeqCst);
@@ -444,7 +456,8 @@ impl LoginDriver {
             .args(args)
             .env(env)
             .timeout(duration_ms(limit));
-        let browser = match timeout(limit, playwright.chromium().launch_with_options(options)).await {
+        let browser = match timeout(limit, playwright.chromium().launch_with_options(options)).await
+        {
             Ok(Ok(b)) => b,
             failed => {
                 let _ = timeout(CLOSE_TIMEOUT * 2, playwright.shutdown()).await;
@@ -698,6 +711,7 @@ impl<'a> Session<'a> {
             .await
             .map_err(|e| Failure::from_playwright("open page", &e))?;
         self.page = Some(page.clone());
+        tracing::debug!("login page opened");
 
         let steps = self.run_steps(&page, remaining);
         let bad_credentials = watch_error_element(&page, self.provider.error_selector.as_deref());
@@ -766,7 +780,9 @@ impl<'a> Session<'a> {
         let send = {
             let signal = Arc::clone(signal);
             move |s: Signal| {
-                let guard = signal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let guard = signal
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Some(tx) = guard.as_ref() {
                     // First signal wins: a code followed by the aborted callback load must
                     // not be overwritten.
@@ -833,6 +849,7 @@ impl<'a> Session<'a> {
         let starts_with_goto = matches!(self.provider.login_flow.first(), Some(Step::Goto { .. }));
         if !starts_with_goto {
             goto(page, authorize.as_str(), remaining()).await?;
+            tracing::debug!("authorization request loaded");
         }
         for (i, step) in self.provider.login_flow.iter().enumerate() {
             let label = format!("step {} ({})", i + 1, step.describe());
@@ -862,7 +879,10 @@ impl<'a> Session<'a> {
                         .map_err(pw)?;
                 }
                 Step::Click { selector } => {
-                    page.locator(selector.as_str()).click(None).await.map_err(pw)?;
+                    page.locator(selector.as_str())
+                        .click(None)
+                        .await
+                        .map_err(pw)?;
                 }
                 Step::ClickIfPresent { selector, within } => {
                     let locator = page.locator(selector.as_str());
@@ -875,9 +895,12 @@ impl<'a> Session<'a> {
                     }
                 }
                 Step::WaitFor { selector } => {
-                    page.locator(selector.as_str()).wait_for(None).await.map_err(pw)?;
+                    page.locator(selector.as_str())
+                        .wait_for(None)
+                        .await
+                        .map_err(pw)?;
                 }
-                Step::Totp { selector } => {
+                Step::Totp { selector, submit } => {
                     let Some(seed) = self.credentials.get(TOTP_SECRET) else {
                         continue;
                     };
@@ -890,6 +913,12 @@ impl<'a> Session<'a> {
                         .fill(code.expose_secret(), None)
                         .await
                         .map_err(pw)?;
+                    if let Some(submit) = submit {
+                        page.locator(submit.as_str())
+                            .click(None)
+                            .await
+                            .map_err(pw)?;
+                    }
                 }
             }
         }
@@ -951,7 +980,13 @@ fn artifact_dir(root: &Path, channel: &str, kind: LoginErrorKind) -> std::io::Re
     create_private_dir(root)?;
     let safe: String = channel
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let kind = kind.to_string().replace(' ', "-");

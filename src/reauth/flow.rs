@@ -15,8 +15,7 @@
 //!   { action = "fill", selector = "#username", value = "secret:username" },
 //!   { action = "fill", selector = "#password", value = "secret:password" },
 //!   { action = "click", selector = "#sign-in" },
-//!   { action = "totp", selector = "#totp" },
-//!   { action = "click_if_present", selector = "#verify" },
+//!   { action = "totp", selector = "#totp", submit = "#verify" },
 //!   { action = "click_if_present", selector = "#allow" },
 //! ]
 //!
@@ -85,10 +84,11 @@ impl SecretRef {
                 .map(SecretString::from)
                 .ok_or_else(|| SecretRefError::MissingEnv(name.clone())),
             Self::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| SecretRefError::File {
-                    path: path.clone(),
-                    source,
-                })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| SecretRefError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                 // Files written by `echo` or editors end in a newline that is not part of
                 // the secret.
                 let value = text.trim_end_matches(['\n', '\r']);
@@ -326,11 +326,15 @@ pub enum Step {
         /// A Playwright selector.
         selector: String,
     },
-    /// Types a one-time code generated from the channel's `totp` credential into `selector`.
-    /// Skipped for channels without a TOTP seed, so one flow serves both kinds of account.
+    /// Types a one-time code generated from the channel's `totp` credential into `selector`,
+    /// then clicks `submit` if given. Skipped as a whole for channels without a TOTP seed, so
+    /// one flow serves both kinds of account without waiting for a page that never comes.
     Totp {
         /// A Playwright selector.
         selector: String,
+        /// The button that submits the code, if typing alone does not.
+        #[serde(default)]
+        submit: Option<String>,
     },
 }
 
@@ -347,7 +351,7 @@ impl Step {
             Self::Click { selector } => format!("click {selector}"),
             Self::ClickIfPresent { selector, .. } => format!("click_if_present {selector}"),
             Self::WaitFor { selector } => format!("wait_for {selector}"),
-            Self::Totp { selector } => format!("totp {selector}"),
+            Self::Totp { selector, .. } => format!("totp {selector}"),
         }
     }
 }
@@ -516,7 +520,7 @@ impl OAuthProvider {
                 | Step::Click { selector }
                 | Step::ClickIfPresent { selector, .. }
                 | Step::WaitFor { selector }
-                | Step::Totp { selector } => selector,
+                | Step::Totp { selector, .. } => selector,
             };
             if selector.trim().is_empty() {
                 return err(format!("step {}: selector is empty", i + 1));
@@ -554,7 +558,10 @@ impl OAuthProvider {
         let Some(host) = url.host_str() else {
             return false;
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let port = url.port_or_known_default();
         self.allowed_hosts.iter().any(|pattern| {
             let pattern = pattern.to_ascii_lowercase();
@@ -626,7 +633,10 @@ impl OAuthProvider {
         http: &reqwest::Client,
         params: &[(&str, &str)],
     ) -> Result<TokenSet, TokenError> {
-        let secret = self.client_secret.resolve().map_err(TokenError::ClientSecret)?;
+        let secret = self
+            .client_secret
+            .resolve()
+            .map_err(TokenError::ClientSecret)?;
         let mut form: Vec<(&str, &str)> = params.to_vec();
         let mut request = http
             .post(self.token_url.clone())
@@ -635,8 +645,9 @@ impl OAuthProvider {
         match self.token_auth {
             TokenAuth::Basic => {
                 // RFC 6749 §2.3.1: form-urlencode id and secret before base64.
-                let encode =
-                    |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+                let encode = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
                 let credentials = format!(
                     "{}:{}",
                     encode(&self.client_id),

@@ -61,10 +61,7 @@ pub fn simulator_flow() -> Vec<Step> {
         },
         Step::Totp {
             selector: "#totp".into(),
-        },
-        Step::ClickIfPresent {
-            selector: "#verify".into(),
-            within: Duration::from_millis(500),
+            submit: Some("#verify".into()),
         },
         Step::Click {
             selector: "#allow".into(),
@@ -108,7 +105,11 @@ pub fn driver_config(artifacts: Option<PathBuf>) -> LoginDriverConfig {
 fn process_table() -> Vec<(u32, u32, String)> {
     let mut table = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -135,7 +136,10 @@ pub fn browser_descendants() -> Vec<(u32, String)> {
     let table = process_table();
     let mut children: HashMap<u32, Vec<(u32, String)>> = HashMap::new();
     for (pid, ppid, comm) in &table {
-        children.entry(*ppid).or_default().push((*pid, comm.clone()));
+        children
+            .entry(*ppid)
+            .or_default()
+            .push((*pid, comm.clone()));
     }
     let mut found = Vec::new();
     let mut stack = vec![std::process::id()];

@@ -71,7 +71,9 @@ pub fn two_channel_config() -> ProviderConfig {
 }
 
 pub fn current_totp(seed: &str) -> String {
-    let bytes = totp_rs::Secret::Encoded(seed.to_owned()).to_bytes().unwrap();
+    let bytes = totp_rs::Secret::Encoded(seed.to_owned())
+        .to_bytes()
+        .unwrap();
     totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes)
         .unwrap()
         .generate_current()
@@ -128,7 +130,13 @@ impl Browser {
 
     fn remember_cookie(&mut self, response: &reqwest::Response) {
         for value in response.headers().get_all(SET_COOKIE) {
-            let pair = value.to_str().unwrap().split(';').next().unwrap().to_owned();
+            let pair = value
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
             self.cookie = Some(pair);
         }
     }
@@ -173,7 +181,9 @@ impl Browser {
     }
 
     pub async fn post_form(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
-        let response = self.send(self.http.post(self.absolute(url)).form(form)).await;
+        let response = self
+            .send(self.http.post(self.absolute(url)).form(form))
+            .await;
         self.follow(response).await
     }
 }
