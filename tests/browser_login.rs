@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use provider_browser::{
     BROWSER_LOCK, browser_descendants, client_secret_file, credentials, driver_config, eventually,
-    main_browser_pid, require_playwright, simulator_provider,
+    require_playwright, simulator_provider,
 };
 use provider_http::{CLIENT_ID, CLIENT_SECRET, TOTP_SEED, TestProvider, two_channel_config};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -329,7 +329,7 @@ async fn killing_chromium_mid_login_fails_that_login_and_the_next_one_relaunches
         let mut main = None;
         assert!(
             eventually(Duration::from_secs(10), || {
-                main = main_browser_pid(&driver.browser_pids());
+                main = driver.browser_main_pid();
                 main.is_some()
             })
             .await,
@@ -471,4 +471,94 @@ async fn login_timings_cold_and_warm() {
             samples.len()
         );
     }
+}
+
+#[tokio::test]
+async fn killing_the_playwright_driver_between_logins_relaunches_it() {
+    let _serial = BROWSER_LOCK.lock().await;
+    let fixture = Fixture::start(two_channel_config()).await;
+    let driver = LoginDriver::new(driver_config(None));
+    let acme = credentials("acme", "acme-user", "acme-pass");
+    driver
+        .login(&fixture.oauth(), &acme, TIMEOUT)
+        .await
+        .unwrap();
+
+    let me = std::process::id();
+    let node: Vec<u32> = browser_descendants()
+        .into_iter()
+        .filter(|(pid, comm)| comm == "node" && parent_of(*pid) == Some(me))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(node.len(), 1, "one driver process: {node:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(node[0]).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    driver
+        .login(&fixture.oauth(), &acme, TIMEOUT)
+        .await
+        .expect("the login after the driver died relaunches it");
+    assert_eq!(driver.launches(), 2);
+    driver.shutdown().await;
+    assert!(eventually(Duration::from_secs(10), || driver.browser_pids().is_empty()).await);
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+async fn killing_the_playwright_driver_mid_login_fails_that_login_as_a_crash() {
+    let _serial = BROWSER_LOCK.lock().await;
+    let fixture = Fixture::start(two_channel_config()).await;
+    let driver = LoginDriver::new(driver_config(None));
+    driver.warm_up().await.unwrap();
+    let acme = credentials("acme", "acme-user", "acme-pass");
+    let mut stuck = fixture.oauth();
+    stuck.login_flow.insert(
+        0,
+        Step::WaitFor {
+            selector: "#never-there".into(),
+        },
+    );
+    let me = std::process::id();
+    let node = browser_descendants()
+        .into_iter()
+        .find(|(pid, comm)| comm == "node" && parent_of(*pid) == Some(me))
+        .map(|(pid, _)| pid)
+        .expect("the driver process");
+
+    let login = driver.login(&stuck, &acme, Duration::from_secs(4));
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(node).unwrap()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    };
+    let started = Instant::now();
+    let (result, ()) = tokio::join!(login, killer);
+    let error = result.unwrap_err();
+    // A dead driver never answers, so this is only noticed at the timeout; the browser
+    // process being gone is what tells it apart from a slow page.
+    assert_eq!(error.kind(), LoginErrorKind::BrowserCrashed, "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "{:?}",
+        started.elapsed()
+    );
+
+    driver
+        .login(&fixture.oauth(), &acme, TIMEOUT)
+        .await
+        .expect("the next login relaunches the driver");
+    assert_eq!(driver.launches(), 2);
+    driver.shutdown().await;
+    assert!(eventually(Duration::from_secs(10), || driver.browser_pids().is_empty()).await);
 }

@@ -34,6 +34,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use crate::reauth::flow::{FillValue, OAuthProvider, SecretRef, Step, TokenAuth, TotpSettings};
 
 pub use state::{ChannelStats, GrantStats, ProviderState, ProviderStats, TokenResponse};
 
@@ -253,6 +256,75 @@ pub async fn run(config: ProviderConfig, shutdown: CancellationToken) -> Result<
         Ok(result) => result.map_err(ProviderError::Serve),
         Err(join) => Err(ProviderError::Serve(std::io::Error::other(join))),
     }
+}
+
+/// The login flow that fits the simulator's pages: username, password, a TOTP code when the
+/// channel has a seed, then "Allow".
+pub fn login_flow() -> Vec<Step> {
+    vec![
+        Step::Fill {
+            selector: "#username".into(),
+            value: FillValue::Secret("username".into()),
+        },
+        Step::Fill {
+            selector: "#password".into(),
+            value: FillValue::Secret("password".into()),
+        },
+        Step::Click {
+            selector: "#sign-in".into(),
+        },
+        Step::Totp {
+            selector: "#totp".into(),
+            submit: Some("#verify".into()),
+        },
+        Step::Click {
+            selector: "#allow".into(),
+        },
+    ]
+}
+
+/// A provider entry for warden's configuration that logs in to the simulator at `base_url`
+/// (e.g. `http://127.0.0.1:8765`), with the client secret read from `client_secret`.
+///
+/// # Errors
+/// Returns an error when `base_url` is not an http(s) URL with a host.
+pub fn oauth_client(
+    base_url: &str,
+    client_id: &str,
+    client_secret: SecretRef,
+) -> Result<OAuthProvider, ProviderError> {
+    let base = Url::parse(base_url)
+        .map_err(|e| ProviderError::Config(format!("base url {base_url:?}: {e}")))?;
+    let host = match (base.host_str(), base.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => {
+            return Err(ProviderError::Config(format!(
+                "base url {base_url:?} has no host"
+            )));
+        }
+    };
+    let at = |path: &str| {
+        base.join(path)
+            .map_err(|e| ProviderError::Config(format!("base url {base_url:?}: {e}")))
+    };
+    let provider = OAuthProvider {
+        authorize_url: at("/oauth/authorize")?,
+        token_url: at("/oauth/token")?,
+        client_id: client_id.to_owned(),
+        client_secret,
+        token_auth: TokenAuth::Basic,
+        redirect_uri: at("/callback")?,
+        scopes: vec!["posts:write".into()],
+        allowed_hosts: vec![host],
+        login_flow: login_flow(),
+        error_selector: Some(".error[role=alert]".into()),
+        totp: TotpSettings::default(),
+    };
+    provider
+        .validate()
+        .map_err(|e| ProviderError::Config(e.to_string()))?;
+    Ok(provider)
 }
 
 /// Why the simulated provider could not start or keep serving.

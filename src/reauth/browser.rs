@@ -58,6 +58,8 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
 /// Bound on closing a context or a browser. A close that takes longer means the driver is
 /// wedged, and the browser is relaunched for the next login.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound on closing a context after the browser crashed.
+const CRASHED_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on taking the failure screenshot and HTML.
 const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Environment variables Chromium keeps; the rest of warden's environment (token keys,
@@ -207,6 +209,25 @@ struct Running {
     /// Set when a login saw the driver misbehave (a close that hung); the next login
     /// relaunches instead of reusing it.
     poisoned: Arc<AtomicBool>,
+    /// Turns true when Playwright reports the browser disconnected.
+    gone: watch::Receiver<bool>,
+}
+
+/// What a login needs of the running browser.
+struct Handles {
+    browser: Browser,
+    poisoned: Arc<AtomicBool>,
+    gone: watch::Receiver<bool>,
+}
+
+impl Running {
+    fn handles(&self) -> Handles {
+        Handles {
+            browser: self.browser.clone(),
+            poisoned: Arc::clone(&self.poisoned),
+            gone: self.gone.clone(),
+        }
+    }
 }
 
 /// Logs channels in with one Chromium driven by Playwright.
@@ -222,6 +243,8 @@ pub struct LoginDriver {
     closed: AtomicBool,
     launches: AtomicU64,
     open_contexts: Arc<AtomicUsize>,
+    /// Profile directories of the browsers launched so far, to recognise their processes.
+    profiles: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for LoginDriver {
@@ -248,6 +271,7 @@ impl LoginDriver {
             closed: AtomicBool::new(false),
             launches: AtomicU64::new(0),
             open_contexts: Arc::new(AtomicUsize::new(0)),
+            profiles: Mutex::new(Vec::new()),
         }
     }
 
@@ -267,10 +291,19 @@ impl LoginDriver {
         self.open_contexts.load(Ordering::SeqCst)
     }
 
-    /// Pids of this driver's Chromium processes (browser, zygotes, renderers), found by the
-    /// instance marker in their environment. Linux only; empty elsewhere.
+    /// Pids of this driver's Chromium processes (browser, crash handlers, zygotes, renderers),
+    /// found by the instance marker in their environment or their browser's profile directory
+    /// in their command line. Linux only; empty elsewhere.
     pub fn browser_pids(&self) -> Vec<u32> {
-        processes_with_marker(&format!("{INSTANCE_ENV}={}", self.instance))
+        self.scan().into_iter().map(|p| p.pid).collect()
+    }
+
+    fn scan(&self) -> Vec<BrowserProcess> {
+        let mut profiles = self
+            .profiles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        find_browser_processes(&format!("{INSTANCE_ENV}={}", self.instance), &mut profiles)
     }
 
     /// Starts the driver and the browser now, so the first login does not pay for it.
@@ -281,10 +314,18 @@ impl LoginDriver {
         self.browser().await.map(|_| ())
     }
 
+    /// Pid of this driver's main Chromium process (the one Playwright launched), if running.
+    /// Linux only.
+    pub fn browser_main_pid(&self) -> Option<u32> {
+        self.scan().into_iter().find(|p| p.main).map(|p| p.pid)
+    }
+
     /// Closes the browser and the driver, and kills any of this driver's Chromium processes
     /// still alive. Later logins fail.
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        // Logins waiting for a permit fail now instead of after their timeout.
+        self.permits.close();
         let running = self.running.lock().await.take();
         if let Some(running) = running {
             teardown(running).await;
@@ -321,35 +362,36 @@ impl LoginDriver {
         // A dead browser is only discovered when a context cannot be opened; then relaunch
         // once, so one crash costs one login, not two.
         let mut attempt = 0;
-        let (context, poisoned) = loop {
+        let (context, handles) = loop {
             attempt += 1;
-            let (browser, poisoned) = timeout_at(deadline, self.browser_with_flag())
+            let handles = timeout_at(deadline, self.handles())
                 .await
                 .map_err(|_| timed_out())??;
-            match timeout_at(
+            let opened = timeout_at(
                 deadline,
-                browser.new_context_with_options(context_options()),
+                handles.browser.new_context_with_options(context_options()),
             )
-            .await
-            {
-                Ok(Ok(context)) => break (context, poisoned),
+            .await;
+            match opened {
+                Ok(Ok(context)) => break (context, handles),
                 Ok(Err(e)) if attempt == 1 => {
                     tracing::warn!(error = %e, "cannot open a browser context; relaunching");
-                    poisoned.store(true, Ordering::SeqCst);
+                    handles.poisoned.store(true, Ordering::SeqCst);
                 }
                 Ok(Err(e)) => {
-                    poisoned.store(true, Ordering::SeqCst);
+                    handles.poisoned.store(true, Ordering::SeqCst);
                     return Err(LoginError::new(
                         LoginErrorKind::BrowserCrashed,
                         format!("cannot open a browser context: {e}"),
                     ));
                 }
                 Err(_) => {
-                    poisoned.store(true, Ordering::SeqCst);
+                    handles.poisoned.store(true, Ordering::SeqCst);
                     return Err(timed_out());
                 }
             }
         };
+        let poisoned = Arc::clone(&handles.poisoned);
         let guard = ContextGuard::new(context.clone(), Arc::clone(&self.open_contexts));
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis(),
@@ -357,16 +399,27 @@ impl LoginDriver {
         );
 
         let mut session = Session::new(provider, credentials);
-        let outcome = match timeout_at(deadline, session.run(&context, deadline)).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Failure::Timeout),
+        let outcome = tokio::select! {
+            biased;
+            finished = timeout_at(deadline, session.run(&context, deadline)) => match finished {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Failure::Timeout),
+            },
+            // Playwright does not always fail the calls in flight when Chromium dies, so the
+            // crash is watched for on its own.
+            () = self.crashed(handles.gone.clone()) => Err(Failure::Crashed(
+                "the browser process exited during the login".to_owned(),
+            )),
         };
 
         let result = match outcome {
             Ok(code) => Ok(code),
             Err(failure) => {
-                let crashed =
-                    failure.is_crash() || context.browser().is_some_and(|b| !b.is_connected());
+                // A dead driver reports nothing (its pending calls just never answer), so a
+                // timeout with no browser process left is a crash too.
+                let crashed = failure.is_crash()
+                    || context.browser().is_some_and(|b| !b.is_connected())
+                    || (matches!(failure, Failure::Timeout) && !self.browser_alive());
                 let mut error = failure.into_error(credentials, timeout, crashed);
                 if error.kind == LoginErrorKind::BrowserCrashed {
                     poisoned.store(true, Ordering::SeqCst);
@@ -380,8 +433,16 @@ impl LoginDriver {
             elapsed_ms = started.elapsed().as_millis(),
             "login flow finished"
         );
-        if !guard.close().await {
-            // A context that cannot be closed in 5 s means the driver is wedged.
+        // After a crash the browser is gone and a dead driver would never answer, so do not
+        // wait long for the close.
+        let crashed = matches!(&result, Err(e) if e.is_browser_crashed());
+        let limit = if crashed {
+            CRASHED_CLOSE_TIMEOUT
+        } else {
+            CLOSE_TIMEOUT
+        };
+        if !guard.close(limit).await {
+            // A context that cannot be closed in time means the driver is wedged.
             poisoned.store(true, Ordering::SeqCst);
         }
         match &result {
@@ -402,12 +463,12 @@ impl LoginDriver {
     }
 
     async fn browser(&self) -> Result<Browser, LoginError> {
-        self.browser_with_flag().await.map(|(b, _)| b)
+        self.handles().await.map(|h| h.browser)
     }
 
     /// The running browser, (re)launching it when there is none, it disconnected, or a
     /// login poisoned it.
-    async fn browser_with_flag(&self) -> Result<(Browser, Arc<AtomicBool>), LoginError> {
+    async fn handles(&self) -> Result<Handles, LoginError> {
         let mut running = self.running.lock().await;
         if self.closed.load(Ordering::SeqCst) {
             return Err(LoginError::new(
@@ -419,7 +480,7 @@ impl LoginDriver {
             && r.browser.is_connected()
             && !r.poisoned.load(Ordering::SeqCst)
         {
-            return Ok((r.browser.clone(), Arc::clone(&r.poisoned)));
+            return Ok(r.handles());
         }
         if let Some(old) = running.take() {
             tracing::warn!("browser or driver died; relaunching");
@@ -427,7 +488,7 @@ impl LoginDriver {
             self.kill_stragglers();
         }
         let fresh = self.launch().await?;
-        let handles = (fresh.browser.clone(), Arc::clone(&fresh.poisoned));
+        let handles = fresh.handles();
         *running = Some(fresh);
         Ok(handles)
     }
@@ -471,17 +532,61 @@ impl LoginDriver {
             }
         };
         let launches = self.launches.fetch_add(1, Ordering::SeqCst) + 1;
+        // Learn the new browser's profile directory while its process is surely alive.
+        let processes = self.browser_pids().len();
         tracing::info!(
             launches,
+            processes,
             version = browser.version(),
             elapsed_ms = started.elapsed().as_millis(),
             "browser launched"
         );
+        let (gone_tx, gone) = watch::channel(false);
+        let gone_tx = Arc::new(gone_tx);
+        let _ = browser
+            .on_disconnected(move || {
+                let gone_tx = Arc::clone(&gone_tx);
+                async move {
+                    gone_tx.send_replace(true);
+                    Ok(())
+                }
+            })
+            .await;
         Ok(Running {
             playwright,
             browser,
             poisoned: Arc::new(AtomicBool::new(false)),
+            gone,
         })
+    }
+
+    /// Whether this driver's main Chromium process is running. `true` where processes cannot
+    /// be inspected, so nothing is misreported as a crash there.
+    fn browser_alive(&self) -> bool {
+        !cfg!(target_os = "linux") || self.browser_main_pid().is_some()
+    }
+
+    /// Resolves when the browser is gone during a login: Playwright reports it disconnected
+    /// (Chromium crashed or was killed), or, since a dead driver reports nothing at all, the
+    /// browser process has disappeared.
+    async fn crashed(&self, mut gone: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut events = true;
+        loop {
+            tokio::select! {
+                changed = gone.wait_for(|g| *g), if events => match changed {
+                    Ok(_) => return,
+                    // The sender went away with the Browser; rely on the process check.
+                    Err(_) => events = false,
+                },
+                _ = tick.tick() => {
+                    if !self.browser_alive() {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Kills this driver's Chromium processes that outlived a teardown (e.g. renderers
@@ -572,9 +677,9 @@ impl ContextGuard {
     }
 
     /// Closes the context; false when closing hung.
-    async fn close(mut self) -> bool {
+    async fn close(mut self, limit: Duration) -> bool {
         match self.context.take() {
-            Some(context) => close_context(context, Arc::clone(&self.open)).await,
+            Some(context) => close_context(context, Arc::clone(&self.open), limit).await,
             None => true,
         }
     }
@@ -586,7 +691,7 @@ impl Drop for ContextGuard {
             let open = Arc::clone(&self.open);
             match tokio::runtime::Handle::try_current() {
                 Ok(handle) => {
-                    handle.spawn(close_context(context, open));
+                    handle.spawn(close_context(context, open, CLOSE_TIMEOUT));
                 }
                 Err(_) => {
                     // No runtime left: the driver's teardown closes the browser with it.
@@ -597,8 +702,8 @@ impl Drop for ContextGuard {
     }
 }
 
-async fn close_context(context: BrowserContext, open: Arc<AtomicUsize>) -> bool {
-    let result = timeout(CLOSE_TIMEOUT, context.close()).await;
+async fn close_context(context: BrowserContext, open: Arc<AtomicUsize>, limit: Duration) -> bool {
+    let result = timeout(limit, context.close()).await;
     open.fetch_sub(1, Ordering::SeqCst);
     // An error means the context or browser is already gone, which is closed enough.
     result.is_ok()
@@ -1031,26 +1136,66 @@ fn write_private(path: &Path, bytes: &[u8]) {
 
 // ----- processes -------------------------------------------------------------------------------
 
+/// This driver's Chromium processes: those whose environment carries `marker` (the browser
+/// and its crash handlers) and those whose command line names the profile directory of one of
+/// its browsers (zygotes, renderers and utilities, which Chromium starts with a scrubbed
+/// environment). Profiles seen are added to `profiles`, so processes orphaned after the
+/// browser process died are still recognised.
+/// One Chromium process of a driver.
+struct BrowserProcess {
+    pid: u32,
+    /// The browser process itself, not a helper (crash handler, zygote, renderer, utility).
+    main: bool,
+}
+
 #[cfg(target_os = "linux")]
-fn processes_with_marker(marker: &str) -> Vec<u32> {
+fn find_browser_processes(marker: &str, profiles: &mut Vec<String>) -> Vec<BrowserProcess> {
+    const PROFILE_FLAG: &str = "--user-data-dir=";
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let marker = marker.as_bytes();
-    let mut pids: Vec<u32> = entries
+    let processes: Vec<(u32, Vec<String>, bool)> = entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker))
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let marked = std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker));
+            Some((pid, args, marked))
         })
         .collect();
-    pids.sort_unstable();
-    pids
+    for (_, args, marked) in &processes {
+        if *marked {
+            for profile in args.iter().filter_map(|a| a.strip_prefix(PROFILE_FLAG)) {
+                if !profiles.iter().any(|p| p == profile) {
+                    profiles.push(profile.to_owned());
+                }
+            }
+        }
+    }
+    let mut found: Vec<BrowserProcess> = processes
+        .into_iter()
+        .filter_map(|(pid, args, marked)| {
+            let profile = args.iter().find_map(|a| a.strip_prefix(PROFILE_FLAG));
+            let ours = marked || profile.is_some_and(|dir| profiles.iter().any(|p| p == dir));
+            // The crash handler carries the marker too, but no profile; helpers carry a
+            // profile and a --type.
+            let main =
+                marked && profile.is_some() && !args.iter().any(|a| a.starts_with("--type="));
+            ours.then_some(BrowserProcess { pid, main })
+        })
+        .collect();
+    found.sort_unstable_by_key(|p| p.pid);
+    found
 }
 
 #[cfg(not(target_os = "linux"))]
-fn processes_with_marker(_marker: &str) -> Vec<u32> {
+fn find_browser_processes(_marker: &str, _profiles: &mut Vec<String>) -> Vec<BrowserProcess> {
     Vec::new()
 }
 

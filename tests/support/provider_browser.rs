@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use warden::reauth::browser::LoginDriverConfig;
-use warden::reauth::flow::{
-    ChannelCredentials, FillValue, OAuthProvider, SecretRef, Step, TokenAuth, TotpSettings,
-};
+use warden::reauth::flow::{ChannelCredentials, OAuthProvider, SecretRef};
 
 /// Chromium tests in one binary run one at a time: 2 cores, and process accounting must not
 /// see another test's browser.
@@ -45,47 +43,9 @@ pub fn client_secret_file(dir: &tempfile::TempDir, secret: &str) -> SecretRef {
     SecretRef::File(path)
 }
 
-/// The login flow for the simulated provider's pages.
-pub fn simulator_flow() -> Vec<Step> {
-    vec![
-        Step::Fill {
-            selector: "#username".into(),
-            value: FillValue::Secret("username".into()),
-        },
-        Step::Fill {
-            selector: "#password".into(),
-            value: FillValue::Secret("password".into()),
-        },
-        Step::Click {
-            selector: "#sign-in".into(),
-        },
-        Step::Totp {
-            selector: "#totp".into(),
-            submit: Some("#verify".into()),
-        },
-        Step::Click {
-            selector: "#allow".into(),
-        },
-    ]
-}
-
 /// A provider entry pointing at the simulator at `base`.
 pub fn simulator_provider(base: &str, client_id: &str, client_secret: SecretRef) -> OAuthProvider {
-    let provider = OAuthProvider {
-        authorize_url: format!("{base}/oauth/authorize").parse().unwrap(),
-        token_url: format!("{base}/oauth/token").parse().unwrap(),
-        client_id: client_id.to_owned(),
-        client_secret,
-        token_auth: TokenAuth::Basic,
-        redirect_uri: format!("{base}/callback").parse().unwrap(),
-        scopes: vec!["posts:write".into()],
-        allowed_hosts: vec!["127.0.0.1".into()],
-        login_flow: simulator_flow(),
-        error_selector: Some(".error[role=alert]".into()),
-        totp: TotpSettings::default(),
-    };
-    provider.validate().unwrap();
-    provider
+    warden::provider::oauth_client(base, client_id, client_secret).unwrap()
 }
 
 pub fn credentials(channel: &str, username: &str, password: &str) -> ChannelCredentials {
@@ -152,16 +112,6 @@ pub fn browser_descendants() -> Vec<(u32, String)> {
         }
     }
     found
-}
-
-/// The main browser process among `pids`: the one without `--type=` in its command line.
-pub fn main_browser_pid(pids: &[u32]) -> Option<u32> {
-    pids.iter().copied().find(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
-            let cmd = String::from_utf8_lossy(&cmd);
-            !cmd.is_empty() && !cmd.contains("--type=")
-        })
-    })
 }
 
 /// Polls `check` until it holds or `limit` passes; returns whether it held.
