@@ -22,6 +22,8 @@
 //! | [`metrics`] | the Prometheus registry |
 //! | [`telemetry`] | log (and trace) output |
 //! | [`shutdown`] | signals to a cancellation token |
+//! | [`provider`] | `warden demo-provider`: a simulated OAuth2 platform for tests, demo and rehearsal |
+//! | [`reauth`] | login flows, the Playwright/Chromium driver, and the `warden reauth` consumer |
 //! | [`store`] | channel tokens: SQLite/PostgreSQL, AES-256-GCM at rest, versions, leases |
 //! | [`cli`], [`commands`], [`demo`] | the command line |
 
@@ -37,7 +39,9 @@ pub mod events;
 pub mod handler;
 pub mod metrics;
 pub mod outcome;
+pub mod provider;
 pub mod publish;
+pub mod reauth;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;

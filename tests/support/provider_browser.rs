@@ -1,0 +1,129 @@
+//! Test support for browser logins against the simulated provider: the login flow that fits
+//! its pages, credentials, the Playwright environment check, a lock that keeps Chromium tests
+//! of this binary one at a time, and process accounting.
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use warden::reauth::browser::LoginDriverConfig;
+use warden::reauth::flow::{ChannelCredentials, OAuthProvider, SecretRef};
+
+/// Chromium tests in one binary run one at a time: 2 cores, and process accounting must not
+/// see another test's browser.
+pub static BROWSER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Fails with instructions when the Playwright driver is not set up.
+pub fn require_playwright() {
+    let Some(path) = std::env::var_os("PLAYWRIGHT_DRIVER_PATH") else {
+        panic!(
+            "PLAYWRIGHT_DRIVER_PATH is not set. Run `eval \"$(scripts/setup-playwright.sh)\"` \
+             (installs Chromium and the pinned driver) and run the tests again."
+        );
+    };
+    let path = PathBuf::from(path);
+    assert!(
+        path.join("node").exists() && path.join("package/cli.js").exists(),
+        "PLAYWRIGHT_DRIVER_PATH={} lacks node or package/cli.js; run scripts/setup-playwright.sh",
+        path.display()
+    );
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists(),
+        "/usr/bin/chromium is missing; run scripts/setup-playwright.sh"
+    );
+}
+
+/// The client secret lives in a file, as a mounted secret would.
+pub fn client_secret_file(dir: &tempfile::TempDir, secret: &str) -> SecretRef {
+    let path = dir.path().join("client-secret");
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    SecretRef::File(path)
+}
+
+/// A provider entry pointing at the simulator at `base`.
+pub fn simulator_provider(base: &str, client_id: &str, client_secret: SecretRef) -> OAuthProvider {
+    warden::provider::oauth_client(base, client_id, client_secret).unwrap()
+}
+
+pub fn credentials(channel: &str, username: &str, password: &str) -> ChannelCredentials {
+    ChannelCredentials::new(channel)
+        .with("username", SecretString::from(username.to_owned()))
+        .with("password", SecretString::from(password.to_owned()))
+}
+
+pub fn driver_config(artifacts: Option<PathBuf>) -> LoginDriverConfig {
+    LoginDriverConfig {
+        artifacts_dir: artifacts,
+        ..LoginDriverConfig::default()
+    }
+}
+
+/// (pid, parent pid, command name) of every process.
+fn process_table() -> Vec<(u32, u32, String)> {
+    let mut table = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ..."; comm may contain spaces, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let mut rest = stat[close + 2..].split(' ');
+        let state = rest.next().unwrap_or("");
+        if state == "Z" {
+            continue; // exited, only waiting to be reaped
+        }
+        let ppid = rest.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        table.push((pid, ppid, comm));
+    }
+    table
+}
+
+/// Live node and Chromium processes that descend from this test process.
+pub fn browser_descendants() -> Vec<(u32, String)> {
+    let table = process_table();
+    let mut children: HashMap<u32, Vec<(u32, String)>> = HashMap::new();
+    for (pid, ppid, comm) in &table {
+        children
+            .entry(*ppid)
+            .or_default()
+            .push((*pid, comm.clone()));
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![std::process::id()];
+    while let Some(pid) = stack.pop() {
+        for (child, comm) in children.get(&pid).into_iter().flatten() {
+            stack.push(*child);
+            if comm.contains("node") || comm.contains("chrom") {
+                found.push((*child, comm.clone()));
+            }
+        }
+    }
+    found
+}
+
+/// Polls `check` until it holds or `limit` passes; returns whether it held.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
