@@ -34,5 +34,5 @@ async fn main() -> anyhow::Result<()> {
     warden::telemetry::init(settings.log_format);
     let mut registry = Registry::builtin(settings.fault_handlers);
     registry.register("email.send", SendEmail);
-    warden::worker::run(settings, registry, warden::shutdown::on_signals()).await
+    warden::worker::run(settings, registry, None, warden::shutdown::on_signals()).await
 }

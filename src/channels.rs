@@ -32,7 +32,9 @@ pub struct ChannelToken {
 
 impl std::fmt::Debug for ChannelToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChannelToken").field("version", &self.version).finish_non_exhaustive()
+        f.debug_struct("ChannelToken")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,6 +76,25 @@ pub struct TokenRefreshed {
     pub at: DateTime<Utc>,
 }
 
+/// Opens the token store of `settings` with the key from `WARDEN_TOKEN_KEY` /
+/// `WARDEN_TOKEN_KEY_FILE`, and registers every configured channel.
+///
+/// # Errors
+/// A missing or bad key is a [`crate::config::ConfigError`] (exit 64): warden
+/// refuses to store tokens it cannot encrypt. Database errors otherwise.
+pub async fn open_store(settings: &crate::config::Settings) -> anyhow::Result<Arc<dyn TokenStore>> {
+    let keys = crate::store::Keyring::from_env().map_err(|e| {
+        crate::config::ConfigError::new(format!(
+            "token key: {e}; set WARDEN_TOKEN_KEY (base64 of 32 random bytes, e.g. `openssl rand -base64 32`) or WARDEN_TOKEN_KEY_FILE"
+        ))
+    })?;
+    let store = crate::store::connect(settings.token_store_url(), keys).await?;
+    for (name, channel) in &settings.channels {
+        store.ensure_channel(name, &channel.provider).await?;
+    }
+    Ok(store)
+}
+
 /// The per-process view of channel states.
 pub struct Channels {
     store: Arc<dyn TokenStore>,
@@ -82,7 +103,9 @@ pub struct Channels {
 
 impl std::fmt::Debug for Channels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Channels").field("backend", &self.store.backend()).finish_non_exhaustive()
+        f.debug_struct("Channels")
+            .field("backend", &self.store.backend())
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +113,10 @@ impl Channels {
     /// A cache in front of `store`.
     #[must_use]
     pub fn new(store: Arc<dyn TokenStore>) -> Self {
-        Self { store, cache: RwLock::new(HashMap::new()) }
+        Self {
+            store,
+            cache: RwLock::new(HashMap::new()),
+        }
     }
 
     /// The store behind the cache.
@@ -104,7 +130,11 @@ impl Channels {
     /// # Errors
     /// The store could not be read (the task is then retried as transient).
     pub async fn state(&self, channel: &str) -> Result<ChannelState, StoreError> {
-        if let Some((at, state)) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(channel)
+        if let Some((at, state)) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(channel)
             && at.elapsed() < CACHE_TTL
         {
             return Ok(state.clone());
@@ -115,9 +145,10 @@ impl Channels {
                 ChannelStatus::ReauthPending => ChannelState::Pending,
                 ChannelStatus::ReauthFailed => ChannelState::Failed,
                 ChannelStatus::Active => match self.store.token(channel).await? {
-                    Some((t, version)) => {
-                        ChannelState::Active(ChannelToken { access_token: t.access_token, version })
-                    }
+                    Some((t, version)) => ChannelState::Active(ChannelToken {
+                        access_token: t.access_token,
+                        version,
+                    }),
                     None => ChannelState::Missing,
                 },
             },
@@ -127,7 +158,10 @@ impl Channels {
     }
 
     fn put(&self, channel: &str, state: ChannelState) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).insert(channel.to_owned(), (Instant::now(), state));
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel.to_owned(), (Instant::now(), state));
     }
 
     /// This process saw the token refused: park the channel's tasks at once,
@@ -138,11 +172,17 @@ impl Channels {
 
     /// Forget `channel` (a `{prefix}.tokens` notice arrived).
     pub fn invalidate(&self, channel: &str) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).remove(channel);
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(channel);
     }
 
     /// Forget everything (after a reconnect, notices may have been missed).
     pub fn clear(&self) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }

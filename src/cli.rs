@@ -21,6 +21,30 @@ pub struct Cli {
 pub enum Command {
     /// Consume and run tasks until SIGTERM/SIGINT.
     Worker,
+    /// Heal revoked channel tokens (refresh grant, then a headless browser login).
+    Reauth,
+    /// Serve the simulated OAuth2 provider (tests, demo, rehearsing a login flow).
+    DemoProvider {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8765")]
+        addr: std::net::SocketAddr,
+        /// Provider configuration (TOML: client_id, client_secret, accounts …);
+        /// without it, one demo account `acme-main` (user `acme`).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Show channels: provider, status and token version (never a token).
+    Channels {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage channel tokens.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Declare the broker topology and show every queue with its message count.
     Topology {
         /// Print JSON instead of a table.
@@ -118,6 +142,22 @@ pub enum DlqCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// `warden token …`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Store a token for a channel, read from stdin: the access token on the
+    /// first line and optionally the refresh token on the second, or a JSON
+    /// token response (`access_token`, `refresh_token`, `expires_in`).
+    Set {
+        /// The channel.
+        #[arg(long)]
+        channel: String,
+        /// Its provider (defaults to the configured one).
+        #[arg(long)]
+        provider: Option<String>,
     },
 }
 

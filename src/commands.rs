@@ -238,6 +238,162 @@ async fn dlq_inner(dead: &DeadQueue, command: DlqCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The exit code for an error, printing it as one line: 64 for configuration
+/// errors, 69 when the broker is unreachable, 1 otherwise.
+#[must_use]
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    eprintln!("warden: {e:#}");
+    if e.is::<crate::config::ConfigError>() {
+        64 // EX_USAGE
+    } else if e.is::<crate::broker::Unreachable>() {
+        69 // EX_UNAVAILABLE
+    } else {
+        1
+    }
+}
+
+/// `warden reauth`.
+///
+/// # Errors
+/// No token key, or the store cannot be opened.
+pub async fn reauth(
+    settings: Settings,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let store = crate::channels::open_store(&settings).await?;
+    crate::reauth::consumer::run(settings, store, shutdown).await
+}
+
+/// `warden demo-provider`.
+///
+/// # Errors
+/// An unreadable provider file, or the address cannot be bound.
+pub async fn demo_provider(
+    addr: std::net::SocketAddr,
+    file: Option<std::path::PathBuf>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let mut config = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            toml::from_str::<crate::provider::ProviderConfig>(&text)
+                .map_err(|e| crate::config::ConfigError::new(format!("{}: {e}", path.display())))?
+        }
+        None => {
+            eprintln!(
+                "demo-provider: no --file; serving the demo client `warden-demo` and account `acme-main` (user `acme`)"
+            );
+            crate::provider::ProviderConfig::new("warden-demo", "demo-client-secret").with_account(
+                "acme-main",
+                crate::provider::Account::new("acme", "correct-horse"),
+            )
+        }
+    };
+    config.bind = addr;
+    crate::provider::run(config, shutdown).await?;
+    Ok(())
+}
+
+/// `warden channels`: configured and stored channels, never a token.
+///
+/// # Errors
+/// The store cannot be opened.
+pub async fn channels(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let store = crate::channels::open_store(settings).await?;
+    let records = store.list().await?;
+    if json {
+        for r in &records {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    if records.is_empty() {
+        println!(
+            "no channels (configure [channels] in the TOML file, or `warden token set --channel C`)"
+        );
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "channel",
+        "provider",
+        "status",
+        "version",
+        "token",
+        "expires",
+        "last error",
+    ]);
+    for r in records {
+        table.add_row([
+            r.channel,
+            r.provider,
+            r.status.to_string(),
+            r.version.to_string(),
+            if r.has_token {
+                "stored".into()
+            } else {
+                "none".into()
+            },
+            r.token_expires_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            r.last_error.unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+/// `warden token set`: seeds a token from stdin.
+///
+/// # Errors
+/// Empty input, an unknown provider, or store errors.
+pub async fn token(settings: &Settings, command: crate::cli::TokenCommand) -> anyhow::Result<()> {
+    let crate::cli::TokenCommand::Set { channel, provider } = command;
+    let provider = provider
+        .or_else(|| settings.channels.get(&channel).map(|c| c.provider.clone()))
+        .ok_or_else(|| anyhow::anyhow!("channel {channel:?} is not configured; pass --provider"))?;
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+    let tokens = parse_token_input(&input)?;
+    let store = crate::channels::open_store(settings).await?;
+    let version = store.put_token(&channel, &provider, &tokens).await?;
+    println!("stored a token for {channel} (version {version}, status active)");
+    Ok(())
+}
+
+fn parse_token_input(input: &str) -> anyhow::Result<crate::store::TokenSet> {
+    use secrecy::SecretString;
+    let input = input.trim();
+    if input.starts_with('{') {
+        #[derive(serde::Deserialize)]
+        struct Json {
+            access_token: String,
+            refresh_token: Option<String>,
+            expires_in: Option<i64>,
+        }
+        let j: Json = serde_json::from_str(input)
+            .map_err(|e| anyhow::anyhow!("stdin is not a token response: {e}"))?;
+        return Ok(crate::store::TokenSet {
+            access_token: SecretString::from(j.access_token),
+            refresh_token: j.refresh_token.map(SecretString::from),
+            expires_at: j
+                .expires_in
+                .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s)),
+        });
+    }
+    let mut lines = input.lines().map(str::trim).filter(|l| !l.is_empty());
+    let access = lines.next().ok_or_else(|| {
+        anyhow::anyhow!("no token on stdin (first line: access token; second: refresh token)")
+    })?;
+    Ok(crate::store::TokenSet {
+        access_token: SecretString::from(access.to_owned()),
+        refresh_token: lines.next().map(|l| SecretString::from(l.to_owned())),
+        expires_at: None,
+    })
+}
+
 /// `warden config …`.
 ///
 /// # Errors

@@ -6,17 +6,25 @@
 //! start, so the rest of the program can trust it; an invalid value is reported as
 //! one line naming the key, and the binary exits 64 (`EX_USAGE`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-/// Environment variables read by warden itself rather than through [`Settings`].
-const NON_SETTINGS_ENV: &[&str] = &["CONFIG"];
+/// `WARDEN_*` variables read directly rather than through [`Settings`]: the
+/// config file's path, and the token key (read by
+/// [`crate::store::Keyring::from_env`] so it never sits in a settings struct).
+const NON_SETTINGS_ENV: &[&str] = &[
+    "CONFIG",
+    "TOKEN_KEY",
+    "TOKEN_KEY_FILE",
+    "TOKEN_KEY_PREVIOUS",
+];
 
 /// The complete, validated configuration of a warden process.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -68,6 +76,65 @@ pub struct Settings {
     pub heartbeat: Duration,
     /// Log format: `json`, `pretty`, or `auto` (pretty on a terminal).
     pub log_format: LogFormat,
+    /// Token store URL: `sqlite://path.db` or `postgres://…`. Needed by
+    /// `warden reauth` and by workers that run tasks for channels; when unset
+    /// those use `sqlite://warden.db`.
+    pub token_store: Option<String>,
+    /// OAuth providers by name (TOML only), with their login flows.
+    pub providers: BTreeMap<String, crate::reauth::flow::OAuthProvider>,
+    /// Channels (third-party accounts) by name (TOML only).
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// Task types handled by an HTTP call made for the task's channel (TOML only).
+    pub handlers: BTreeMap<String, crate::http_handler::HttpHandlerConfig>,
+    /// The re-auth consumer.
+    pub reauth: ReauthSettings,
+}
+
+/// A channel: the account a task acts for.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Name of its provider in `[providers]`.
+    pub provider: String,
+    /// Login secrets by name (`username`, `password`, `totp`, …), each a
+    /// reference `env:NAME` or `file:/path`; never the secret itself.
+    #[serde(default)]
+    pub credentials: crate::reauth::flow::CredentialRefs,
+}
+
+/// Settings of `warden reauth`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ReauthSettings {
+    /// The Chromium binary (Debian's; Playwright's own downloads are not used).
+    pub chromium_path: PathBuf,
+    /// Where failed logins leave a screenshot and the page HTML (owner-only);
+    /// unset switches artifacts off.
+    pub artifacts_dir: Option<PathBuf>,
+    /// Longest one browser login may take.
+    #[serde(with = "humantime_serde")]
+    pub login_timeout: Duration,
+    /// Browser login attempts before the channel is `reauth_failed`.
+    pub max_attempts: u32,
+    /// Lease on a channel while one process heals it; longer than a whole
+    /// re-auth with all its attempts.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Revocation requests handled at once.
+    pub concurrency: u16,
+}
+
+impl Default for ReauthSettings {
+    fn default() -> Self {
+        Self {
+            chromium_path: PathBuf::from("/usr/bin/chromium"),
+            artifacts_dir: None,
+            login_timeout: Duration::from_secs(30),
+            max_attempts: 3,
+            lease_ttl: Duration::from_secs(300),
+            concurrency: 4,
+        }
+    }
 }
 
 /// The retry schedule: exponential delay tiers living in the broker.
@@ -117,6 +184,11 @@ impl Default for Settings {
             liveness_limit: Duration::from_secs(30),
             heartbeat: Duration::from_secs(10),
             log_format: LogFormat::Auto,
+            token_store: None,
+            providers: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            handlers: BTreeMap::new(),
+            reauth: ReauthSettings::default(),
         }
     }
 }
@@ -136,6 +208,13 @@ impl Default for RetrySettings {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// A configuration error with this explanation.
+    pub fn new(why: impl Into<String>) -> Self {
+        Self(why.into())
+    }
+}
 
 /// Serialisation feeds figment's defaults layer, so it must be faithful; output
 /// for people goes through [`Settings::redacted_json`] instead.
@@ -166,7 +245,8 @@ impl Settings {
         let file: Option<PathBuf> = file
             .map(Path::to_path_buf)
             .or_else(|| std::env::var_os("WARDEN_CONFIG").map(PathBuf::from));
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        // Missing keys take their defaults through `#[serde(default)]`.
+        let mut figment = Figment::new();
         if let Some(path) = &file {
             if !path.is_file() {
                 return Err(ConfigError(format!(
@@ -253,6 +333,42 @@ impl Settings {
         if self.heartbeat.as_secs() == 0 || self.heartbeat.as_secs() > u64::from(u16::MAX) {
             return bad("heartbeat", "must be between 1s and 65535s");
         }
+        if let Some(url) = &self.token_store
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return bad("token_store", "must be sqlite://path or postgres://…");
+        }
+        for (name, provider) in &self.providers {
+            provider
+                .validate()
+                .map_err(|e| ConfigError(format!("`providers.{name}`: {e}")))?;
+        }
+        for (name, channel) in &self.channels {
+            if !self.providers.contains_key(&channel.provider) {
+                return Err(ConfigError(format!(
+                    "`channels.{name}.provider` names {:?}, which is not in [providers]",
+                    channel.provider
+                )));
+            }
+        }
+        for (kind, handler) in &self.handlers {
+            crate::http_handler::HttpHandler::new(handler.clone(), reqwest::Client::new())
+                .map_err(|e| ConfigError(format!("`handlers.{kind}`: {e}")))?;
+        }
+        if self.reauth.max_attempts == 0 {
+            return bad("reauth.max_attempts", "must be at least 1");
+        }
+        if self.reauth.concurrency == 0 {
+            return bad("reauth.concurrency", "must be at least 1");
+        }
+        if self.reauth.lease_ttl <= self.reauth.login_timeout {
+            return bad(
+                "reauth.lease_ttl",
+                "must be longer than reauth.login_timeout",
+            );
+        }
         Ok(())
     }
 
@@ -270,12 +386,28 @@ impl Settings {
         redact_url(self.amqp_url.expose_secret())
     }
 
+    /// The token store URL, with its embedded default.
+    #[must_use]
+    pub fn token_store_url(&self) -> &str {
+        self.token_store.as_deref().unwrap_or("sqlite://warden.db")
+    }
+
+    /// Does this worker run tasks for channels (and so need the token store)?
+    #[must_use]
+    pub fn uses_channels(&self) -> bool {
+        self.token_store.is_some() || !self.channels.is_empty() || !self.handlers.is_empty()
+    }
+
     /// Every environment variable warden reads for its settings, for deployment
-    /// checks (`warden config env-keys`).
+    /// checks (`warden config env-keys`). Providers, channels and handlers are
+    /// tables of the TOML file and have no fixed variable names.
     #[must_use]
     pub fn env_keys() -> Vec<String> {
         let value = serde_json::to_value(Settings::default()).unwrap_or_default();
-        let mut keys = vec!["WARDEN_CONFIG".to_string()];
+        let mut keys: Vec<String> = NON_SETTINGS_ENV
+            .iter()
+            .map(|k| format!("WARDEN_{k}"))
+            .collect();
         collect_keys("WARDEN_", &value, &mut keys);
         keys.sort();
         keys
@@ -373,5 +505,8 @@ mod tests {
         let keys = Settings::env_keys();
         assert!(keys.contains(&"WARDEN_RETRY__MAX_ATTEMPTS".to_string()));
         assert!(keys.contains(&"WARDEN_AMQP_URL".to_string()));
+        assert!(keys.contains(&"WARDEN_TOKEN_STORE".to_string()));
+        assert!(keys.contains(&"WARDEN_TOKEN_KEY_FILE".to_string()));
+        assert!(keys.contains(&"WARDEN_REAUTH__CHROMIUM_PATH".to_string()));
     }
 }

@@ -26,6 +26,10 @@ pub const FAILED_AT_HEADER: &str = "x-warden-failed-at";
 /// Dead-letter header: the routing key the task was published with.
 pub const ROUTING_KEY_HEADER: &str = "x-warden-original-routing-key";
 
+/// Header: RFC 3339 time a task was first parked; bounds how long it may wait
+/// for its channel's re-authentication.
+pub const PARKED_AT_HEADER: &str = "x-warden-parked-at";
+
 /// Attempt numbers above this are treated as forged and clamped.
 const MAX_ATTEMPT_HEADER: i64 = 1_000_000;
 

@@ -22,6 +22,8 @@ pub struct TaskContext {
     /// True when the broker redelivered it (a previous consumer died or lost its
     /// connection): a hint that the side effects may already have happened.
     pub redelivered: bool,
+    /// The task's channel token, when the task names a channel the token store knows.
+    pub token: Option<crate::channels::ChannelToken>,
 }
 
 /// The work for one task type. Implementations must be `Send + Sync`: one
@@ -69,6 +71,26 @@ impl Registry {
             r.register("builtin.abort", Abort);
         }
         r
+    }
+
+    /// The built-ins plus one HTTP handler per `[handlers]` entry of `settings`.
+    ///
+    /// # Errors
+    /// An HTTP handler whose method or URL is invalid (validated at load, so
+    /// this does not happen with loaded settings).
+    pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, String> {
+        let mut r = Self::builtin(settings.fault_handlers);
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        for (kind, config) in &settings.handlers {
+            r.register(
+                kind.clone(),
+                crate::http_handler::HttpHandler::new(config.clone(), client.clone())?,
+            );
+        }
+        Ok(r)
     }
 
     /// Registers (or replaces) the handler of `task_type`.
@@ -153,15 +175,15 @@ impl Handler for Fail {
                 )));
             }
         };
-        Err(TaskError {
+        Err(TaskError::new(
             kind,
-            message: format!(
+            format!(
                 "injected {} failure {} of {}",
                 kind.as_str(),
                 ctx.attempt,
                 p.times
             ),
-        })
+        ))
     }
 }
 

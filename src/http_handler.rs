@@ -63,7 +63,11 @@ impl HttpHandler {
             .map_err(|_| format!("method {:?} is not an HTTP method", config.method))?;
         url::Url::parse(&config.url.replace("{channel}", "c"))
             .map_err(|e| format!("url {:?} is not a URL: {e}", config.url))?;
-        Ok(Self { config, method, client })
+        Ok(Self {
+            config,
+            method,
+            client,
+        })
     }
 }
 
@@ -71,7 +75,9 @@ impl HttpHandler {
 impl Handler for HttpHandler {
     async fn handle(&self, task: &Task, ctx: &TaskContext) -> Result<(), TaskError> {
         let Some(channel) = task.channel.as_deref() else {
-            return Err(TaskError::permanent("task has no `channel`; HTTP handlers act for a channel"));
+            return Err(TaskError::permanent(
+                "task has no `channel`; HTTP handlers act for a channel",
+            ));
         };
         let Some(token) = &ctx.token else {
             return Err(TaskError::permanent(format!(
@@ -89,9 +95,15 @@ impl Handler for HttpHandler {
             .send()
             .await;
         match response {
-            Err(e) if e.is_timeout() => Err(TaskError::new(ErrorKind::Timeout, format!("{} timed out", self.method))),
+            Err(e) if e.is_timeout() => Err(TaskError::new(
+                ErrorKind::Timeout,
+                format!("{} timed out", self.method),
+            )),
             // Connection refused, reset, DNS: the platform may be back soon.
-            Err(e) => Err(TaskError::transient(format!("request failed: {}", e.without_url()))),
+            Err(e) => Err(TaskError::transient(format!(
+                "request failed: {}",
+                e.without_url()
+            ))),
             Ok(r) => {
                 let status = r.status();
                 let retry_after = r
@@ -107,7 +119,12 @@ impl Handler for HttpHandler {
                     .unwrap_or("")
                     .to_owned();
                 let body = r.text().await.unwrap_or_default();
-                classify(status, retry_after, &format!("{www_auth} {body}"), token.version)
+                classify(
+                    status,
+                    retry_after,
+                    &format!("{www_auth} {body}"),
+                    token.version,
+                )
             }
         }
     }
@@ -122,12 +139,19 @@ impl Handler for HttpHandler {
 ///
 /// # Errors
 /// The [`TaskError`] for a failure.
-pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str, token_version: u64) -> Result<(), TaskError> {
+pub fn classify(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &str,
+    token_version: u64,
+) -> Result<(), TaskError> {
     if status.is_success() {
         return Ok(());
     }
     let lower = body.to_ascii_lowercase();
-    let revoked_body = lower.contains("invalid_token") || lower.contains("token_revoked") || lower.contains("token has been revoked");
+    let revoked_body = lower.contains("invalid_token")
+        || lower.contains("token_revoked")
+        || lower.contains("token has been revoked");
     let summary = format!("platform answered {status}: {}", snippet(body));
     if status == StatusCode::UNAUTHORIZED || (status.is_client_error() && revoked_body) {
         return Err(TaskError::token_revoked(token_version, summary));
@@ -156,7 +180,9 @@ mod tests {
     use super::*;
 
     fn kind(status: u16, body: &str) -> Option<ErrorKind> {
-        classify(StatusCode::from_u16(status).unwrap(), None, body, 7).err().map(|e| e.kind)
+        classify(StatusCode::from_u16(status).unwrap(), None, body, 7)
+            .err()
+            .map(|e| e.kind)
     }
 
     #[test]
@@ -164,8 +190,14 @@ mod tests {
         assert_eq!(kind(200, ""), None);
         assert_eq!(kind(204, ""), None);
         assert_eq!(kind(401, ""), Some(ErrorKind::TokenRevoked));
-        assert_eq!(kind(400, r#"{"error":"invalid_token"}"#), Some(ErrorKind::TokenRevoked));
-        assert_eq!(kind(403, "Bearer error=\"invalid_token\""), Some(ErrorKind::TokenRevoked));
+        assert_eq!(
+            kind(400, r#"{"error":"invalid_token"}"#),
+            Some(ErrorKind::TokenRevoked)
+        );
+        assert_eq!(
+            kind(403, "Bearer error=\"invalid_token\""),
+            Some(ErrorKind::TokenRevoked)
+        );
         assert_eq!(kind(403, "forbidden"), Some(ErrorKind::Permanent));
         assert_eq!(kind(404, ""), Some(ErrorKind::Permanent));
         assert_eq!(kind(422, "bad"), Some(ErrorKind::Permanent));
@@ -183,7 +215,13 @@ mod tests {
 
     #[test]
     fn too_many_requests_honours_retry_after() {
-        let e = classify(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(9)), "", 1).unwrap_err();
+        let e = classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(Duration::from_secs(9)),
+            "",
+            1,
+        )
+        .unwrap_err();
         assert_eq!(e.retry_after, Some(Duration::from_secs(9)));
     }
 }

@@ -12,6 +12,8 @@
 //! | [`envelope`] | the wire contract: task body and headers, defensive decoding |
 //! | [`outcome`] | error kinds and the pure [`outcome::decide`] function |
 //! | [`handler`] | the [`Handler`] trait, the registry and the built-in handlers |
+//! | [`http_handler`] | task types mapped to HTTP calls made for a channel |
+//! | [`channels`] | per-process channel status/token cache; revocation and refresh messages |
 //! | [`topology`] | every exchange and queue, declared idempotently in one place |
 //! | [`broker`] | connecting, with backoff |
 //! | [`worker`] | the consumer loop: sessions, per-task isolation, settling, coalesced acks |
@@ -29,6 +31,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod channels;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -37,6 +40,7 @@ pub mod dlq;
 pub mod envelope;
 pub mod events;
 pub mod handler;
+pub mod http_handler;
 pub mod metrics;
 pub mod outcome;
 pub mod provider;

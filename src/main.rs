@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use warden::cli::{Cli, Command};
-use warden::{Registry, Settings, commands};
+use warden::{Settings, commands};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -19,29 +19,19 @@ async fn main() -> ExitCode {
     warden::telemetry::init(settings.log_format);
     let shutdown = warden::shutdown::on_signals();
     let result = match cli.command {
-        Command::Worker => {
-            warden::worker::run(
-                settings.clone(),
-                Registry::builtin(settings.fault_handlers),
-                shutdown,
-            )
-            .await
-        }
+        Command::Worker => warden::worker::serve(settings, shutdown).await,
+        Command::Reauth => commands::reauth(settings, shutdown).await,
+        Command::DemoProvider { addr, file } => commands::demo_provider(addr, file, shutdown).await,
+        Command::Channels { json } => commands::channels(&settings, json).await,
+        Command::Token { command } => commands::token(&settings, command).await,
         Command::Topology { json } => commands::topology(&settings, json).await,
         Command::Publish(args) => commands::publish(&settings, args).await,
         Command::Dlq { command } => commands::dlq(&settings, command).await,
         Command::Demo { noop, keep } => warden::demo::run(&settings, noop, keep).await,
         Command::Config { command } => commands::config(&settings, &command),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("warden: {e:#}");
-            ExitCode::from(if e.is::<warden::broker::Unreachable>() {
-                69
-            } else {
-                1
-            }) // EX_UNAVAILABLE
-        }
-    }
+    result.map_or_else(
+        |e| ExitCode::from(warden::commands::exit_code(&e)),
+        |()| ExitCode::SUCCESS,
+    )
 }

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub reconnects: Counter,
     /// `warden_consumer_up`: 1 while consuming.
     pub consumer_up: Gauge,
+    /// `warden_token_store_errors_total`.
+    pub token_store_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,12 @@ impl Metrics {
             "1 while the task consumer is running",
             consumer_up.clone(),
         );
+        let token_store_errors = Counter::default();
+        registry.register(
+            "token_store_errors",
+            "Token store operations that failed",
+            token_store_errors.clone(),
+        );
         Self {
             registry,
             tasks,
@@ -131,6 +139,7 @@ impl Metrics {
             parked,
             reconnects,
             consumer_up,
+            token_store_errors,
         }
     }
 

@@ -45,29 +45,43 @@ pub struct TaskError {
     pub kind: ErrorKind,
     /// Human-readable; ends up in logs, events and the `x-warden-error` header.
     pub message: String,
+    /// For [`ErrorKind::TokenRevoked`]: the version of the token that was refused,
+    /// so that only the first failure of that version starts a re-auth.
+    pub token_version: Option<u64>,
+    /// The platform asked to wait at least this long (429 `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl TaskError {
+    /// A failure of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            token_version: None,
+            retry_after: None,
+        }
+    }
     /// A failure worth retrying.
     pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Transient,
-            message: message.into(),
-        }
+        Self::new(ErrorKind::Transient, message)
     }
     /// A failure that retrying cannot fix.
     pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permanent, message)
+    }
+    /// The channel's token, at `version`, was revoked.
+    pub fn token_revoked(version: u64, message: impl Into<String>) -> Self {
         Self {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
+            token_version: Some(version),
+            ..Self::new(ErrorKind::TokenRevoked, message)
         }
     }
-    /// The channel's token was revoked.
-    pub fn token_revoked(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::TokenRevoked,
-            message: message.into(),
-        }
+    /// Retry no sooner than `after`.
+    #[must_use]
+    pub fn with_retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
     /// Is this worth another attempt?
     #[must_use]

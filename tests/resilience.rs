@@ -77,9 +77,14 @@ async fn cutting_the_connection_five_times_loses_no_task() {
     );
     worker.wait_ready(READY).await;
     let (_, metrics) = worker.get("/metrics").await.unwrap();
+    let reconnects: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("warden_broker_reconnects_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("reconnect counter exported");
     assert!(
-        metrics.contains("warden_broker_reconnects_total 5"),
-        "{metrics}"
+        reconnects >= 5,
+        "every cut counted as a reconnect: {reconnects}"
     );
 }
 

@@ -1,4 +1,5 @@
 //! Re-authentication: how a provider's login is described, and the browser that performs it.
 
 pub mod browser;
+pub mod consumer;
 pub mod flow;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminState, Health};
+use crate::channels::{Channels, TokenRefreshed};
 use crate::config::Settings;
 use crate::handler::Registry;
 use crate::metrics::Metrics;
@@ -44,6 +46,7 @@ struct SessionCtx {
     policy: RetryPolicy,
     publish: Channel,
     metrics: Arc<Metrics>,
+    channels: Option<Arc<Channels>>,
 }
 
 /// How a session ended.
@@ -61,6 +64,23 @@ pub struct Worker {
     registry: Arc<Registry>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
+    channels: Option<Arc<Channels>>,
+}
+
+/// `warden worker`: the handlers and channels of `settings`, then [`run`].
+///
+/// # Errors
+/// The token store cannot be opened (when channels are used), or [`run`]'s.
+pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let registry = Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let channels = if settings.uses_channels() {
+        Some(Arc::new(Channels::new(
+            crate::channels::open_store(&settings).await?,
+        )))
+    } else {
+        None
+    };
+    run(settings, registry, channels, shutdown).await
 }
 
 /// Runs a worker with its admin server until `shutdown` is cancelled, then
@@ -71,9 +91,13 @@ pub struct Worker {
 pub async fn run(
     settings: Settings,
     registry: Registry,
+    channels: Option<Arc<Channels>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let worker = Worker::new(settings, registry);
+    let mut worker = Worker::new(settings, registry);
+    if let Some(c) = channels {
+        worker = worker.with_channels(c);
+    }
     let listener = crate::admin::bind(worker.settings.admin_addr).await?;
     let admin_stop = CancellationToken::new();
     let admin = tokio::spawn(crate::admin::serve(
@@ -97,7 +121,16 @@ impl Worker {
             registry: Arc::new(registry),
             health,
             metrics: Arc::new(Metrics::new()),
+            channels: None,
         }
+    }
+
+    /// Checks channel status and tokens before running tasks that name a
+    /// channel, and parks or dead-letters them as the status says.
+    #[must_use]
+    pub fn with_channels(mut self, channels: Arc<Channels>) -> Self {
+        self.channels = Some(channels);
+        self
     }
 
     /// State for the admin server.
@@ -208,7 +241,16 @@ impl Worker {
             topology,
             publish: publish.clone(),
             metrics: self.metrics.clone(),
+            channels: self.channels.clone(),
         });
+        if let Some(channels) = &self.channels {
+            // Notices may have been missed while disconnected.
+            channels.clear();
+            let notices = token_notices(conn, &ctx.topology)
+                .await
+                .map_err(|e| format!("listening on {}: {e}", ctx.topology.tokens()))?;
+            tokio::spawn(forget_refreshed(notices, channels.clone()));
+        }
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let acker = tokio::spawn(ack::run(consume.clone(), ack_rx));
         // Cancelled when this session can no longer settle anything: running tasks
@@ -269,6 +311,55 @@ impl Worker {
         let _ = publish.close(200, "shutdown".into()).await;
         let _ = consume.close(200, "shutdown".into()).await;
         Ok(SessionEnd::Shutdown)
+    }
+}
+
+/// An exclusive, server-named queue bound to `{prefix}.tokens`: this worker's
+/// copy of every "token refreshed" notice.
+async fn token_notices(conn: &Connection, topology: &Topology) -> lapin::Result<lapin::Consumer> {
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    ch.queue_bind(
+        q.name().clone(),
+        topology.tokens().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.basic_consume(
+        q.name().clone(),
+        "".into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}
+
+/// Drops the cached state of every channel whose token was refreshed, so its
+/// parked tasks run with the new token when they come back.
+async fn forget_refreshed(mut notices: lapin::Consumer, channels: Arc<Channels>) {
+    while let Some(Ok(d)) = notices.next().await {
+        match serde_json::from_slice::<TokenRefreshed>(&d.data) {
+            Ok(n) => {
+                tracing::info!(channel = %n.channel, version = n.version, "token refreshed; channel active again");
+                channels.invalidate(&n.channel);
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring an unreadable token notice"),
+        }
     }
 }
 

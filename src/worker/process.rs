@@ -1,10 +1,12 @@
-//! One delivery, from bytes to settled: decode, run the handler under a timeout
-//! and `catch_unwind`, [`decide`], publish the copy and event, then ack.
+//! One delivery, from bytes to settled: decode, check the task's channel, run
+//! the handler under a timeout and `catch_unwind`, [`decide`], publish the copy
+//! and event, then ack.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
@@ -14,11 +16,14 @@ use tracing::Instrument;
 
 use super::SessionCtx;
 use super::ack::AckMsg;
+use crate::channels::{ChannelState, ChannelToken, RevocationRequest};
 use crate::envelope::{self, Reject, Task};
 use crate::events::{self, Event};
 use crate::handler::TaskContext;
 use crate::metrics::{ReasonLabel, TaskLabels, TierLabel, TypeLabel};
-use crate::outcome::{DeadReason, ErrorKind, Outcome, TaskError, Verdict, decide, jittered};
+use crate::outcome::{
+    DeadReason, ErrorKind, Outcome, TaskError, Verdict, decide, jittered, tier_at_least,
+};
 use crate::publish::{PublishError, publish_confirmed};
 use crate::topology::PARKED_ROUTE;
 
@@ -27,8 +32,15 @@ struct Ran {
     task: Option<Task>,
     attempt: u32,
     verdict: Verdict,
-    error: Option<String>,
+    /// The failure, if any (its message never holds a secret).
+    failure: Option<TaskError>,
     elapsed_ms: u64,
+}
+
+impl Ran {
+    fn error(&self) -> Option<&str> {
+        self.failure.as_ref().map(|f| f.message.as_str())
+    }
 }
 
 /// Processes one delivery and reports it to the acker once its copies are
@@ -73,59 +85,129 @@ pub(super) async fn process(
     ctx.metrics.in_flight.dec();
 }
 
+fn verdict(
+    verdict: Verdict,
+    task: Option<Task>,
+    failure: Option<TaskError>,
+) -> (Option<Task>, Verdict, Option<TaskError>) {
+    (task, verdict, failure)
+}
+
 async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
-    let attempt = envelope::attempt_of(delivery.properties.headers().as_ref());
+    let headers = delivery.properties.headers().as_ref();
+    let attempt = envelope::attempt_of(headers);
     let started = Instant::now();
-    let (task, verdict, error) = match Task::decode(&delivery.data, ctx.settings.max_body_bytes) {
-        Err(reject @ Reject::TooLarge { .. }) => {
-            (None, Verdict::TooLarge, Some(reject.to_string()))
-        }
-        Err(reject @ Reject::Malformed(_)) => (None, Verdict::Malformed, Some(reject.to_string())),
-        Ok(task) => match ctx.registry.get(&task.kind) {
+    let (task, verdict, failure) = match Task::decode(&delivery.data, ctx.settings.max_body_bytes) {
+        Err(reject @ Reject::TooLarge { .. }) => verdict(
+            Verdict::TooLarge,
+            None,
+            Some(TaskError::permanent(reject.to_string())),
+        ),
+        Err(reject @ Reject::Malformed(_)) => verdict(
+            Verdict::Malformed,
+            None,
+            Some(TaskError::permanent(reject.to_string())),
+        ),
+        Ok(task) => match ctx.registry.get(&task.kind).cloned() {
             None => {
                 let msg = format!("no handler is registered for type {:?}", task.kind);
-                (Some(task), Verdict::UnknownType, Some(msg))
+                verdict(
+                    Verdict::UnknownType,
+                    Some(task),
+                    Some(TaskError::permanent(msg)),
+                )
             }
-            Some(handler) => {
-                let tctx = TaskContext {
-                    attempt,
-                    redelivered: delivery.redelivered,
-                };
-                let guarded = AssertUnwindSafe(handler.handle(&task, &tctx)).catch_unwind();
-                let result = match tokio::time::timeout(ctx.settings.task_timeout, guarded).await {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(panic)) => Err(TaskError {
-                        kind: ErrorKind::Panic,
-                        message: panic_message(&*panic),
-                    }),
-                    Err(_) => Err(TaskError {
-                        kind: ErrorKind::Timeout,
-                        message: format!(
-                            "timed out after {}",
-                            humantime::format_duration(ctx.settings.task_timeout)
-                        ),
-                    }),
-                };
-                let label = TypeLabel {
-                    r#type: task.kind.clone(),
-                };
-                ctx.metrics
-                    .task_duration
-                    .get_or_create(&label)
-                    .observe(started.elapsed().as_secs_f64());
-                match result {
-                    Ok(()) => (Some(task), Verdict::Succeeded, None),
-                    Err(e) => (Some(task), Verdict::Failed(e.kind), Some(e.message)),
+            Some(handler) => match channel_gate(ctx, &task, headers).await {
+                Err(gated) => (Some(task), gated.0, gated.1),
+                Ok(token) => {
+                    let tctx = TaskContext {
+                        attempt,
+                        redelivered: delivery.redelivered,
+                        token,
+                    };
+                    let guarded = AssertUnwindSafe(handler.handle(&task, &tctx)).catch_unwind();
+                    let result =
+                        match tokio::time::timeout(ctx.settings.task_timeout, guarded).await {
+                            Ok(Ok(result)) => result,
+                            Ok(Err(panic)) => {
+                                Err(TaskError::new(ErrorKind::Panic, panic_message(&*panic)))
+                            }
+                            Err(_) => Err(TaskError::new(
+                                ErrorKind::Timeout,
+                                format!(
+                                    "timed out after {}",
+                                    humantime::format_duration(ctx.settings.task_timeout)
+                                ),
+                            )),
+                        };
+                    let label = TypeLabel {
+                        r#type: task.kind.clone(),
+                    };
+                    ctx.metrics
+                        .task_duration
+                        .get_or_create(&label)
+                        .observe(started.elapsed().as_secs_f64());
+                    match result {
+                        Ok(()) => (Some(task), Verdict::Succeeded, None),
+                        Err(e) => (Some(task), Verdict::Failed(e.kind), Some(e)),
+                    }
                 }
-            }
+            },
         },
     };
     Ran {
         task,
         attempt,
         verdict,
-        error,
+        failure,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+/// Tasks that act for a channel run only while the channel is active: a
+/// pending one parks them without touching the platform, a failed one
+/// dead-letters them. `Ok` carries the token to run with.
+async fn channel_gate(
+    ctx: &SessionCtx,
+    task: &Task,
+    headers: Option<&FieldTable>,
+) -> Result<Option<ChannelToken>, (Verdict, Option<TaskError>)> {
+    let (Some(channel), Some(channels)) = (task.channel.as_deref(), ctx.channels.as_ref()) else {
+        return Ok(None);
+    };
+    match channels.state(channel).await {
+        Ok(ChannelState::Active(token)) => Ok(Some(token)),
+        Ok(ChannelState::Missing) => Ok(None),
+        Ok(ChannelState::Failed) => Err((
+            Verdict::ChannelReauthFailed,
+            Some(TaskError::permanent(format!(
+                "re-authentication of channel {channel:?} failed"
+            ))),
+        )),
+        Ok(ChannelState::Pending) => {
+            let parked_at = envelope::header_text(headers, envelope::PARKED_AT_HEADER)
+                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let waited = parked_at.map(|t| (Utc::now() - t).to_std().unwrap_or_default());
+            if waited.is_some_and(|w| w > ctx.settings.max_park) {
+                Err((
+                    Verdict::ParkExpired,
+                    Some(TaskError::permanent(format!(
+                        "channel {channel:?} still awaits re-authentication after {}",
+                        humantime::format_duration(ctx.settings.max_park)
+                    ))),
+                ))
+            } else {
+                Err((Verdict::ChannelPending, None))
+            }
+        }
+        Err(e) => {
+            ctx.metrics.token_store_errors.inc();
+            Err((
+                Verdict::Failed(ErrorKind::Transient),
+                Some(TaskError::transient(format!("token store: {e}"))),
+            ))
+        }
     }
 }
 
@@ -136,6 +218,13 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".into());
     format!("handler panicked: {what}")
+}
+
+/// Where a copy goes.
+struct Copy {
+    exchange: String,
+    headers: FieldTable,
+    expiration: Option<String>,
 }
 
 /// Publishes what the outcome needs, all confirmed, concurrently.
@@ -174,23 +263,29 @@ async fn settle(
     let mut event = Event {
         id,
         kind,
-        channel,
+        channel: channel.clone(),
         attempt: ran.attempt,
         reason: None,
-        error: ran.error.clone(),
+        error: ran.error().map(str::to_owned),
         duration_ms: ran.elapsed_ms,
-        at: chrono::Utc::now(),
+        at: Utc::now(),
     };
     let topo = &ctx.topology;
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let error = ran.error().unwrap_or("");
     let (copy, routing_key) = match outcome {
         Outcome::Ack => {
             tracing::debug!("task succeeded");
             (None, events::SUCCEEDED)
         }
         Outcome::Retry { next_attempt, tier } => {
+            let tier = tier_at_least(
+                topo.tier_delays(),
+                tier,
+                ran.failure.as_ref().and_then(|f| f.retry_after),
+            );
             let route = topo.tier_route(tier);
-            tracing::info!(error = ran.error.as_deref().unwrap_or(""), next_attempt, delay = %route, "task failed; retrying after a delay");
+            tracing::info!(error, next_attempt, delay = %route, "task failed; retrying after a delay");
             ctx.metrics
                 .retries
                 .get_or_create(&TierLabel {
@@ -203,36 +298,69 @@ async fn settle(
                 i64::from(next_attempt - 1),
             );
             envelope::set_text(&mut headers, envelope::DELAY_HEADER, &route);
-            if let Some(e) = &ran.error {
-                envelope::set_text(&mut headers, envelope::ERROR_HEADER, e);
-            }
+            envelope::set_text(&mut headers, envelope::ERROR_HEADER, error);
             let delay = jittered(
                 topo.tier_delays()[tier],
                 0.75 + 0.25 * rand::random::<f64>(),
             );
             event.reason = Some(route);
+            let expiration = Some(delay.as_millis().to_string());
             (
-                Some((
-                    topo.delay_exchange(),
+                Some(Copy {
+                    exchange: topo.delay_exchange(),
                     headers,
-                    Some(delay.as_millis().to_string()),
-                )),
+                    expiration,
+                }),
                 events::RETRYING,
             )
         }
         Outcome::Park {
-            announce_revocation: _,
+            announce_revocation,
         } => {
-            tracing::info!(
-                error = ran.error.as_deref().unwrap_or(""),
-                "channel is re-authenticating; task parked"
-            );
-            ctx.metrics.parked.inc();
-            envelope::set_text(&mut headers, envelope::DELAY_HEADER, PARKED_ROUTE);
-            (Some((topo.delay_exchange(), headers, None)), events::PARKED)
+            if announce_revocation
+                && let (Some(ch), Some(task)) = (channel.as_deref(), ran.task.as_ref())
+                && revoke(ctx, ch, task, ran).await? == AfterRevocation::AlreadyHealed
+            {
+                // Another worker's re-auth finished between our call and now:
+                // run the task again at once, without using an attempt.
+                tracing::info!(
+                    channel = ch,
+                    "token was already refreshed; running the task again"
+                );
+                (
+                    Some(Copy {
+                        exchange: topo.tasks(),
+                        headers,
+                        expiration: None,
+                    }),
+                    events::RETRYING,
+                )
+            } else {
+                tracing::info!(
+                    channel = channel.as_deref().unwrap_or(""),
+                    "channel awaits re-authentication; task parked"
+                );
+                ctx.metrics.parked.inc();
+                if envelope::header_text(Some(&headers), envelope::PARKED_AT_HEADER).is_none() {
+                    envelope::set_text(
+                        &mut headers,
+                        envelope::PARKED_AT_HEADER,
+                        &Utc::now().to_rfc3339(),
+                    );
+                }
+                envelope::set_text(&mut headers, envelope::DELAY_HEADER, PARKED_ROUTE);
+                (
+                    Some(Copy {
+                        exchange: topo.delay_exchange(),
+                        headers,
+                        expiration: None,
+                    }),
+                    events::PARKED,
+                )
+            }
         }
         Outcome::Dead(reason) => {
-            log_dead(reason, ran.error.as_deref());
+            log_dead(reason, error);
             ctx.metrics
                 .dead_letters
                 .get_or_create(&ReasonLabel {
@@ -240,11 +368,7 @@ async fn settle(
                 })
                 .inc();
             envelope::set_text(&mut headers, envelope::REASON_HEADER, reason.as_str());
-            envelope::set_text(
-                &mut headers,
-                envelope::ERROR_HEADER,
-                ran.error.as_deref().unwrap_or(""),
-            );
+            envelope::set_text(&mut headers, envelope::ERROR_HEADER, error);
             envelope::set_int(
                 &mut headers,
                 envelope::ATTEMPT_HEADER,
@@ -253,7 +377,7 @@ async fn settle(
             envelope::set_text(
                 &mut headers,
                 envelope::FAILED_AT_HEADER,
-                &chrono::Utc::now().to_rfc3339(),
+                &Utc::now().to_rfc3339(),
             );
             envelope::set_text(
                 &mut headers,
@@ -261,19 +385,25 @@ async fn settle(
                 delivery.routing_key.as_str(),
             );
             event.reason = Some(reason.as_str().to_owned());
-            (Some((topo.dead(), headers, None)), events::DEAD)
+            (
+                Some(Copy {
+                    exchange: topo.dead(),
+                    headers,
+                    expiration: None,
+                }),
+                events::DEAD,
+            )
         }
     };
     let copy = async {
-        let Some((exchange, headers, expiration)) = copy else {
-            return Ok(());
-        };
+        let Some(c) = copy else { return Ok(()) };
+        let props = crate::publish::copy_properties(&delivery.properties, c.headers, c.expiration);
         publish_confirmed(
             &ctx.publish,
-            &exchange,
+            &c.exchange,
             delivery.routing_key.as_str(),
             &delivery.data,
-            copy_properties(delivery, headers, expiration),
+            props,
             true,
         )
         .await
@@ -288,21 +418,75 @@ async fn settle(
     Ok(())
 }
 
-/// The original properties (content type, message id, producer headers) with
-/// warden's headers, forced persistent, and a per-message TTL for retries.
-fn copy_properties(
-    delivery: &Delivery,
-    headers: FieldTable,
-    expiration: Option<String>,
-) -> lapin::BasicProperties {
-    crate::publish::copy_properties(&delivery.properties, headers, expiration)
+#[derive(Debug, PartialEq, Eq)]
+enum AfterRevocation {
+    /// Park the task (we announced the revocation, or someone else did).
+    Park,
+    /// The token was replaced meanwhile; run the task again.
+    AlreadyHealed,
+}
+
+/// First failure of a token version: mark the channel pending (compare-and-set
+/// on the version, so exactly one worker wins) and ask `warden reauth` to heal
+/// it, confirmed. Every other failure of that version just parks.
+async fn revoke(
+    ctx: &SessionCtx,
+    channel: &str,
+    task: &Task,
+    ran: &Ran,
+) -> Result<AfterRevocation, PublishError> {
+    let Some(channels) = ctx.channels.as_ref() else {
+        return Ok(AfterRevocation::Park);
+    };
+    let Some(version) = ran.failure.as_ref().and_then(|f| f.token_version) else {
+        return Ok(AfterRevocation::Park);
+    };
+    channels.set_pending(channel);
+    match channels.store().mark_pending(channel, version).await {
+        Ok(true) => {
+            tracing::warn!(
+                channel,
+                failed_version = version,
+                "token revoked; requesting re-authentication"
+            );
+            let request = RevocationRequest {
+                channel: channel.to_owned(),
+                failed_version: version,
+                task_id: task.id.clone(),
+                at: Utc::now(),
+            };
+            let body = serde_json::to_vec(&request).unwrap_or_default();
+            let props = lapin::BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(crate::publish::PERSISTENT)
+                .with_message_id(format!("{channel}@{version}").into());
+            publish_confirmed(&ctx.publish, "", &ctx.topology.reauth(), &body, props, true).await?;
+            Ok(AfterRevocation::Park)
+        }
+        Ok(false) => match channels.store().get(channel).await {
+            Ok(Some(r))
+                if r.status == crate::store::ChannelStatus::Active && r.version > version =>
+            {
+                channels.invalidate(channel);
+                Ok(AfterRevocation::AlreadyHealed)
+            }
+            _ => Ok(AfterRevocation::Park),
+        },
+        Err(e) => {
+            // The store is down: park anyway (the platform must not be hammered);
+            // a later failure of the same version will announce it.
+            ctx.metrics.token_store_errors.inc();
+            tracing::error!(channel, error = %e, "token store unavailable while marking a revocation");
+            Ok(AfterRevocation::Park)
+        }
+    }
 }
 
 /// Producer mistakes are warnings; our own exhausted retries are errors.
-fn log_dead(reason: DeadReason, error: Option<&str>) {
+fn log_dead(reason: DeadReason, error: &str) {
     if reason.is_input_error() || reason == DeadReason::Permanent {
-        tracing::warn!(reason = %reason, error = error.unwrap_or(""), "task dead-lettered");
+        tracing::warn!(reason = %reason, error, "task dead-lettered");
     } else {
-        tracing::error!(reason = %reason, error = error.unwrap_or(""), "task dead-lettered");
+        tracing::error!(reason = %reason, error, "task dead-lettered");
     }
 }
