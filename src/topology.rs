@@ -204,6 +204,14 @@ impl Topology {
             none.clone(),
         )
         .await?;
+        ch.exchange_declare(self.tokens().into(), ExchangeKind::Fanout, durable, none.clone())
+            .await?;
+        ch.queue_declare(
+            self.reauth().into(),
+            qdurable,
+            table(&[("x-queue-type", text("quorum"))]),
+        )
+        .await?;
 
         ch.queue_declare(
             self.dead().into(),
@@ -337,6 +345,7 @@ impl Topology {
             self.delay_exchange(),
             self.dead(),
             self.events(),
+            self.tokens(),
         ] {
             ch.exchange_delete(x.into(), ExchangeDeleteOptions::default())
                 .await?;
