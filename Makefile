@@ -7,9 +7,9 @@ CARGO ?= cargo
 run: services
 	$(CARGO) run --quiet -- demo
 
-## The whole test suite (unit + integration against the real services).
+## The whole test suite (unit + integration against the real services, Chromium included).
 test: services
-	$(CARGO) test --all-targets --no-fail-fast
+	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) test --all-targets --no-fail-fast
 
 services:
 	@bash scripts/ensure-services.sh
