@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 ## The main job end to end: a worker on the local broker against a mixed batch.
 run: services
-	$(CARGO) run --quiet -- demo
+	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --quiet -- demo
 
 ## The whole test suite (unit + integration against the real services, Chromium included).
 test: services

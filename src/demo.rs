@@ -17,13 +17,117 @@ use lapin::types::FieldTable;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::channels::Channels;
 use crate::config::Settings;
 use crate::envelope::Task;
 use crate::events::Event;
 use crate::handler::Registry;
 use crate::publish::{Publisher, publish_confirmed, task_properties};
+use crate::reauth::flow::SecretRef;
 use crate::topology::Topology;
 use crate::worker::Worker;
+
+/// `post.publish` tasks for channel `acme-main` before, and again after, the revocation.
+const POSTS: usize = 20;
+
+/// The re-auth half of the demo: a simulated provider in this process, a
+/// throwaway SQLite token store with a throwaway key, and channel `acme-main`.
+struct ReauthDemo {
+    provider: crate::provider::RunningProvider,
+    store: Arc<dyn crate::store::TokenStore>,
+    _stop: tokio_util::sync::DropGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl ReauthDemo {
+    const WHY_SKIPPED: &'static str = "Chromium and the Playwright driver are not set up (run `make run`, or `eval \"$(scripts/setup-playwright.sh)\"` first)";
+
+    /// Configures `settings` for the re-auth story, or `None` without a browser.
+    async fn start(settings: &mut Settings) -> anyhow::Result<Option<Self>> {
+        if std::env::var_os("PLAYWRIGHT_DRIVER_PATH").is_none()
+            || !settings.reauth.chromium_path.exists()
+        {
+            println!("note: re-auth part skipped: {}", Self::WHY_SKIPPED);
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir()?;
+        let stop = CancellationToken::new();
+        let password = uuid::Uuid::new_v4().to_string();
+        let client_secret = uuid::Uuid::new_v4().to_string();
+        let mut pc = crate::provider::ProviderConfig::new("warden-demo", client_secret.clone())
+            .with_account(
+                "acme-main",
+                crate::provider::Account::new("acme", password.clone()),
+            );
+        pc.bind = "127.0.0.1:0".parse()?;
+        let provider = crate::provider::start(pc, stop.clone()).await?;
+        // Secrets live in owner-only files, referenced from the configuration.
+        let secret = |name: &str, value: &str| -> anyhow::Result<SecretRef> {
+            let path = dir.path().join(name);
+            std::fs::write(&path, value)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            Ok(SecretRef::File(path))
+        };
+        let oauth = crate::provider::oauth_client(
+            &provider.base_url(),
+            "warden-demo",
+            secret("client-secret", &client_secret)?,
+        )?;
+        settings.providers.insert("demo".into(), oauth);
+        let mut credentials = crate::reauth::flow::CredentialRefs::new();
+        credentials.insert("username".into(), secret("username", "acme")?);
+        credentials.insert("password".into(), secret("password", &password)?);
+        settings.channels.insert(
+            "acme-main".into(),
+            crate::config::ChannelConfig {
+                provider: "demo".into(),
+                credentials,
+            },
+        );
+        settings.handlers.insert(
+            "post.publish".into(),
+            crate::http_handler::HttpHandlerConfig {
+                method: "POST".into(),
+                url: format!("{}/api/channels/{{channel}}/posts", provider.base_url()),
+                timeout: Duration::from_secs(10),
+            },
+        );
+        let url = format!("sqlite://{}/demo.db", dir.path().display());
+        settings.token_store = Some(url.clone());
+        println!(
+            "note: generated a throwaway token key for this demo's store; production refuses to start without WARDEN_TOKEN_KEY"
+        );
+        let store = crate::store::connect(&url, crate::store::Keyring::generate()).await?;
+        let t = provider
+            .state
+            .mint_tokens("acme-main")
+            .ok_or_else(|| anyhow::anyhow!("provider has no acme-main"))?;
+        store
+            .put_token(
+                "acme-main",
+                "demo",
+                &crate::store::TokenSet::new(secrecy::SecretString::from(t.access_token)),
+            )
+            .await?;
+        Ok(Some(Self {
+            provider,
+            store,
+            _stop: stop.drop_guard(),
+            _dir: dir,
+        }))
+    }
+
+    fn posts(n: usize) -> Vec<Task> {
+        (0..n)
+            .map(|i| Task {
+                channel: Some("acme-main".into()),
+                ..Task::new("post.publish", json!({ "text": format!("hello {i}") }))
+            })
+            .collect()
+    }
+}
 
 /// How long the demo waits for the batch to settle before giving up.
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -84,6 +188,8 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         settings.prefix
     );
 
+    let reauth = ReauthDemo::start(&mut settings).await?;
+
     // Listen to events before anything is published, so none is missed.
     let conn = crate::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;
     let ch = conn.create_channel().await?;
@@ -100,14 +206,16 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
             FieldTable::default(),
         )
         .await?;
-    ch.queue_bind(
-        q.name().clone(),
-        topology.events().into(),
-        "task.#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
+    for key in ["task.#", "reauth.#"] {
+        ch.queue_bind(
+            q.name().clone(),
+            topology.events().into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
     let mut events = ch
         .basic_consume(
             q.name().clone(),
@@ -118,7 +226,19 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         .await?;
 
     let shutdown = CancellationToken::new();
-    let worker = Worker::new(settings.clone(), Registry::builtin(true));
+    let registry = Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let mut worker = Worker::new(settings.clone(), registry);
+    let mut reauth_task = None;
+    if let Some(r) = &reauth {
+        worker = worker.with_channels(Arc::new(Channels::new(r.store.clone())));
+        let mut s = settings.clone();
+        s.admin_addr = "127.0.0.1:0".parse()?;
+        reauth_task = Some(tokio::spawn(crate::reauth::consumer::run(
+            s,
+            r.store.clone(),
+            shutdown.clone(),
+        )));
+    }
     let worker_task = tokio::spawn({
         let shutdown = shutdown.clone();
         async move { worker.run(shutdown).await }
@@ -130,8 +250,15 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         *published.entry(t.kind.clone()).or_default() += 1;
     }
     let publisher = Publisher::connect(&settings).await?;
-    let total = tasks.len() + 1;
+    let mut total = tasks.len() + 1;
     publisher.publish_all(tasks, 256, || {}).await?;
+    if reauth.is_some() {
+        publisher
+            .publish_all(ReauthDemo::posts(POSTS), 256, || {})
+            .await?;
+        total += POSTS;
+        *published.entry("post.publish".into()).or_default() += POSTS;
+    }
     // One body that is not a task at all, published raw like a buggy producer would.
     publish_confirmed(
         publisher.channel(),
@@ -143,7 +270,6 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     )
     .await?;
     *published.entry("(malformed body)".into()).or_default() += 1;
-    publisher.close().await;
 
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -154,6 +280,7 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     let mut terminal: HashSet<String> = HashSet::new();
     let mut rows: BTreeMap<String, [usize; 3]> = BTreeMap::new(); // succeeded, retries, dead
     let (mut ok, mut retried, mut dead) = (0, 0, 0);
+    let (mut posts_ok, mut revoked_at, mut healed) = (0, None, None);
     while terminal.len() < total {
         let next =
             tokio::time::timeout(DEADLINE.saturating_sub(started.elapsed()), events.next()).await;
@@ -170,6 +297,41 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         let Ok(event) = serde_json::from_slice::<Event>(&delivery.data) else {
             continue;
         };
+        if delivery.routing_key.as_str().starts_with("reauth.") {
+            if delivery.routing_key.as_str() != crate::reauth::consumer::STARTED {
+                healed = Some((
+                    delivery.routing_key.to_string(),
+                    event.reason.clone(),
+                    event.duration_ms,
+                ));
+                bar.println(format!(
+                    "  {} for channel acme-main ({} ms)",
+                    delivery.routing_key, event.duration_ms
+                ));
+            }
+            continue;
+        }
+        if event.kind == "post.publish" && delivery.routing_key.as_str() == crate::events::SUCCEEDED
+        {
+            posts_ok += 1;
+        }
+        // Halfway through the channel's work, the platform revokes its token.
+        if let Some(r) = &reauth
+            && revoked_at.is_none()
+            && posts_ok == POSTS
+        {
+            r.provider.state.revoke("acme-main");
+            revoked_at = Some(Instant::now());
+            bar.println(
+                "  the platform revoked channel acme-main's token; publishing its next 20 posts",
+            );
+            publisher
+                .publish_all(ReauthDemo::posts(POSTS), 256, || {})
+                .await?;
+            total += POSTS;
+            *published.entry("post.publish".into()).or_default() += POSTS;
+            bar.set_length(total as u64);
+        }
         let kind = if event.id == "malformed-1" {
             "(malformed body)".to_owned()
         } else {
@@ -198,16 +360,20 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         bar.set_message(format!("{ok} succeeded, {retried} retries, {dead} dead"));
     }
     bar.finish_and_clear();
+    publisher.close().await;
     let elapsed = started.elapsed();
     shutdown.cancel();
     worker_task.await?;
+    if let Some(t) = reauth_task {
+        t.await??;
+    }
 
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header([
         "task type",
         "published",
         "succeeded",
-        "retries",
+        "retries + parks",
         "dead",
     ]);
     for (kind, n) in &published {
@@ -225,6 +391,20 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         elapsed.as_secs_f64()
     );
     println!("{table}");
+    match (&reauth, healed) {
+        (Some(r), Some((outcome, mode, ms))) => {
+            let stats = r.provider.state.stats();
+            let ch = stats.channels.get("acme-main").cloned().unwrap_or_default();
+            println!(
+                "Re-auth: {outcome} by {} in {ms} ms, {} browser login(s); {} call(s) with the dead token, then its parked tasks resumed.",
+                mode.unwrap_or_default(),
+                ch.logins,
+                ch.api_rejected
+            );
+        }
+        (Some(_), None) => println!("Re-auth: the token was revoked but no re-auth finished."),
+        (None, _) => println!("Re-auth: skipped; {}", ReauthDemo::WHY_SKIPPED),
+    }
 
     let dq = crate::dlq::DeadQueue::open(&settings).await?;
     let letters = dq.list(Some(50)).await?;
