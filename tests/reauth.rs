@@ -181,6 +181,10 @@ impl Stack {
     }
 }
 
+/// Browser tests of this binary run one at a time: two cores, and a login
+/// that times out under load would count as a second login.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn require_browser() {
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists()
@@ -192,6 +196,7 @@ fn require_browser() {
 #[tokio::test]
 async fn a_revoked_token_parks_twenty_tasks_heals_with_one_login_and_all_succeed() {
     require_browser();
+    let _one_at_a_time = BROWSER.lock().await;
     let stack = Stack::new("revoke", PASSWORD).await;
     let tap = stack.broker.tap().await;
     // One task at a time, so "no call with the dead token after the first 401" is exact.
@@ -268,6 +273,7 @@ async fn the_refresh_token_heals_without_launching_a_browser() {
 #[tokio::test]
 async fn a_wrong_password_ends_in_reauth_failed_and_the_tasks_go_dead_with_artifacts() {
     require_browser();
+    let _one_at_a_time = BROWSER.lock().await;
     let stack = Stack::new("wrongpw", "not-the-password").await;
     let tap = stack.broker.tap().await;
     let worker = stack.spawn(&["worker"], &[]);
@@ -313,6 +319,7 @@ async fn a_wrong_password_ends_in_reauth_failed_and_the_tasks_go_dead_with_artif
 #[tokio::test]
 async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     require_browser();
+    let _one_at_a_time = BROWSER.lock().await;
     let stack = Stack::new("single", PASSWORD).await;
     stack.provider.state.revoke("acme-main");
     // The worker would mark the channel pending at version 1 and announce it;
