@@ -24,6 +24,8 @@ struct Stack {
     _stop: tokio_util::sync::DropGuard,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// The tokens seeded at start; they must never show up in any output.
+    seeded: Vec<String>,
 }
 
 impl Stack {
@@ -96,20 +98,22 @@ impl Stack {
             ),
             ("PLAYWRIGHT_NO_SIGNAL_HANDLER".to_owned(), "1".to_owned()),
         ]);
-        let stack = Self {
+        let mut stack = Self {
             broker,
             provider,
             _stop: stop.drop_guard(),
             dir,
             env,
+            seeded: Vec::new(),
         };
         stack.seed_token();
         stack
     }
 
     /// A valid token for acme-main, stored through the CLI as an operator would.
-    fn seed_token(&self) {
+    fn seed_token(&mut self) {
         let t = self.provider.state.mint_tokens("acme-main").unwrap();
+        self.seeded = vec![t.access_token.clone(), t.refresh_token.clone()];
         let input = format!("{}\n{}\n", t.access_token, t.refresh_token);
         let out = self.cli_stdin(&["token", "set", "--channel", "acme-main"], &input);
         assert!(
@@ -230,7 +234,12 @@ async fn a_revoked_token_parks_twenty_tasks_heals_with_one_login_and_all_succeed
 
     // No secret in any output of the whole run.
     let logs = format!("{}{}{}", worker.logs(), reauth.logs(), out.1);
-    for secret in [PASSWORD, CLIENT_SECRET] {
+    let events = format!("{:?}", tap.events.lock().unwrap());
+    let logs = format!("{logs}{events}");
+    for secret in [PASSWORD, CLIENT_SECRET]
+        .into_iter()
+        .chain(stack.seeded.iter().map(String::as_str))
+    {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
     }
     drop((worker, reauth));
