@@ -107,3 +107,62 @@ pub async fn connect_with_backoff(
         }
     }
 }
+
+/// Paces reconnects after lost sessions. A session that dies right after it
+/// started (a refused declaration, a deleted queue) would otherwise spin and
+/// flood the log; a session that ran for a while resets the streak.
+#[derive(Debug, Default)]
+pub struct SessionLosses {
+    streak: u32,
+}
+
+impl SessionLosses {
+    /// A session that lasted at least this long counts as healthy.
+    const HEALTHY: Duration = Duration::from_secs(30);
+    /// Longest pause between two sessions.
+    const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+    /// Records a lost session that ran for `lasted`, logs it (the first loss of
+    /// a streak at warn, repeats at debug with a warn at each doubling), and
+    /// returns how long to wait before reconnecting.
+    pub fn lost(&mut self, why: &str, lasted: Duration) -> Duration {
+        if lasted >= Self::HEALTHY {
+            self.streak = 0;
+        }
+        self.streak += 1;
+        let n = self.streak;
+        if n == 1 {
+            tracing::warn!(reason = %why, "broker session lost; reconnecting");
+        } else if n.is_power_of_two() {
+            tracing::warn!(reason = %why, losses_in_a_row = n, "broker session keeps failing; still retrying");
+        } else {
+            tracing::debug!(reason = %why, losses_in_a_row = n, "broker session lost again");
+        }
+        if n == 1 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(500)
+                .saturating_mul(1 << (n - 2).min(6))
+                .min(Self::MAX_PAUSE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_pauses_double_while_sessions_keep_dying_and_reset_after_a_healthy_one() {
+        let mut l = SessionLosses::default();
+        let quick = Duration::from_millis(10);
+        let pauses: Vec<u64> = (0..9)
+            .map(|_| l.lost("x", quick).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            pauses,
+            [0, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
+        );
+        assert_eq!(l.lost("x", Duration::from_secs(60)), Duration::ZERO);
+    }
+}

@@ -123,6 +123,7 @@ pub async fn run(
         channels = ctx.settings.channels.len(),
         "re-auth consumer starting"
     );
+    let mut losses = crate::broker::SessionLosses::default();
     loop {
         health.beat();
         let Some(conn) =
@@ -130,6 +131,7 @@ pub async fn run(
         else {
             break;
         };
+        let started = Instant::now();
         match session(&ctx, &conn, &health, &shutdown).await {
             Ok(()) => {
                 let _ = conn.close(200, "bye".into()).await;
@@ -138,12 +140,12 @@ pub async fn run(
             Err(why) => {
                 health.set_session(false, false, false);
                 metrics.reconnects.inc();
-                tracing::warn!(reason = %why, "broker session lost; reconnecting");
+                let pause = losses.lost(&why, started.elapsed());
                 let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into()))
                     .await;
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
         }

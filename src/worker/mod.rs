@@ -151,7 +151,7 @@ impl Worker {
             handlers = ?self.registry.types(),
             "worker starting"
         );
-        let mut lost_before = false;
+        let mut losses = crate::broker::SessionLosses::default();
         loop {
             self.health.beat();
             let Some(conn) =
@@ -159,6 +159,7 @@ impl Worker {
             else {
                 break;
             };
+            let started = std::time::Instant::now();
             match self.session(&conn, &shutdown).await {
                 Ok(SessionEnd::Shutdown) => {
                     close_connection(&conn).await;
@@ -168,17 +169,12 @@ impl Worker {
                     self.health.set_session(false, false, false);
                     self.metrics.consumer_up.set(0);
                     self.metrics.reconnects.inc();
-                    tracing::warn!(reason = %why, "broker session lost; reconnecting");
-                    // A session that dies at once (say, topology refused) must not
-                    // spin: wait a little before the next connect.
-                    if lost_before {
-                        tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                    lost_before = true;
+                    let pause = losses.lost(&why, started.elapsed());
                     close_connection(&conn).await;
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(pause) => {}
+                    }
                 }
             }
         }
