@@ -82,6 +82,38 @@ impl Health {
     }
 }
 
+/// Set by `builtin.stall`; read by the consumer loop on every turn.
+static STALL_LOOP: AtomicBool = AtomicBool::new(false);
+
+/// `builtin.stall` (registered only with `WARDEN_FAULT_HANDLERS=true`): makes the
+/// consumer loop of this process hang for good, as a deadlocked `select!` would,
+/// so that a test can watch `/livez` fail within `WARDEN_LIVENESS_LIMIT`. The
+/// task itself succeeds; the loop stops at its next turn (a delivery or a
+/// heartbeat tick) and never beats again.
+#[derive(Debug)]
+pub struct StallLoop;
+
+#[async_trait::async_trait]
+impl crate::Handler for StallLoop {
+    async fn handle(
+        &self,
+        _: &crate::Task,
+        _: &crate::TaskContext,
+    ) -> Result<(), crate::TaskError> {
+        STALL_LOOP.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Awaited by the consumer loop on every turn: returns at once, unless
+/// `builtin.stall` ran, in which case it never returns.
+pub async fn stall_point() {
+    if STALL_LOOP.load(Ordering::Relaxed) {
+        tracing::error!("builtin.stall: the consumer loop hangs here on purpose");
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Shared state of the admin endpoints.
 #[derive(Debug, Clone)]
 pub struct AdminState {

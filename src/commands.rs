@@ -7,13 +7,49 @@ use std::io::{BufRead, IsTerminal, Write};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{ConfigCommand, DlqCommand, DlqFilter, PublishArgs};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs};
 use crate::config::Settings;
 use crate::dlq::{DeadLetter, DeadQueue, Filter};
 use crate::envelope::Task;
+use crate::handler::Registry;
 use crate::outcome::DeadReason;
 use crate::publish::{Publisher, read_ndjson};
 use crate::topology::Topology;
+
+/// Runs one subcommand to completion; `shutdown` is cancelled on SIGTERM/SIGINT.
+///
+/// # Errors
+/// Whatever the command reports; see [`exit_code`].
+pub async fn run(
+    command: Command,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Worker => {
+            let registry = Registry::builtin(settings.fault_handlers);
+            crate::worker::run(settings, registry, shutdown).await
+        }
+        Command::Topology { json } => topology(&settings, json).await,
+        Command::Publish(args) => publish(&settings, args).await,
+        Command::Dlq { command } => dlq(&settings, command).await,
+        Command::Demo { noop, keep } => crate::demo::run(&settings, noop, keep).await,
+        Command::Config { command } => config(&settings, &command),
+    }
+}
+
+/// The exit code of a failed command: 69 (`EX_UNAVAILABLE`) when the broker
+/// cannot be reached, 1 otherwise.
+#[must_use]
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.is::<crate::broker::Unreachable>() {
+        69
+    } else {
+        1
+    }
+}
 
 /// Above this many tasks `publish` shows a progress bar.
 const PROGRESS_THRESHOLD: usize = 1000;
@@ -253,6 +289,9 @@ pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()
         }
         ConfigCommand::EnvKeys => {
             for k in Settings::env_keys() {
+                println!("{k}");
+            }
+            for k in crate::telemetry::ENV_KEYS {
                 println!("{k}");
             }
         }

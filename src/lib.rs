@@ -20,7 +20,8 @@
 //! | [`dlq`] | listing, replaying and purging dead letters |
 //! | [`admin`] | `/livez`, `/readyz`, `/metrics` |
 //! | [`metrics`] | the Prometheus registry |
-//! | [`telemetry`] | log (and trace) output |
+//! | [`telemetry`] | log output and the OTLP trace pipeline |
+//! | [`trace`] | W3C trace context in AMQP headers; the messaging spans |
 //! | [`shutdown`] | signals to a cancellation token |
 //! | [`store`] | channel tokens: SQLite/PostgreSQL, AES-256-GCM at rest, versions, leases |
 //! | [`cli`], [`commands`], [`demo`] | the command line |
@@ -42,6 +43,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 pub mod worker;
 
 pub use config::Settings;

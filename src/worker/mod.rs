@@ -220,6 +220,7 @@ impl Worker {
 
         let end = loop {
             self.health.beat();
+            crate::admin::stall_point().await;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break SessionEnd::Shutdown,

@@ -34,7 +34,10 @@ pub fn unique_prefix(test: &str) -> String {
 }
 
 pub fn settings(prefix: &str) -> Settings {
-    Settings { prefix: prefix.to_owned(), ..Settings::default() }
+    Settings {
+        prefix: prefix.to_owned(),
+        ..Settings::default()
+    }
 }
 
 /// Polls `cond` until it holds or `timeout` passes; the way tests wait for a
