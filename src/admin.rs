@@ -52,6 +52,23 @@ impl Health {
         self.last_beat_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// Runs `fut` (waiting for the broker, say) and beats while it runs: a
+    /// worker that is patiently reconnecting is not hung, and restarting it
+    /// would not bring the broker back. Only for futures that cannot hang
+    /// themselves, such as a connect loop whose every attempt has a timeout.
+    pub async fn beating_while<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let mut tick =
+            tokio::time::interval((self.liveness_limit / 4).max(Duration::from_millis(250)));
+        tokio::pin!(fut);
+        loop {
+            self.beat();
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
     /// Has the loop ticked within the liveness limit?
     #[must_use]
     pub fn live(&self) -> bool {

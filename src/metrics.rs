@@ -193,6 +193,7 @@ impl Metrics {
             }));
         }
         for mode in [REAUTH_REFRESH, REAUTH_BROWSER] {
+            drop(reauth_duration.get_or_create(&ModeLabel { mode }));
             for result in [REAUTH_SUCCEEDED, REAUTH_FAILED] {
                 drop(reauth_attempts.get_or_create(&ReauthLabels { result, mode }));
             }

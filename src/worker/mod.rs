@@ -121,9 +121,9 @@ impl Worker {
         let mut lost_before = false;
         loop {
             self.health.beat();
-            let Some(conn) =
-                crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown).await
-            else {
+            let connecting =
+                crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown);
+            let Some(conn) = self.health.beating_while(connecting).await else {
                 break;
             };
             match self.session(&conn, &shutdown).await {
