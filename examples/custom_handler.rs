@@ -31,8 +31,12 @@ impl Handler for SendEmail {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(None)?;
-    warden::telemetry::init(settings.log_format);
+    // Keep the guard: shutting it down flushes the last spans (when exported).
+    let telemetry = warden::telemetry::init(settings.log_format);
     let mut registry = Registry::builtin(settings.fault_handlers);
     registry.register("email.send", SendEmail);
-    warden::worker::run(settings, registry, None, warden::shutdown::on_signals()).await
+    let result =
+        warden::worker::run(settings, registry, None, warden::shutdown::on_signals()).await;
+    telemetry.shutdown().await;
+    result
 }

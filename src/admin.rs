@@ -52,6 +52,23 @@ impl Health {
         self.last_beat_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// Runs `fut` (waiting for the broker, say) and beats while it runs: a
+    /// worker that is patiently reconnecting is not hung, and restarting it
+    /// would not bring the broker back. Only for futures that cannot hang
+    /// themselves, such as a connect loop whose every attempt has a timeout.
+    pub async fn beating_while<F: std::future::Future>(&self, fut: F) -> F::Output {
+        let mut tick =
+            tokio::time::interval((self.liveness_limit / 4).max(Duration::from_millis(250)));
+        tokio::pin!(fut);
+        loop {
+            self.beat();
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
     /// Has the loop ticked within the liveness limit?
     #[must_use]
     pub fn live(&self) -> bool {
@@ -79,6 +96,38 @@ impl Health {
     /// Shutdown has begun: not ready any more, whatever the session says.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Set by `builtin.stall`; read by the consumer loop on every turn.
+static STALL_LOOP: AtomicBool = AtomicBool::new(false);
+
+/// `builtin.stall` (registered only with `WARDEN_FAULT_HANDLERS=true`): makes the
+/// consumer loop of this process hang for good, as a deadlocked `select!` would,
+/// so that a test can watch `/livez` fail within `WARDEN_LIVENESS_LIMIT`. The
+/// task itself succeeds; the loop stops at its next turn (a delivery or a
+/// heartbeat tick) and never beats again.
+#[derive(Debug)]
+pub struct StallLoop;
+
+#[async_trait::async_trait]
+impl crate::Handler for StallLoop {
+    async fn handle(
+        &self,
+        _: &crate::Task,
+        _: &crate::TaskContext,
+    ) -> Result<(), crate::TaskError> {
+        STALL_LOOP.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Awaited by the consumer loop on every turn: returns at once, unless
+/// `builtin.stall` ran, in which case it never returns.
+pub async fn stall_point() {
+    if STALL_LOOP.load(Ordering::Relaxed) {
+        tracing::error!("builtin.stall: the consumer loop hangs here on purpose");
+        std::future::pending::<()>().await;
     }
 }
 

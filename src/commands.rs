@@ -7,13 +7,38 @@ use std::io::{BufRead, IsTerminal, Write};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{ConfigCommand, DlqCommand, DlqFilter, PublishArgs};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs};
 use crate::config::Settings;
 use crate::dlq::{DeadLetter, DeadQueue, Filter};
 use crate::envelope::Task;
 use crate::outcome::DeadReason;
 use crate::publish::{Publisher, read_ndjson};
 use crate::topology::Topology;
+
+/// Runs one subcommand to completion; `shutdown` is cancelled on SIGTERM/SIGINT.
+///
+/// # Errors
+/// Whatever the command reports; see [`exit_code`].
+pub async fn run(
+    command: Command,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Worker => crate::worker::serve(settings, shutdown).await,
+        Command::Reauth => reauth(settings, shutdown).await,
+        Command::DemoProvider { addr, file } => demo_provider(addr, file, shutdown).await,
+        Command::Channels { json } => channels(&settings, json).await,
+        Command::Token { command } => token(&settings, command).await,
+        Command::Topology { json } => topology(&settings, json).await,
+        Command::Publish(args) => publish(&settings, args).await,
+        Command::Dlq { command } => dlq(&settings, command).await,
+        Command::Demo { noop, keep } => crate::demo::run(&settings, noop, keep).await,
+        Command::Config { command } => config(&settings, &command),
+    }
+}
 
 /// Above this many tasks `publish` shows a progress bar.
 const PROGRESS_THRESHOLD: usize = 1000;
@@ -238,11 +263,10 @@ async fn dlq_inner(dead: &DeadQueue, command: DlqCommand) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The exit code for an error, printing it as one line: 64 for configuration
-/// errors, 69 when the broker is unreachable, 1 otherwise.
+/// The exit code of a failed command: 64 (`EX_USAGE`) for configuration
+/// errors, 69 (`EX_UNAVAILABLE`) when the broker cannot be reached, 1 otherwise.
 #[must_use]
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    eprintln!("warden: {e:#}");
     if e.is::<crate::config::ConfigError>() {
         64 // EX_USAGE
     } else if e.is::<crate::broker::Unreachable>() {
@@ -409,6 +433,9 @@ pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()
         }
         ConfigCommand::EnvKeys => {
             for k in Settings::env_keys() {
+                println!("{k}");
+            }
+            for k in crate::telemetry::ENV_KEYS {
                 println!("{k}");
             }
         }

@@ -69,6 +69,7 @@ impl Registry {
             r.register("builtin.fail", Fail);
             r.register("builtin.panic", Panic);
             r.register("builtin.abort", Abort);
+            r.register("builtin.stall", crate::admin::StallLoop);
         }
         r
     }

@@ -22,7 +22,8 @@
 //! | [`dlq`] | listing, replaying and purging dead letters |
 //! | [`admin`] | `/livez`, `/readyz`, `/metrics` |
 //! | [`metrics`] | the Prometheus registry |
-//! | [`telemetry`] | log (and trace) output |
+//! | [`telemetry`] | log output and the OTLP trace pipeline |
+//! | [`trace`] | W3C trace context in AMQP headers; the messaging spans |
 //! | [`shutdown`] | signals to a cancellation token |
 //! | [`provider`] | `warden demo-provider`: a simulated OAuth2 platform for tests, demo and rehearsal |
 //! | [`reauth`] | login flows, the Playwright/Chromium driver, and the `warden reauth` consumer |
@@ -50,6 +51,7 @@ pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 pub mod worker;
 
 pub use config::Settings;

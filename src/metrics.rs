@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::outcome::DeadReason;
+
 /// `type` + `outcome` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -41,6 +43,31 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// `result` + `mode` labels of a re-authentication attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReauthLabels {
+    /// [`REAUTH_SUCCEEDED`] or [`REAUTH_FAILED`].
+    pub result: &'static str,
+    /// [`REAUTH_REFRESH`] or [`REAUTH_BROWSER`].
+    pub mode: &'static str,
+}
+
+/// A `mode` label of re-authentication.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    /// [`REAUTH_REFRESH`] or [`REAUTH_BROWSER`].
+    pub mode: &'static str,
+}
+
+/// Re-auth mode: the refresh-token grant.
+pub const REAUTH_REFRESH: &str = "refresh";
+/// Re-auth mode: a browser login.
+pub const REAUTH_BROWSER: &str = "browser";
+/// Re-auth result: a new token was stored.
+pub const REAUTH_SUCCEEDED: &str = "succeeded";
+/// Re-auth result: no new token.
+pub const REAUTH_FAILED: &str = "failed";
+
 /// Every metric warden exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,7 +88,13 @@ pub struct Metrics {
     pub reconnects: Counter,
     /// `warden_consumer_up`: 1 while consuming.
     pub consumer_up: Gauge,
-    /// `warden_token_store_errors_total`.
+    /// `warden_reauth_attempts_total{result,mode}`: re-authentication attempts.
+    pub reauth_attempts: Family<ReauthLabels, Counter>,
+    /// `warden_reauth_duration_seconds{mode}`: time of one re-authentication attempt.
+    pub reauth_duration: Family<ModeLabel, Histogram>,
+    /// `warden_browser_processes`: live browser processes of this replica.
+    pub browser_processes: Gauge,
+    /// `warden_token_store_errors_total`: failed token store operations.
     pub token_store_errors: Counter,
 }
 
@@ -123,12 +156,48 @@ impl Metrics {
             "1 while the task consumer is running",
             consumer_up.clone(),
         );
+        let reauth_attempts = Family::<ReauthLabels, Counter>::default();
+        registry.register(
+            "reauth_attempts",
+            "Re-authentication attempts, by result and mode (refresh or browser)",
+            reauth_attempts.clone(),
+        );
+        // A refresh-token grant takes tens of milliseconds, a browser login
+        // about half a second to a minute (its timeout): 10 ms to ~80 s.
+        let reauth_duration = Family::<ModeLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.01, 2.0, 14))
+        });
+        registry.register_with_unit(
+            "reauth_duration",
+            "Time of one re-authentication attempt, by mode",
+            prometheus_client::registry::Unit::Seconds,
+            reauth_duration.clone(),
+        );
+        let browser_processes = Gauge::default();
+        registry.register(
+            "browser_processes",
+            "Browser processes alive in this replica",
+            browser_processes.clone(),
+        );
         let token_store_errors = Counter::default();
         registry.register(
             "token_store_errors",
             "Token store operations that failed",
             token_store_errors.clone(),
         );
+        // Series that exist from the start read as 0 on a dashboard, not as
+        // "no data": every dead-letter reason and every re-auth result and mode.
+        for reason in DeadReason::ALL {
+            drop(dead_letters.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            }));
+        }
+        for mode in [REAUTH_REFRESH, REAUTH_BROWSER] {
+            drop(reauth_duration.get_or_create(&ModeLabel { mode }));
+            for result in [REAUTH_SUCCEEDED, REAUTH_FAILED] {
+                drop(reauth_attempts.get_or_create(&ReauthLabels { result, mode }));
+            }
+        }
         Self {
             registry,
             tasks,
@@ -139,8 +208,27 @@ impl Metrics {
             parked,
             reconnects,
             consumer_up,
+            reauth_attempts,
+            reauth_duration,
+            browser_processes,
             token_store_errors,
         }
+    }
+
+    /// Records one re-authentication attempt: `mode` is [`REAUTH_REFRESH`] or
+    /// [`REAUTH_BROWSER`].
+    pub fn reauth_attempt(&self, mode: &'static str, succeeded: bool, took: std::time::Duration) {
+        let result = if succeeded {
+            REAUTH_SUCCEEDED
+        } else {
+            REAUTH_FAILED
+        };
+        self.reauth_attempts
+            .get_or_create(&ReauthLabels { result, mode })
+            .inc();
+        self.reauth_duration
+            .get_or_create(&ModeLabel { mode })
+            .observe(took.as_secs_f64());
     }
 
     /// The Prometheus text exposition.
@@ -150,5 +238,55 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_follow_prometheus_conventions() {
+        let m = Metrics::new();
+        m.reauth_attempt(REAUTH_BROWSER, true, std::time::Duration::from_millis(400));
+        m.token_store_errors.inc();
+        // Families without a series yet are not exported at all.
+        m.tasks
+            .get_or_create(&TaskLabels {
+                r#type: "builtin.noop".into(),
+                outcome: "succeeded",
+            })
+            .inc();
+        let noop = TypeLabel {
+            r#type: "builtin.noop".into(),
+        };
+        m.task_duration.get_or_create(&noop).observe(0.001);
+        m.retries
+            .get_or_create(&TierLabel { tier: "1s".into() })
+            .inc();
+        let text = m.encode();
+        for family in [
+            "# TYPE warden_tasks counter",
+            "# TYPE warden_task_duration_seconds histogram",
+            "# TYPE warden_tasks_in_flight gauge",
+            "# TYPE warden_retries counter",
+            "# TYPE warden_dead_letters counter",
+            "# TYPE warden_parked counter",
+            "# TYPE warden_broker_reconnects counter",
+            "# TYPE warden_consumer_up gauge",
+            "# TYPE warden_reauth_attempts counter",
+            "# TYPE warden_reauth_duration_seconds histogram",
+            "# TYPE warden_browser_processes gauge",
+            "# TYPE warden_token_store_errors counter",
+        ] {
+            assert!(text.contains(family), "{family} missing:\n{text}");
+        }
+        assert!(
+            text.contains(r#"warden_reauth_attempts_total{result="succeeded",mode="browser"} 1"#)
+        );
+        assert!(text.contains(r#"warden_reauth_attempts_total{result="failed",mode="refresh"} 0"#));
+        assert!(text.contains(r#"warden_reauth_duration_seconds_count{mode="browser"} 1"#));
+        assert!(text.contains("warden_token_store_errors_total 1"));
+        assert!(text.contains(r#"warden_dead_letters_total{reason="reauth_failed"} 0"#));
     }
 }

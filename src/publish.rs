@@ -12,6 +12,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::envelope::Task;
@@ -40,6 +41,18 @@ pub enum PublishError {
     /// The channel or connection failed.
     #[error("broker error while publishing: {0}")]
     Broker(#[from] lapin::Error),
+}
+
+impl PublishError {
+    /// A low-cardinality name for spans (`error.type`).
+    #[must_use]
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            PublishError::Nacked { .. } => "nacked",
+            PublishError::Returned { .. } => "unroutable",
+            PublishError::Broker(_) => "broker_error",
+        }
+    }
 }
 
 /// Properties of a task message: persistent JSON with `message_id` = task id.
@@ -95,9 +108,32 @@ pub fn copy_properties(
 /// Publishes and waits for the broker's confirm (the channel must be in
 /// confirm mode). With `mandatory`, an unroutable message is an error.
 ///
+/// Every publish is a `publish {exchange}` PRODUCER span (when traces are
+/// exported), and the message carries that span's context in `traceparent`, so
+/// tasks, copies and events all continue the trace they belong to.
+///
 /// # Errors
 /// [`PublishError`] when the broker did not take the message.
 pub async fn publish_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<(), PublishError> {
+    let span = crate::trace::publish_span(exchange, routing_key, &properties, body.len());
+    let properties = crate::trace::with_context(properties, &span);
+    let result = publish_and_confirm(ch, exchange, routing_key, body, properties, mandatory)
+        .instrument(span.clone())
+        .await;
+    if let Err(e) = &result {
+        crate::trace::record_error(&span, e.error_type());
+    }
+    result
+}
+
+async fn publish_and_confirm(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,

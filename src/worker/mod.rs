@@ -154,9 +154,9 @@ impl Worker {
         let mut losses = crate::broker::SessionLosses::default();
         loop {
             self.health.beat();
-            let Some(conn) =
-                crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown).await
-            else {
+            let connecting =
+                crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown);
+            let Some(conn) = self.health.beating_while(connecting).await else {
                 break;
             };
             let started = std::time::Instant::now();
@@ -258,6 +258,7 @@ impl Worker {
 
         let end = loop {
             self.health.beat();
+            crate::admin::stall_point().await;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break SessionEnd::Shutdown,

@@ -54,21 +54,19 @@ pub(super) async fn process(
 ) {
     ctx.metrics.in_flight.inc();
     let tag = delivery.delivery_tag;
+    let attempt = envelope::attempt_of(delivery.properties.headers().as_ref());
+    let span = crate::trace::process_span(&delivery, attempt);
     let work = async {
         let ran = run(&ctx, &delivery).await;
         let outcome = decide(ran.verdict, ran.attempt, ctx.policy);
-        let span = tracing::info_span!(
-            "settle",
-            task.id = tracing::field::Empty,
-            attempt = ran.attempt
-        );
-        if let Some(t) = &ran.task {
-            span.record("task.id", t.id.as_str());
-        }
+        crate::trace::record_task(&span, ran.task.as_ref());
+        crate::trace::record_outcome(&span, ran.verdict, outcome);
+        let task_id = ran.task.as_ref().map(|t| t.id.as_str());
         settle(&ctx, &delivery, &ran, outcome)
-            .instrument(span)
+            .instrument(crate::trace::settle_span(task_id, ran.attempt, outcome))
             .await
-    };
+    }
+    .instrument(span.clone());
     tokio::select! {
         biased;
         () = abandon.cancelled() => {}

@@ -3,6 +3,7 @@
 //! worker's connection on command.
 #![allow(dead_code, missing_docs)]
 
+pub mod otel;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -122,6 +123,33 @@ impl TestBroker {
                     .with_content_type("application/json".into())
                     .with_delivery_mode(2)
                     .with_message_id(message_id.into()),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
+    /// [`Self::publish_raw`] with AMQP headers, as a producer that propagates
+    /// trace context (or anything else) would send them.
+    pub async fn publish_raw_with_headers(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        message_id: &str,
+        headers: FieldTable,
+    ) {
+        self.ch
+            .basic_publish(
+                self.topology.tasks().into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_message_id(message_id.into())
+                    .with_headers(headers),
             )
             .await
             .expect("publish")
@@ -380,6 +408,13 @@ impl WardenProc {
         Some((status, r.text().await.unwrap_or_default()))
     }
 
+    /// `/metrics` as sample → value (`name{labels}` exactly as exported).
+    pub async fn metrics(&self) -> HashMap<String, f64> {
+        let (status, text) = self.get("/metrics").await.expect("/metrics answers");
+        assert_eq!(status, 200);
+        parse_metrics(&text)
+    }
+
     pub async fn ready(&self) -> bool {
         matches!(self.get("/readyz").await, Some((200, _)))
     }
@@ -440,4 +475,15 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Parses Prometheus/OpenMetrics text into sample → value; comments skipped.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }

@@ -1,0 +1,368 @@
+//! Distributed tracing over AMQP: W3C trace context in message headers, and
+//! the spans of the OpenTelemetry messaging semantic conventions for RabbitMQ.
+//!
+//! - [`inject`] writes the current span's context into a message's headers as
+//!   `traceparent`/`tracestate`; [`extract`] reads it back on the consumer side.
+//! - [`publish_span`] (`publish {exchange}`, PRODUCER) wraps every publish,
+//!   [`process_span`] (`process {exchange}`, CONSUMER) every delivery, and
+//!   [`settle_span`] the publishing of a delivery's copy and event.
+//!
+//! When no trace exporter is installed ([`enabled`] is false), the publish span
+//! is not created at all and nothing is parsed or injected: a copy then keeps
+//! whatever `traceparent` its original carried, so a trace still flows through
+//! a worker that does not export. The process and settle spans stay, lean,
+//! because their fields (task id, type, attempt) give log lines their context.
+//!
+//! Attributes only ever hold names, ids, sizes and low-cardinality kinds; never
+//! a URL, a payload or an error message, so a span cannot leak a secret.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Span;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::outcome::{Outcome, Verdict};
+
+/// The W3C `traceparent` header.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C `tracestate` header.
+pub const TRACESTATE: &str = "tracestate";
+
+/// `messaging.system` of every warden span.
+const SYSTEM: &str = "rabbitmq";
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContextPropagator::new);
+
+/// Is a trace exporter installed? Set by [`crate::telemetry`]; while false the
+/// span helpers skip every OpenTelemetry-only cost.
+#[must_use]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Records whether a trace exporter is installed (see [`enabled`]).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Writes the OpenTelemetry context of `span` into `headers` as `traceparent`
+/// (and `tracestate` when there is one). Does nothing when the span has no
+/// valid context (no exporter, or a disabled span), leaving headers as they are.
+pub fn inject_span(span: &Span, headers: &mut FieldTable) {
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return;
+    }
+    let mut injector = HeaderInjector {
+        headers,
+        stale_state: false,
+    };
+    PROPAGATOR.inject_context(&cx, &mut injector);
+    if injector.stale_state {
+        // An empty `tracestate` is not a valid header; drop the copy's old one.
+        let mut map = headers.inner().clone();
+        map.remove(TRACESTATE);
+        *headers = FieldTable::from(map);
+    }
+}
+
+/// Writes the current span's context into `headers` (see [`inject_span`]).
+pub fn inject(headers: &mut FieldTable) {
+    inject_span(&Span::current(), headers);
+}
+
+/// The context a message carries in its `traceparent`/`tracestate` headers, or
+/// an empty context when it carries none (or a malformed one).
+#[must_use]
+pub fn extract(headers: Option<&FieldTable>) -> Context {
+    match headers {
+        Some(h) if h.contains_key(TRACEPARENT) => {
+            PROPAGATOR.extract_with_context(&Context::new(), &HeaderExtractor(h))
+        }
+        _ => Context::new(),
+    }
+}
+
+struct HeaderInjector<'a> {
+    headers: &'a mut FieldTable,
+    stale_state: bool,
+}
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if value.is_empty() {
+            self.stale_state |= self.headers.contains_key(key);
+            return;
+        }
+        self.headers
+            .insert(ShortString::from(key), AMQPValue::LongString(value.into()));
+    }
+}
+
+struct HeaderExtractor<'a>(&'a FieldTable);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        // Producers in other languages send strings as long strings, short
+        // strings or byte arrays; all three are accepted.
+        match self.0.inner().get(key)? {
+            AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+            AMQPValue::ShortString(s) => Some(s.as_str()),
+            AMQPValue::ByteArray(b) => std::str::from_utf8(b.as_slice()).ok(),
+            _ => None,
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.inner().keys().map(ShortString::as_str).collect()
+    }
+}
+
+/// The semantic conventions' destination name: the exchange, with the default
+/// exchange named `amq.default`.
+fn destination(exchange: &str) -> &str {
+    if exchange.is_empty() {
+        "amq.default"
+    } else {
+        exchange
+    }
+}
+
+fn to_i64(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+/// The `publish {exchange}` PRODUCER span of one publish, or a disabled span
+/// when no exporter is installed. Its parent is the current span.
+#[must_use]
+pub fn publish_span(
+    exchange: &str,
+    routing_key: &str,
+    properties: &BasicProperties,
+    body_size: usize,
+) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    let dest = destination(exchange);
+    tracing::info_span!(
+        target: "warden::trace",
+        "publish",
+        otel.name = %format_args!("publish {dest}"),
+        otel.kind = "producer",
+        messaging.system = SYSTEM,
+        messaging.destination.name = dest,
+        messaging.operation.name = "publish",
+        messaging.operation.type = "send",
+        messaging.rabbitmq.destination.routing_key = routing_key,
+        messaging.message.id = properties.message_id().as_ref().map(ShortString::as_str),
+        messaging.message.body.size = to_i64(body_size),
+        error.type = Empty,
+    )
+}
+
+/// Returns `properties` with `span`'s context injected into their headers
+/// (unchanged when the span has no context).
+#[must_use]
+pub fn with_context(properties: BasicProperties, span: &Span) -> BasicProperties {
+    if span.is_disabled() {
+        return properties;
+    }
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    inject_span(span, &mut headers);
+    properties.with_headers(headers)
+}
+
+/// Marks a span as failed with a low-cardinality `error.type`.
+pub fn record_error(span: &Span, error_type: &'static str) {
+    span.record("error.type", error_type);
+    span.set_status(Status::error(error_type));
+}
+
+/// The `process {exchange}` CONSUMER span of one delivery, continuing the trace
+/// the message carries. Its task fields are filled in by [`record_task`] and
+/// [`record_outcome`].
+#[must_use]
+pub fn process_span(delivery: &Delivery, attempt: u32) -> Span {
+    let span = tracing::info_span!(
+        target: "warden::trace",
+        "process",
+        otel.name = Empty,
+        otel.kind = Empty,
+        messaging.message.id = delivery.properties.message_id().as_ref().map(ShortString::as_str),
+        warden.task.type = Empty,
+        warden.task.attempt = i64::from(attempt),
+        warden.channel = Empty,
+        warden.outcome = Empty,
+        error.type = Empty,
+    );
+    if !enabled() || span.is_disabled() {
+        return span;
+    }
+    let dest = destination(delivery.exchange.as_str());
+    span.record("otel.name", format!("process {dest}"));
+    span.record("otel.kind", "consumer");
+    let parent = extract(delivery.properties.headers().as_ref());
+    if parent.span().span_context().is_valid() {
+        // Only fails when the span has started, which it cannot have yet.
+        let _ = span.set_parent(parent);
+    }
+    for kv in [
+        KeyValue::new("messaging.system", SYSTEM),
+        KeyValue::new("messaging.destination.name", dest.to_owned()),
+        KeyValue::new("messaging.operation.name", "process"),
+        KeyValue::new("messaging.operation.type", "process"),
+        KeyValue::new(
+            "messaging.rabbitmq.destination.routing_key",
+            delivery.routing_key.as_str().to_owned(),
+        ),
+        KeyValue::new(
+            "messaging.rabbitmq.message.delivery_tag",
+            to_i64(delivery.delivery_tag),
+        ),
+        KeyValue::new("messaging.message.body.size", to_i64(delivery.data.len())),
+    ] {
+        span.set_attribute(kv.key, kv.value);
+    }
+    span
+}
+
+/// Fills in what decoding learnt: the task id (when the message had no
+/// `message_id`), type and channel.
+pub fn record_task(span: &Span, task: Option<&crate::Task>) {
+    let Some(task) = task else { return };
+    span.record("messaging.message.id", task.id.as_str());
+    span.record("warden.task.type", task.kind.as_str());
+    if let Some(channel) = &task.channel {
+        span.record("warden.channel", channel.as_str());
+    }
+}
+
+/// Records the outcome on the process span, and `error.type` (with an error
+/// status) when the attempt failed.
+pub fn record_outcome(span: &Span, verdict: Verdict, outcome: Outcome) {
+    span.record("warden.outcome", outcome.as_str());
+    let error_type = match verdict {
+        Verdict::Succeeded => return,
+        Verdict::Failed(kind) => kind.as_str(),
+        Verdict::Malformed => "malformed",
+        Verdict::TooLarge => "too_large",
+        Verdict::UnknownType => "unknown_type",
+        Verdict::ChannelPending => "channel_pending",
+        Verdict::ChannelReauthFailed => "reauth_failed",
+        Verdict::ParkExpired => "park_expired",
+    };
+    record_error(span, error_type);
+}
+
+/// The `settle` span: publishing a delivery's copy and event before its ack.
+#[must_use]
+pub fn settle_span(task_id: Option<&str>, attempt: u32, outcome: Outcome) -> Span {
+    let span = tracing::info_span!(
+        target: "warden::trace",
+        "settle",
+        task.id = task_id,
+        attempt,
+        warden.outcome = outcome.as_str(),
+    );
+    if enabled() && !span.is_disabled() {
+        for kv in [
+            KeyValue::new("messaging.system", SYSTEM),
+            KeyValue::new("messaging.operation.name", "ack"),
+            KeyValue::new("messaging.operation.type", "settle"),
+        ] {
+            span.set_attribute(kv.key, kv.value);
+        }
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    fn context(state: &str) -> Context {
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            true,
+            state.parse::<TraceState>().unwrap(),
+        ))
+    }
+
+    #[test]
+    fn a_traceparent_in_any_string_type_is_extracted() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        for value in [
+            AMQPValue::LongString(tp.into()),
+            AMQPValue::ShortString(tp.into()),
+            AMQPValue::ByteArray(tp.as_bytes().into()),
+        ] {
+            let mut h = FieldTable::default();
+            h.insert(TRACEPARENT.into(), value);
+            let cx = extract(Some(&h));
+            let sc = cx.span().span_context().clone();
+            assert!(sc.is_valid() && sc.is_remote() && sc.is_sampled());
+            assert_eq!(
+                sc.trace_id().to_string(),
+                "4bf92f3577b34da6a3ce929d0e0e4736"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_or_malformed_headers_give_an_empty_context() {
+        assert!(!extract(None).span().span_context().is_valid());
+        let mut h = FieldTable::default();
+        h.insert(TRACEPARENT.into(), AMQPValue::LongString("00-nope".into()));
+        assert!(!extract(Some(&h)).span().span_context().is_valid());
+        h.insert(TRACEPARENT.into(), AMQPValue::LongLongInt(7));
+        assert!(!extract(Some(&h)).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn injected_headers_round_trip_and_replace_a_stale_tracestate() {
+        let mut h = FieldTable::default();
+        h.insert(TRACESTATE.into(), AMQPValue::LongString("old=1".into()));
+        h.insert("x-other".into(), AMQPValue::LongLongInt(1));
+        let mut injector = HeaderInjector {
+            headers: &mut h,
+            stale_state: false,
+        };
+        PROPAGATOR.inject_context(&context("vendor=abc"), &mut injector);
+        let back = extract(Some(&h));
+        assert_eq!(
+            back.span().span_context().trace_state().header(),
+            "vendor=abc"
+        );
+        assert!(h.contains_key("x-other"), "other headers are kept");
+
+        let mut injector = HeaderInjector {
+            headers: &mut h,
+            stale_state: false,
+        };
+        PROPAGATOR.inject_context(&context(""), &mut injector);
+        assert!(
+            injector.stale_state,
+            "an empty tracestate marks the old one stale"
+        );
+    }
+
+    #[test]
+    fn the_default_exchange_is_named_amq_default() {
+        assert_eq!(destination(""), "amq.default");
+        assert_eq!(destination("w.tasks"), "w.tasks");
+    }
+}

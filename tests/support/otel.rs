@@ -1,0 +1,95 @@
+//! A real OTLP/gRPC collector in the test process (`fake-opentelemetry-collector`)
+//! that keeps every span it receives, and helpers to read them.
+
+use std::time::{Duration, Instant};
+
+use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
+
+pub struct Collector {
+    server: FakeCollectorServer,
+    pub spans: Vec<ExportedSpan>,
+}
+
+impl Collector {
+    pub async fn start() -> Self {
+        Self {
+            server: FakeCollectorServer::start().await.expect("start collector"),
+            spans: Vec::new(),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.server.endpoint()
+    }
+
+    /// Environment for a warden process exporting every span here, quickly.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint()),
+            ("OTEL_TRACES_SAMPLER", "always_on".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+            ("OTEL_SERVICE_NAME", "warden-under-test".into()),
+        ]
+    }
+
+    /// Takes whatever has arrived so far.
+    pub async fn drain(&mut self) {
+        let more = self
+            .server
+            .exported_spans(1, Duration::from_millis(50))
+            .await;
+        self.spans.extend(more);
+    }
+
+    /// Keeps collecting until `cond` holds over everything received.
+    pub async fn collect_until(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&[ExportedSpan]) -> bool,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.drain().await;
+            if cond(&self.spans) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; spans so far:\n{}",
+                summary(&self.spans)
+            );
+        }
+    }
+}
+
+/// The value of a span attribute, unwrapped from the collector's debug text
+/// (`Some(AnyValue { value: Some(StringValue("x")) })` → `x`).
+pub fn attr(span: &ExportedSpan, key: &str) -> Option<String> {
+    let raw = span.attributes.get(key)?;
+    for (open, close) in [
+        ("StringValue(\"", "\")"),
+        ("IntValue(", ")"),
+        ("BoolValue(", ")"),
+    ] {
+        if let Some(start) = raw.find(open) {
+            let rest = &raw[start + open.len()..];
+            return rest.find(close).map(|end| rest[..end].to_owned());
+        }
+    }
+    Some(raw.clone())
+}
+
+/// One line per span: name, kind, ids, parent.
+pub fn summary(spans: &[ExportedSpan]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{} [{}] trace={} span={} parent={}",
+                s.name, s.kind, s.trace_id, s.span_id, s.parent_span_id
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
