@@ -809,3 +809,204 @@ impl TokenError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::{Format as _, Toml};
+
+    fn parse<T: serde::de::DeserializeOwned>(toml: &str) -> Result<T, figment::Error> {
+        figment::Figment::from(Toml::string(toml)).extract()
+    }
+
+    const PROVIDER: &str = r##"
+        authorize_url = "https://id.example.com/oauth/authorize"
+        token_url = "https://id.example.com/oauth/token"
+        client_id = "warden"
+        client_secret = { env = "EXAMPLE_CLIENT_SECRET" }
+        redirect_uri = "https://app.example.com/callback"
+        scopes = ["posts:write", "profile"]
+        allowed_hosts = ["id.example.com", "*.cdn.example.com"]
+        error_selector = ".error[role=alert]"
+        login_flow = [
+          { action = "goto", url = "{authorize_url}" },
+          { action = "fill", selector = "#username", value = "secret:username" },
+          { action = "fill", selector = "#tenant", value = "text:acme" },
+          { action = "click", selector = "#sign-in" },
+          { action = "totp", selector = "#totp", submit = "#verify" },
+          { action = "wait_for", selector = "#consent" },
+          { action = "click_if_present", selector = "#allow", within = "500ms" },
+        ]
+    "##;
+
+    #[test]
+    fn a_provider_with_every_step_kind_parses_from_toml() {
+        let provider: OAuthProvider = parse(PROVIDER).unwrap();
+        provider.validate().unwrap();
+        assert_eq!(provider.login_flow.len(), 7);
+        assert_eq!(
+            provider.login_flow[2],
+            Step::Fill {
+                selector: "#tenant".into(),
+                value: FillValue::Text("acme".into())
+            }
+        );
+        assert_eq!(
+            provider.login_flow[6],
+            Step::ClickIfPresent {
+                selector: "#allow".into(),
+                within: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            provider.client_secret,
+            SecretRef::Env("EXAMPLE_CLIENT_SECRET".into())
+        );
+        assert_eq!(provider.token_auth, TokenAuth::Basic);
+        assert_eq!(provider.totp, TotpSettings::default());
+    }
+
+    #[test]
+    fn an_inline_client_secret_is_refused() {
+        let inline = PROVIDER.replace(
+            r#"client_secret = { env = "EXAMPLE_CLIENT_SECRET" }"#,
+            r#"client_secret = "hunter2""#,
+        );
+        let error = parse::<OAuthProvider>(&inline).unwrap_err().to_string();
+        assert!(error.contains("inline secrets are not accepted"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_fill_value_must_name_a_secret_or_be_marked_as_text() {
+        let plain = PROVIDER.replace("value = \"secret:username\"", "value = \"alice\"");
+        assert!(parse::<OAuthProvider>(&plain).is_err());
+    }
+
+    #[test]
+    fn secret_references_take_four_spellings() {
+        #[derive(Deserialize)]
+        struct Refs {
+            a: SecretRef,
+            b: SecretRef,
+            c: SecretRef,
+            d: SecretRef,
+        }
+        let refs: Refs = parse(
+            r#"
+            a = "env:A"
+            b = "file:/run/secrets/b"
+            c = { env = "C" }
+            d = { file = "/run/secrets/d" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(refs.a, SecretRef::Env("A".into()));
+        assert_eq!(refs.b, SecretRef::File("/run/secrets/b".into()));
+        assert_eq!(refs.c, SecretRef::Env("C".into()));
+        assert_eq!(refs.d, SecretRef::File("/run/secrets/d".into()));
+        assert!(
+            parse::<Refs>(
+                "a = { env = \"A\", file = \"/x\" }\nb=\"env:B\"\nc=\"env:C\"\nd=\"env:D\""
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_file_reference_drops_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let value = SecretRef::File(path.clone()).resolve().unwrap();
+        assert_eq!(value.expose_secret(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(SecretRef::File(path).resolve().is_err());
+        let missing = SecretRef::Env("WARDEN_TEST_SURELY_UNSET_VARIABLE".into()).resolve();
+        assert!(matches!(missing, Err(SecretRefError::MissingEnv(_))));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let credentials = ChannelCredentials::new("acme")
+            .with("password", SecretString::from("pa55word".to_owned()))
+            .with(
+                TOTP_SECRET,
+                SecretString::from("JBSWY3DPEHPK3PXP".to_owned()),
+            );
+        let tokens = TokenSet {
+            access_token: SecretString::from("at_live_token".to_owned()),
+            refresh_token: Some(SecretString::from("rt_live_token".to_owned())),
+            expires_in: None,
+            scope: None,
+        };
+        let code = AuthorizationCode::new(SecretString::from("ac_the_code".to_owned()));
+        let printed = format!("{credentials:?} {tokens:?} {code:?}");
+        for secret in [
+            "pa55word",
+            "JBSWY3DPEHPK3PXP",
+            "at_live_token",
+            "rt_live_token",
+            "ac_the_code",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert_eq!(
+            credentials.redact("user typed pa55word here"),
+            "user typed [REDACTED] here"
+        );
+    }
+
+    #[test]
+    fn the_allowlist_matches_hosts_ports_and_subdomains() {
+        let mut provider: OAuthProvider = parse(PROVIDER).unwrap();
+        provider.allowed_hosts = vec![
+            "id.example.com".into(),
+            "*.cdn.example.com".into(),
+            "127.0.0.1:8765".into(),
+        ];
+        let allowed = |u: &str| provider.url_allowed(&Url::parse(u).unwrap());
+        assert!(allowed("https://id.example.com/login"));
+        assert!(allowed("https://ID.example.com:443/login"));
+        assert!(allowed("https://a.cdn.example.com/x.css"));
+        assert!(!allowed("https://cdn.example.com.evil.net/"));
+        assert!(!allowed("https://evil.com/?id.example.com"));
+        assert!(allowed("http://127.0.0.1:8765/"));
+        assert!(!allowed("http://127.0.0.1:8766/"));
+        assert!(!allowed("file:///etc/passwd"));
+        assert!(!allowed("javascript:alert(1)"));
+    }
+
+    #[test]
+    fn the_authorization_url_carries_the_oauth_parameters() {
+        let provider: OAuthProvider = parse(PROVIDER).unwrap();
+        let url = provider.authorization_url("st4te");
+        let pairs: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs["response_type"], "code");
+        assert_eq!(pairs["client_id"], "warden");
+        assert_eq!(pairs["redirect_uri"], "https://app.example.com/callback");
+        assert_eq!(pairs["scope"], "posts:write profile");
+        assert_eq!(pairs["state"], "st4te");
+        assert!(
+            provider.is_redirect(&Url::parse("https://app.example.com/callback?code=x").unwrap())
+        );
+        assert!(
+            !provider.is_redirect(&Url::parse("https://app.example.com/other?code=x").unwrap())
+        );
+    }
+
+    #[test]
+    fn a_totp_code_matches_the_rfc_6238_generator() {
+        let seed = SecretString::from("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".to_owned());
+        let code = TotpSettings::default().current_code(&seed).unwrap();
+        assert_eq!(code.expose_secret().len(), 6);
+        let bytes = totp_rs::Secret::Encoded("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into())
+            .to_bytes()
+            .unwrap();
+        let reference = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes).unwrap();
+        assert!(reference.check_current(code.expose_secret()).unwrap());
+        let bad =
+            TotpSettings::default().current_code(&SecretString::from("not base32!".to_owned()));
+        assert!(bad.is_err_and(|e| !e.contains("base32!")));
+    }
+}
