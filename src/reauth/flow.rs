@@ -815,8 +815,10 @@ mod tests {
     use super::*;
     use figment::providers::{Format as _, Toml};
 
-    fn parse<T: serde::de::DeserializeOwned>(toml: &str) -> Result<T, figment::Error> {
-        figment::Figment::from(Toml::string(toml)).extract()
+    fn parse<T: serde::de::DeserializeOwned>(toml: &str) -> Result<T, String> {
+        figment::Figment::from(Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
     }
 
     const PROVIDER: &str = r##"
@@ -872,7 +874,7 @@ mod tests {
             r#"client_secret = { env = "EXAMPLE_CLIENT_SECRET" }"#,
             r#"client_secret = "hunter2""#,
         );
-        let error = parse::<OAuthProvider>(&inline).unwrap_err().to_string();
+        let error = parse::<OAuthProvider>(&inline).unwrap_err();
         assert!(error.contains("inline secrets are not accepted"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }
