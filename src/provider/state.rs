@@ -19,6 +19,8 @@ use super::{ProviderConfig, ProviderError};
 const TRANSACTION_TTL: Duration = Duration::from_secs(600);
 /// How long an authorization code stays redeemable, as RFC 6749 §4.1.2 recommends (≤ 10 min).
 const CODE_TTL: Duration = Duration::from_secs(120);
+/// Bound on remembered dead refresh tokens.
+const MAX_DEAD_REFRESH: usize = 100_000;
 /// Refresh tokens outlive access tokens by this factor.
 const REFRESH_TTL_FACTOR: u32 = 24;
 
@@ -61,6 +63,7 @@ struct Data {
 
 pub(super) struct Session {
     pub csrf: String,
+    last_used: Instant,
 }
 
 /// One authorization request on its way through login, TOTP and consent.
@@ -308,16 +311,23 @@ impl ProviderState {
     /// cookie names none we know.
     pub(super) fn session(&self, cookie: Option<&str>) -> (String, bool) {
         let mut data = self.data();
+        let now = Instant::now();
         if let Some(id) = cookie
-            && data.sessions.contains_key(id)
+            && let Some(session) = data.sessions.get_mut(id)
         {
+            session.last_used = now;
             return (id.to_owned(), false);
         }
+        // Every browser login starts with a fresh context, hence a fresh session: forget idle
+        // ones so a long-running simulator does not grow without bound.
+        data.sessions
+            .retain(|_, s| now.duration_since(s.last_used) < TRANSACTION_TTL);
         let id = random_token("s_");
         data.sessions.insert(
             id.clone(),
             Session {
                 csrf: random_token(""),
+                last_used: now,
             },
         );
         (id, true)
@@ -524,6 +534,10 @@ impl ProviderState {
                 "refresh token is invalid, revoked or already used",
             ));
         };
+        if data.dead_refresh.len() >= MAX_DEAD_REFRESH {
+            // Only for counting refused refreshes per channel; losing old entries is harmless.
+            data.dead_refresh.clear();
+        }
         data.dead_refresh
             .insert(refresh_token.to_owned(), old.channel.clone());
         if old.expires <= Instant::now() {
