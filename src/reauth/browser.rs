@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use playwright_rs::protocol::AcceptDownloads;
 use playwright_rs::{
     Browser, BrowserContext, BrowserContextOptions, GotoOptions, LaunchOptions, Page, Playwright,
-    ScreenshotOptions, WaitForOptions, WaitForState,
+    ScreenshotOptions, WaitForOptions, WaitForState, WaitUntil,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -810,11 +810,11 @@ impl<'a> Session<'a> {
             .await;
         let (signal_tx, mut signal_rx) = watch::channel(None::<Signal>);
         let signal_tx = Arc::new(Mutex::new(Some(signal_tx)));
-        self.watch_network(context, &signal_tx).await?;
-        let page = context
-            .new_page()
-            .await
-            .map_err(|e| Failure::from_playwright("open page", &e))?;
+        // Independent round trips to the driver; the page navigates only after both.
+        let (watching, page) =
+            tokio::join!(self.watch_network(context, &signal_tx), context.new_page());
+        watching?;
+        let page = page.map_err(|e| Failure::from_playwright("open page", &e))?;
         self.page = Some(page.clone());
         tracing::debug!("login page opened");
 
@@ -1032,7 +1032,11 @@ impl<'a> Session<'a> {
 }
 
 async fn goto(page: &Page, url: &str, remaining: Duration) -> Result<(), Failure> {
-    page.goto(url, GotoOptions::new().timeout(remaining))
+    // The steps wait for their own elements, so there is no need to wait for `load`.
+    let options = GotoOptions::new()
+        .timeout(remaining)
+        .wait_until(WaitUntil::DomContentLoaded);
+    page.goto(url, options)
         .await
         .map(|_| ())
         .map_err(|e| Failure::from_playwright(&format!("goto {}", strip_query(url)), &e))
