@@ -18,6 +18,25 @@
 //!
 //! Each account belongs to one *channel*; every token it obtains is valid for that channel
 //! only. Passwords, TOTP seeds, codes and tokens are never logged.
+//!
+//! Its configuration ([`ProviderConfig`]) in TOML; the secrets are inline because they are
+//! the simulator's own, made up for rehearsal:
+//!
+//! ```toml
+//! bind = "127.0.0.1:8765"
+//! client_id = "warden"
+//! client_secret = "rehearsal-secret"
+//! token_lifetime = "1h"
+//! [accounts.acme]
+//! username = "acme-user"
+//! password = "acme-pass"
+//! [accounts.globex]
+//! username = "globex-user"
+//! password = "globex-pass"
+//! totp_secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+//! ```
+//!
+//! [`oauth_client`] gives the matching provider entry for warden's side, login flow included.
 
 mod api;
 mod oauth;

@@ -809,7 +809,7 @@ impl<'a> Session<'a> {
             .set_default_navigation_timeout(duration_ms(remaining()))
             .await;
         let (signal_tx, mut signal_rx) = watch::channel(None::<Signal>);
-        let signal_tx = Arc::new(Mutex::new(Some(signal_tx)));
+        let signal_tx = Arc::new(signal_tx);
         // Independent round trips to the driver; the page navigates only after both.
         let (watching, page) =
             tokio::join!(self.watch_network(context, &signal_tx), context.new_page());
@@ -879,27 +879,22 @@ impl<'a> Session<'a> {
     async fn watch_network(
         &self,
         context: &BrowserContext,
-        signal: &Arc<Mutex<Option<watch::Sender<Option<Signal>>>>>,
+        signal: &Arc<watch::Sender<Option<Signal>>>,
     ) -> Result<(), Failure> {
         let provider = Arc::new(self.provider.clone());
         let send = {
             let signal = Arc::clone(signal);
             move |s: Signal| {
-                let guard = signal
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(tx) = guard.as_ref() {
-                    // First signal wins: a code followed by the aborted callback load must
-                    // not be overwritten.
-                    tx.send_if_modified(|current| {
-                        if current.is_none() {
-                            *current = Some(s);
-                            true
-                        } else {
-                            false
-                        }
-                    });
-                }
+                // First signal wins: a code followed by the aborted callback load must not be
+                // overwritten.
+                signal.send_if_modified(|current| {
+                    if current.is_none() {
+                        *current = Some(s);
+                        true
+                    } else {
+                        false
+                    }
+                });
             }
         };
         let send = Arc::new(send);
