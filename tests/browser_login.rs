@@ -435,7 +435,7 @@ async fn login_timings_cold_and_warm() {
     let oauth = fixture.oauth();
     let acme = credentials("acme", "acme-user", "acme-pass");
     let mut cold = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let driver = LoginDriver::new(driver_config(None));
         let started = Instant::now();
         driver.login(&oauth, &acme, TIMEOUT).await.unwrap();
@@ -445,7 +445,7 @@ async fn login_timings_cold_and_warm() {
     let driver = LoginDriver::new(driver_config(None));
     driver.warm_up().await.unwrap();
     let mut warm = Vec::new();
-    for _ in 0..11 {
+    for _ in 0..21 {
         let started = Instant::now();
         driver.login(&oauth, &acme, TIMEOUT).await.unwrap();
         warm.push(started.elapsed());
