@@ -929,7 +929,7 @@ impl<'a> Session<'a> {
                                 .ok()
                                 .and_then(|u| u.host_str().map(str::to_owned))
                                 .unwrap_or_else(|| "a non-http URL".to_owned());
-                            tracing::warn!(%host, "blocked a browser request outside allowed_hosts");
+                            tracing::warn!(%host, "blocked a request outside allowed_hosts");
                             tx(Signal::Blocked(host));
                             route.abort(Some("blockedbyclient")).await
                         }
