@@ -28,6 +28,12 @@ struct Fixture {
 impl Fixture {
     async fn start(config: ProviderConfig) -> Self {
         require_playwright();
+        // The simulator refuses requests without PKCE, so every browser test proves the
+        // driver sends a challenge and the exchange its verifier.
+        let config = ProviderConfig {
+            require_pkce: true,
+            ..config
+        };
         Self {
             provider: TestProvider::start(config).await,
             secrets: tempfile::tempdir().unwrap(),

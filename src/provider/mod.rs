@@ -95,6 +95,10 @@ pub struct ProviderConfig {
     /// When set, `/admin/*` requires `Authorization: Bearer <admin_token>`.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
+    /// Refuses authorization requests without a PKCE S256 challenge (RFC 7636), as OAuth 2.1
+    /// providers do. A challenge that is sent is always verified.
+    #[serde(default)]
+    pub require_pkce: bool,
 }
 
 /// One account at the provider, owning one channel.
@@ -142,6 +146,7 @@ impl ProviderConfig {
             require_consent: true,
             help_url: default_help_url(),
             admin_token: None,
+            require_pkce: false,
         }
     }
 
@@ -339,6 +344,7 @@ pub fn oauth_client(
         login_flow: login_flow(),
         error_selector: Some(".error[role=alert]".into()),
         totp: TotpSettings::default(),
+        pkce: true,
     };
     provider
         .validate()

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret, TOTP};
 
 use super::{ProviderConfig, ProviderError};
+use crate::reauth::flow::Pkce;
 
 /// How long a login transaction (authorize → redirect with a code) may take.
 const TRANSACTION_TTL: Duration = Duration::from_secs(600);
@@ -73,6 +74,7 @@ pub(super) struct Transaction {
     pub redirect_uri: String,
     pub scope: String,
     pub state: Option<String>,
+    pub code_challenge: Option<String>,
     pub stage: Stage,
     pub created: Instant,
 }
@@ -88,6 +90,7 @@ struct CodeGrant {
     channel: String,
     redirect_uri: String,
     scope: String,
+    code_challenge: Option<String>,
     expires: Instant,
     /// Set once redeemed; a second redemption revokes what the first one issued (RFC 6749
     /// §4.1.2), so the grant is kept to know which tokens those were.
@@ -343,6 +346,7 @@ impl ProviderState {
         redirect_uri: &str,
         scope: &str,
         state: Option<String>,
+        code_challenge: Option<String>,
     ) -> String {
         let mut data = self.data();
         let now = Instant::now();
@@ -359,6 +363,7 @@ impl ProviderState {
                 redirect_uri: redirect_uri.to_owned(),
                 scope: scope.to_owned(),
                 state,
+                code_challenge,
                 stage: Stage::Login,
                 created: now,
             },
@@ -461,6 +466,7 @@ impl ProviderState {
                 channel: channel.to_owned(),
                 redirect_uri: t.redirect_uri.clone(),
                 scope: t.scope.clone(),
+                code_challenge: t.code_challenge.clone(),
                 expires: Instant::now() + CODE_TTL,
                 redeemed_with: None,
             },
@@ -488,6 +494,7 @@ impl ProviderState {
         &self,
         code: &str,
         redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
     ) -> Result<TokenResponse, GrantError> {
         let mut data = self.data();
         let Some(grant) = data.codes.get(code) else {
@@ -511,6 +518,17 @@ impl ProviderState {
         if redirect_uri != Some(grant.redirect_uri.as_str()) {
             data.stats.token_errors += 1;
             return Err(GrantError::InvalidGrant("redirect_uri does not match"));
+        }
+        if let Some(challenge) = &grant.code_challenge {
+            let verified = code_verifier.is_some_and(|v| {
+                constant_time_eq(Pkce::challenge_of(v).as_bytes(), challenge.as_bytes())
+            });
+            if !verified {
+                data.stats.token_errors += 1;
+                return Err(GrantError::InvalidGrant(
+                    "PKCE code_verifier does not match",
+                ));
+            }
         }
         let channel = grant.channel.clone();
         let scope = grant.scope.clone();

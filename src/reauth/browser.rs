@@ -36,7 +36,7 @@ use tokio::time::{timeout, timeout_at};
 use url::Url;
 
 use super::flow::{
-    AuthorizationCode, ChannelCredentials, FillValue, OAuthProvider, Step, TOTP_SECRET,
+    AuthorizationCode, ChannelCredentials, FillValue, OAuthProvider, Pkce, Step, TOTP_SECRET,
 };
 
 /// Environment variable that marks the Chromium processes of one [`LoginDriver`].
@@ -785,6 +785,7 @@ struct Session<'a> {
     provider: &'a OAuthProvider,
     credentials: &'a ChannelCredentials,
     state: String,
+    pkce: Option<Pkce>,
     page: Option<Page>,
 }
 
@@ -794,6 +795,7 @@ impl<'a> Session<'a> {
             provider,
             credentials,
             state: uuid::Uuid::new_v4().simple().to_string(),
+            pkce: provider.pkce.then(Pkce::generate),
             page: None,
         }
     }
@@ -865,7 +867,11 @@ impl<'a> Session<'a> {
                         "the redirect's state does not match the request (possible CSRF)".into(),
                     ));
                 }
-                Ok(AuthorizationCode::new(SecretString::from(code)))
+                let code = SecretString::from(code);
+                Ok(match &self.pkce {
+                    Some(pkce) => AuthorizationCode::with_verifier(code, pkce.verifier().clone()),
+                    None => AuthorizationCode::new(code),
+                })
             }
             Signal::ProviderError(error) => Err(Failure::Other(format!(
                 "the provider redirected with error={error}"
@@ -945,7 +951,9 @@ impl<'a> Session<'a> {
         page: &Page,
         remaining: impl Fn() -> Duration,
     ) -> Result<(), Failure> {
-        let authorize = self.provider.authorization_url(&self.state);
+        let authorize = self
+            .provider
+            .authorization_url(&self.state, self.pkce.as_ref());
         let starts_with_goto = matches!(self.provider.login_flow.first(), Some(Step::Goto { .. }));
         if !starts_with_goto {
             goto(page, authorize.as_str(), remaining()).await?;

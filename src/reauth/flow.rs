@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
@@ -474,6 +474,52 @@ pub struct OAuthProvider {
     /// TOTP parameters for `totp` steps.
     #[serde(default)]
     pub totp: TotpSettings,
+    /// Sends a PKCE S256 challenge (RFC 7636) with every authorization request. On by
+    /// default: OAuth 2.1 asks it of every client, and servers without PKCE ignore it.
+    #[serde(default = "default_true")]
+    pub pkce: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A PKCE verifier and its S256 challenge (RFC 7636 §4.1–4.2).
+#[derive(Clone, Debug)]
+pub struct Pkce {
+    verifier: SecretString,
+    challenge: String,
+}
+
+impl Pkce {
+    /// A fresh verifier of 43 URL-safe characters (256 random bits) and its challenge.
+    pub fn generate() -> Self {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let verifier = URL_SAFE_NO_PAD.encode(bytes);
+        let challenge = Self::challenge_of(&verifier);
+        Self {
+            verifier: SecretString::from(verifier),
+            challenge,
+        }
+    }
+
+    /// `BASE64URL(SHA256(verifier))`, the S256 transformation.
+    pub fn challenge_of(verifier: &str) -> String {
+        use sha2::Digest as _;
+        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+    }
+
+    /// The challenge sent with the authorization request.
+    pub fn challenge(&self) -> &str {
+        &self.challenge
+    }
+
+    /// The verifier sent with the code exchange.
+    pub fn verifier(&self) -> &SecretString {
+        &self.verifier
+    }
 }
 
 /// A provider configuration that cannot work.
@@ -533,8 +579,9 @@ impl OAuthProvider {
         }
     }
 
-    /// The authorization request URL for `state` (RFC 6749 §4.1.1).
-    pub fn authorization_url(&self, state: &str) -> Url {
+    /// The authorization request URL for `state` (RFC 6749 §4.1.1), with the PKCE challenge
+    /// when given.
+    pub fn authorization_url(&self, state: &str, pkce: Option<&Pkce>) -> Url {
         let mut url = self.authorize_url.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -546,6 +593,11 @@ impl OAuthProvider {
                 query.append_pair("scope", &self.scopes.join(" "));
             }
             query.append_pair("state", state);
+            if let Some(pkce) = pkce {
+                query
+                    .append_pair("code_challenge", pkce.challenge())
+                    .append_pair("code_challenge_method", "S256");
+            }
         }
         url
     }
@@ -596,15 +648,15 @@ impl OAuthProvider {
         http: &reqwest::Client,
         code: &AuthorizationCode,
     ) -> Result<TokenSet, TokenError> {
-        self.token_request(
-            http,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code.code.expose_secret()),
-                ("redirect_uri", self.redirect_uri.as_str()),
-            ],
-        )
-        .await
+        let mut params = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.code.expose_secret()),
+            ("redirect_uri", self.redirect_uri.as_str()),
+        ];
+        if let Some(verifier) = &code.code_verifier {
+            params.push(("code_verifier", verifier.expose_secret()));
+        }
+        self.token_request(http, &params).await
     }
 
     /// Runs the refresh-token grant. Providers that rotate refresh tokens return a new one,
@@ -736,16 +788,29 @@ struct RawTokenError {
     error_description: Option<String>,
 }
 
-/// An authorization code captured from the redirect, valid for one exchange.
+/// An authorization code captured from the redirect, valid for one exchange, with the PKCE
+/// verifier of the request that obtained it.
 #[derive(Clone, Debug)]
 pub struct AuthorizationCode {
     code: SecretString,
+    code_verifier: Option<SecretString>,
 }
 
 impl AuthorizationCode {
-    /// Wraps a code.
+    /// Wraps a code obtained without PKCE.
     pub fn new(code: SecretString) -> Self {
-        Self { code }
+        Self {
+            code,
+            code_verifier: None,
+        }
+    }
+
+    /// Wraps a code obtained with PKCE; the exchange sends `verifier`.
+    pub fn with_verifier(code: SecretString, verifier: SecretString) -> Self {
+        Self {
+            code,
+            code_verifier: Some(verifier),
+        }
     }
 
     /// The code itself.
@@ -982,19 +1047,37 @@ mod tests {
     #[test]
     fn the_authorization_url_carries_the_oauth_parameters() {
         let provider: OAuthProvider = parse(PROVIDER).unwrap();
-        let url = provider.authorization_url("st4te");
+        let pkce = Pkce::generate();
+        let url = provider.authorization_url("st4te", Some(&pkce));
         let pairs: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs["response_type"], "code");
         assert_eq!(pairs["client_id"], "warden");
         assert_eq!(pairs["redirect_uri"], "https://app.example.com/callback");
         assert_eq!(pairs["scope"], "posts:write profile");
         assert_eq!(pairs["state"], "st4te");
+        assert_eq!(pairs["code_challenge_method"], "S256");
+        assert_eq!(pairs["code_challenge"], pkce.challenge());
+        assert_eq!(
+            pkce.challenge(),
+            Pkce::challenge_of(pkce.verifier().expose_secret())
+        );
         assert!(
             provider.is_redirect(&Url::parse("https://app.example.com/callback?code=x").unwrap())
         );
         assert!(
             !provider.is_redirect(&Url::parse("https://app.example.com/other?code=x").unwrap())
         );
+    }
+
+    #[test]
+    fn the_pkce_challenge_matches_the_rfc_7636_example() {
+        assert_eq!(
+            Pkce::challenge_of("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let pkce = Pkce::generate();
+        assert_eq!(pkce.verifier().expose_secret().len(), 43);
+        assert!(!format!("{pkce:?}").contains(pkce.verifier().expose_secret()));
     }
 
     #[test]
