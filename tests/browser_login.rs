@@ -28,6 +28,12 @@ struct Fixture {
 impl Fixture {
     async fn start(config: ProviderConfig) -> Self {
         require_playwright();
+        // The simulator refuses requests without PKCE, so every browser test proves the
+        // driver sends a challenge and the exchange its verifier.
+        let config = ProviderConfig {
+            require_pkce: true,
+            ..config
+        };
         Self {
             provider: TestProvider::start(config).await,
             secrets: tempfile::tempdir().unwrap(),
@@ -435,7 +441,7 @@ async fn login_timings_cold_and_warm() {
     let oauth = fixture.oauth();
     let acme = credentials("acme", "acme-user", "acme-pass");
     let mut cold = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let driver = LoginDriver::new(driver_config(None));
         let started = Instant::now();
         driver.login(&oauth, &acme, TIMEOUT).await.unwrap();
@@ -445,7 +451,7 @@ async fn login_timings_cold_and_warm() {
     let driver = LoginDriver::new(driver_config(None));
     driver.warm_up().await.unwrap();
     let mut warm = Vec::new();
-    for _ in 0..11 {
+    for _ in 0..21 {
         let started = Instant::now();
         driver.login(&oauth, &acme, TIMEOUT).await.unwrap();
         warm.push(started.elapsed());
@@ -561,4 +567,83 @@ async fn killing_the_playwright_driver_mid_login_fails_that_login_as_a_crash() {
     assert_eq!(driver.launches(), 2);
     driver.shutdown().await;
     assert!(eventually(Duration::from_secs(10), || driver.browser_pids().is_empty()).await);
+}
+
+/// A writer the tracing subscriber appends to, so a test can read everything logged.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logins_and_token_exchanges_log_no_secret_even_at_debug() {
+    let _serial = BROWSER_LOCK.lock().await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        // playwright_rs at trace would print the JSON it sends, fill text included; warden
+        // must run it at debug or less.
+        .with_env_filter("warden=trace,playwright_rs=debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _logging = tracing::subscriber::set_default(subscriber);
+
+    let fixture = Fixture::start(two_channel_config()).await;
+    let oauth = fixture.oauth();
+    let driver = LoginDriver::new(driver_config(Some(
+        fixture.secrets.path().join("artifacts"),
+    )));
+    let globex = credentials("globex", "globex-user", "globex-pass")
+        .with(TOTP_SECRET, SecretString::from(TOTP_SEED.to_owned()));
+    let code = driver.login(&oauth, &globex, TIMEOUT).await.unwrap();
+    let tokens = oauth
+        .exchange_code(&reqwest::Client::new(), &code)
+        .await
+        .unwrap();
+    let refresh = tokens.refresh_token.clone().unwrap();
+    let renewed = oauth
+        .refresh(&reqwest::Client::new(), &refresh)
+        .await
+        .unwrap();
+    let _ = oauth
+        .exchange_code(&reqwest::Client::new(), &code)
+        .await
+        .unwrap_err();
+    let error = driver
+        .login(
+            &oauth,
+            &credentials("acme", "acme-user", "acme-wrong-pass"),
+            TIMEOUT,
+        )
+        .await
+        .unwrap_err();
+    assert!(error.is_bad_credentials());
+    driver.shutdown().await;
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("browser login captured an authorization code"),
+        "{log}"
+    );
+    for secret in [
+        "globex-pass",
+        "acme-wrong-pass",
+        TOTP_SEED,
+        CLIENT_SECRET,
+        code.secret().expose_secret(),
+        tokens.access_token.expose_secret(),
+        refresh.expose_secret(),
+        renewed.access_token.expose_secret(),
+    ] {
+        assert!(!log.contains(secret), "a secret leaked into the log");
+    }
 }

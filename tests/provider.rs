@@ -9,6 +9,7 @@ use provider_http::{
     query_param, two_channel_config,
 };
 use reqwest::StatusCode;
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use warden::provider::{ProviderConfig, TokenResponse};
 
@@ -689,4 +690,94 @@ fn toml_from(text: &str) -> ProviderConfig {
     figment::Figment::from(figment::providers::Toml::string(text))
         .extract()
         .unwrap()
+}
+
+#[tokio::test]
+async fn a_pkce_challenge_binds_the_code_to_its_verifier() {
+    use warden::reauth::flow::Pkce;
+    let config = ProviderConfig {
+        require_pkce: true,
+        ..two_channel_config()
+    };
+    let provider = TestProvider::start(config).await;
+    let redirect_uri = provider.url("/callback");
+
+    // Without a challenge the request goes back to the client as invalid_request.
+    let mut browser = Browser::new(&provider.base);
+    let refused = browser
+        .get(&authorize_url(&provider.base, &redirect_uri, "s"))
+        .await;
+    assert_eq!(
+        query_param(&refused.url, "error").as_deref(),
+        Some("invalid_request")
+    );
+
+    // `plain` is not accepted either.
+    let plain = format!(
+        "{}&code_challenge=abc&code_challenge_method=plain",
+        authorize_url(&provider.base, &redirect_uri, "s")
+    );
+    let refused = browser.get(&plain).await;
+    assert_eq!(
+        query_param(&refused.url, "error").as_deref(),
+        Some("invalid_request")
+    );
+
+    let pkce = Pkce::generate();
+    let with_challenge = format!(
+        "{}&code_challenge={}&code_challenge_method=S256",
+        authorize_url(&provider.base, &redirect_uri, "s"),
+        pkce.challenge()
+    );
+    let login = browser.get(&with_challenge).await;
+    let tx = login.hidden("tx").unwrap();
+    let csrf = login.hidden("csrf_token").unwrap();
+    browser
+        .post_form(
+            "/login",
+            &[
+                ("tx", &tx),
+                ("csrf_token", &csrf),
+                ("username", "acme-user"),
+                ("password", "acme-pass"),
+            ],
+        )
+        .await;
+    let done = browser
+        .post_form(
+            "/oauth/consent",
+            &[("tx", &tx), ("csrf_token", &csrf), ("decision", "allow")],
+        )
+        .await;
+    let code = query_param(&done.url, "code").unwrap();
+
+    let redeem = |verifier: String| {
+        let (code, redirect_uri, url) = (
+            code.clone(),
+            redirect_uri.clone(),
+            provider.url("/oauth/token"),
+        );
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+                .form(&[
+                    ("grant_type", "authorization_code"),
+                    ("code", code.as_str()),
+                    ("redirect_uri", redirect_uri.as_str()),
+                    ("code_verifier", verifier.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let wrong = redeem(Pkce::generate().verifier().expose_secret().to_owned()).await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap()["error"],
+        "invalid_grant"
+    );
+    let right = redeem(pkce.verifier().expose_secret().to_owned()).await;
+    assert_eq!(right.status(), StatusCode::OK);
 }

@@ -18,6 +18,25 @@
 //!
 //! Each account belongs to one *channel*; every token it obtains is valid for that channel
 //! only. Passwords, TOTP seeds, codes and tokens are never logged.
+//!
+//! Its configuration ([`ProviderConfig`]) in TOML; the secrets are inline because they are
+//! the simulator's own, made up for rehearsal:
+//!
+//! ```toml
+//! bind = "127.0.0.1:8765"
+//! client_id = "warden"
+//! client_secret = "rehearsal-secret"
+//! token_lifetime = "1h"
+//! [accounts.acme]
+//! username = "acme-user"
+//! password = "acme-pass"
+//! [accounts.globex]
+//! username = "globex-user"
+//! password = "globex-pass"
+//! totp_secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+//! ```
+//!
+//! [`oauth_client`] gives the matching provider entry for warden's side, login flow included.
 
 mod api;
 mod oauth;
@@ -76,6 +95,10 @@ pub struct ProviderConfig {
     /// When set, `/admin/*` requires `Authorization: Bearer <admin_token>`.
     #[serde(default)]
     pub admin_token: Option<SecretString>,
+    /// Refuses authorization requests without a PKCE S256 challenge (RFC 7636), as OAuth 2.1
+    /// providers do. A challenge that is sent is always verified.
+    #[serde(default)]
+    pub require_pkce: bool,
 }
 
 /// One account at the provider, owning one channel.
@@ -123,6 +146,7 @@ impl ProviderConfig {
             require_consent: true,
             help_url: default_help_url(),
             admin_token: None,
+            require_pkce: false,
         }
     }
 
@@ -320,6 +344,7 @@ pub fn oauth_client(
         login_flow: login_flow(),
         error_selector: Some(".error[role=alert]".into()),
         totp: TotpSettings::default(),
+        pkce: true,
     };
     provider
         .validate()

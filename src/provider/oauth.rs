@@ -176,6 +176,8 @@ pub(super) struct AuthorizeQuery {
     redirect_uri: Option<String>,
     scope: Option<String>,
     state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
 }
 
 pub(super) async fn authorize(
@@ -219,12 +221,28 @@ pub(super) async fn authorize(
         return back_to_client(redirect_uri, &params);
     }
 
+    // PKCE (RFC 7636): only S256; `plain` protects nothing against a leaked code.
+    let pkce_problem = match (&q.code_challenge, q.code_challenge_method.as_deref()) {
+        (Some(_), Some("S256")) => None,
+        (Some(_), _) => Some("code_challenge_method must be S256"),
+        (None, _) if config.require_pkce => Some("code_challenge is required"),
+        (None, _) => None,
+    };
+    if let Some(problem) = pkce_problem {
+        let mut params = vec![("error", "invalid_request"), ("error_description", problem)];
+        if let Some(s) = &q.state {
+            params.push(("state", s));
+        }
+        return back_to_client(redirect_uri, &params);
+    }
+
     let (session, fresh) = state.session(session_cookie(&headers));
     let tx = state.begin(
         &session,
         redirect_uri,
         q.scope.as_deref().unwrap_or(""),
         q.state.clone(),
+        q.code_challenge.clone(),
     );
     let mut response = redirect(StatusCode::FOUND, &format!("/login?tx={tx}"));
     if fresh
@@ -500,7 +518,11 @@ pub(super) async fn token(
                     "code is missing",
                 );
             };
-            state.redeem_code(code, form.get("redirect_uri").map(String::as_str))
+            state.redeem_code(
+                code,
+                form.get("redirect_uri").map(String::as_str),
+                form.get("code_verifier").map(String::as_str),
+            )
         }
         Some("refresh_token") => {
             let Some(refresh) = form.get("refresh_token") else {

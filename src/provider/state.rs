@@ -14,11 +14,14 @@ use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret, TOTP};
 
 use super::{ProviderConfig, ProviderError};
+use crate::reauth::flow::Pkce;
 
 /// How long a login transaction (authorize → redirect with a code) may take.
 const TRANSACTION_TTL: Duration = Duration::from_secs(600);
 /// How long an authorization code stays redeemable, as RFC 6749 §4.1.2 recommends (≤ 10 min).
 const CODE_TTL: Duration = Duration::from_secs(120);
+/// Bound on remembered dead refresh tokens.
+const MAX_DEAD_REFRESH: usize = 100_000;
 /// Refresh tokens outlive access tokens by this factor.
 const REFRESH_TTL_FACTOR: u32 = 24;
 
@@ -61,6 +64,7 @@ struct Data {
 
 pub(super) struct Session {
     pub csrf: String,
+    last_used: Instant,
 }
 
 /// One authorization request on its way through login, TOTP and consent.
@@ -70,6 +74,7 @@ pub(super) struct Transaction {
     pub redirect_uri: String,
     pub scope: String,
     pub state: Option<String>,
+    pub code_challenge: Option<String>,
     pub stage: Stage,
     pub created: Instant,
 }
@@ -85,6 +90,7 @@ struct CodeGrant {
     channel: String,
     redirect_uri: String,
     scope: String,
+    code_challenge: Option<String>,
     expires: Instant,
     /// Set once redeemed; a second redemption revokes what the first one issued (RFC 6749
     /// §4.1.2), so the grant is kept to know which tokens those were.
@@ -308,16 +314,23 @@ impl ProviderState {
     /// cookie names none we know.
     pub(super) fn session(&self, cookie: Option<&str>) -> (String, bool) {
         let mut data = self.data();
+        let now = Instant::now();
         if let Some(id) = cookie
-            && data.sessions.contains_key(id)
+            && let Some(session) = data.sessions.get_mut(id)
         {
+            session.last_used = now;
             return (id.to_owned(), false);
         }
+        // Every browser login starts with a fresh context, hence a fresh session: forget idle
+        // ones so a long-running simulator does not grow without bound.
+        data.sessions
+            .retain(|_, s| now.duration_since(s.last_used) < TRANSACTION_TTL);
         let id = random_token("s_");
         data.sessions.insert(
             id.clone(),
             Session {
                 csrf: random_token(""),
+                last_used: now,
             },
         );
         (id, true)
@@ -333,6 +346,7 @@ impl ProviderState {
         redirect_uri: &str,
         scope: &str,
         state: Option<String>,
+        code_challenge: Option<String>,
     ) -> String {
         let mut data = self.data();
         let now = Instant::now();
@@ -349,6 +363,7 @@ impl ProviderState {
                 redirect_uri: redirect_uri.to_owned(),
                 scope: scope.to_owned(),
                 state,
+                code_challenge,
                 stage: Stage::Login,
                 created: now,
             },
@@ -451,6 +466,7 @@ impl ProviderState {
                 channel: channel.to_owned(),
                 redirect_uri: t.redirect_uri.clone(),
                 scope: t.scope.clone(),
+                code_challenge: t.code_challenge.clone(),
                 expires: Instant::now() + CODE_TTL,
                 redeemed_with: None,
             },
@@ -478,6 +494,7 @@ impl ProviderState {
         &self,
         code: &str,
         redirect_uri: Option<&str>,
+        code_verifier: Option<&str>,
     ) -> Result<TokenResponse, GrantError> {
         let mut data = self.data();
         let Some(grant) = data.codes.get(code) else {
@@ -502,6 +519,17 @@ impl ProviderState {
             data.stats.token_errors += 1;
             return Err(GrantError::InvalidGrant("redirect_uri does not match"));
         }
+        if let Some(challenge) = &grant.code_challenge {
+            let verified = code_verifier.is_some_and(|v| {
+                constant_time_eq(Pkce::challenge_of(v).as_bytes(), challenge.as_bytes())
+            });
+            if !verified {
+                data.stats.token_errors += 1;
+                return Err(GrantError::InvalidGrant(
+                    "PKCE code_verifier does not match",
+                ));
+            }
+        }
         let channel = grant.channel.clone();
         let scope = grant.scope.clone();
         let tokens = self.issue(&mut data, &channel, &scope, None);
@@ -524,6 +552,10 @@ impl ProviderState {
                 "refresh token is invalid, revoked or already used",
             ));
         };
+        if data.dead_refresh.len() >= MAX_DEAD_REFRESH {
+            // Only for counting refused refreshes per channel; losing old entries is harmless.
+            data.dead_refresh.clear();
+        }
         data.dead_refresh
             .insert(refresh_token.to_owned(), old.channel.clone());
         if old.expires <= Instant::now() {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use playwright_rs::protocol::AcceptDownloads;
 use playwright_rs::{
     Browser, BrowserContext, BrowserContextOptions, GotoOptions, LaunchOptions, Page, Playwright,
-    ScreenshotOptions, WaitForOptions, WaitForState,
+    ScreenshotOptions, WaitForOptions, WaitForState, WaitUntil,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
@@ -36,7 +36,7 @@ use tokio::time::{timeout, timeout_at};
 use url::Url;
 
 use super::flow::{
-    AuthorizationCode, ChannelCredentials, FillValue, OAuthProvider, Step, TOTP_SECRET,
+    AuthorizationCode, ChannelCredentials, FillValue, OAuthProvider, Pkce, Step, TOTP_SECRET,
 };
 
 /// Environment variable that marks the Chromium processes of one [`LoginDriver`].
@@ -785,6 +785,7 @@ struct Session<'a> {
     provider: &'a OAuthProvider,
     credentials: &'a ChannelCredentials,
     state: String,
+    pkce: Option<Pkce>,
     page: Option<Page>,
 }
 
@@ -794,6 +795,7 @@ impl<'a> Session<'a> {
             provider,
             credentials,
             state: uuid::Uuid::new_v4().simple().to_string(),
+            pkce: provider.pkce.then(Pkce::generate),
             page: None,
         }
     }
@@ -809,12 +811,12 @@ impl<'a> Session<'a> {
             .set_default_navigation_timeout(duration_ms(remaining()))
             .await;
         let (signal_tx, mut signal_rx) = watch::channel(None::<Signal>);
-        let signal_tx = Arc::new(Mutex::new(Some(signal_tx)));
-        self.watch_network(context, &signal_tx).await?;
-        let page = context
-            .new_page()
-            .await
-            .map_err(|e| Failure::from_playwright("open page", &e))?;
+        let signal_tx = Arc::new(signal_tx);
+        // Independent round trips to the driver; the page navigates only after both.
+        let (watching, page) =
+            tokio::join!(self.watch_network(context, &signal_tx), context.new_page());
+        watching?;
+        let page = page.map_err(|e| Failure::from_playwright("open page", &e))?;
         self.page = Some(page.clone());
         tracing::debug!("login page opened");
 
@@ -865,7 +867,11 @@ impl<'a> Session<'a> {
                         "the redirect's state does not match the request (possible CSRF)".into(),
                     ));
                 }
-                Ok(AuthorizationCode::new(SecretString::from(code)))
+                let code = SecretString::from(code);
+                Ok(match &self.pkce {
+                    Some(pkce) => AuthorizationCode::with_verifier(code, pkce.verifier().clone()),
+                    None => AuthorizationCode::new(code),
+                })
             }
             Signal::ProviderError(error) => Err(Failure::Other(format!(
                 "the provider redirected with error={error}"
@@ -879,27 +885,22 @@ impl<'a> Session<'a> {
     async fn watch_network(
         &self,
         context: &BrowserContext,
-        signal: &Arc<Mutex<Option<watch::Sender<Option<Signal>>>>>,
+        signal: &Arc<watch::Sender<Option<Signal>>>,
     ) -> Result<(), Failure> {
         let provider = Arc::new(self.provider.clone());
         let send = {
             let signal = Arc::clone(signal);
             move |s: Signal| {
-                let guard = signal
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(tx) = guard.as_ref() {
-                    // First signal wins: a code followed by the aborted callback load must
-                    // not be overwritten.
-                    tx.send_if_modified(|current| {
-                        if current.is_none() {
-                            *current = Some(s);
-                            true
-                        } else {
-                            false
-                        }
-                    });
-                }
+                // First signal wins: a code followed by the aborted callback load must not be
+                // overwritten.
+                signal.send_if_modified(|current| {
+                    if current.is_none() {
+                        *current = Some(s);
+                        true
+                    } else {
+                        false
+                    }
+                });
             }
         };
         let send = Arc::new(send);
@@ -934,7 +935,7 @@ impl<'a> Session<'a> {
                                 .ok()
                                 .and_then(|u| u.host_str().map(str::to_owned))
                                 .unwrap_or_else(|| "a non-http URL".to_owned());
-                            tracing::warn!(%host, "blocked a browser request outside allowed_hosts");
+                            tracing::warn!(%host, "blocked a request outside allowed_hosts");
                             tx(Signal::Blocked(host));
                             route.abort(Some("blockedbyclient")).await
                         }
@@ -950,7 +951,9 @@ impl<'a> Session<'a> {
         page: &Page,
         remaining: impl Fn() -> Duration,
     ) -> Result<(), Failure> {
-        let authorize = self.provider.authorization_url(&self.state);
+        let authorize = self
+            .provider
+            .authorization_url(&self.state, self.pkce.as_ref());
         let starts_with_goto = matches!(self.provider.login_flow.first(), Some(Step::Goto { .. }));
         if !starts_with_goto {
             goto(page, authorize.as_str(), remaining()).await?;
@@ -1032,7 +1035,11 @@ impl<'a> Session<'a> {
 }
 
 async fn goto(page: &Page, url: &str, remaining: Duration) -> Result<(), Failure> {
-    page.goto(url, GotoOptions::new().timeout(remaining))
+    // The steps wait for their own elements, so there is no need to wait for `load`.
+    let options = GotoOptions::new()
+        .timeout(remaining)
+        .wait_until(WaitUntil::DomContentLoaded);
+    page.goto(url, options)
         .await
         .map(|_| ())
         .map_err(|e| Failure::from_playwright(&format!("goto {}", strip_query(url)), &e))

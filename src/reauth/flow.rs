@@ -34,7 +34,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use url::Url;
@@ -474,6 +474,52 @@ pub struct OAuthProvider {
     /// TOTP parameters for `totp` steps.
     #[serde(default)]
     pub totp: TotpSettings,
+    /// Sends a PKCE S256 challenge (RFC 7636) with every authorization request. On by
+    /// default: OAuth 2.1 asks it of every client, and servers without PKCE ignore it.
+    #[serde(default = "default_true")]
+    pub pkce: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A PKCE verifier and its S256 challenge (RFC 7636 §4.1–4.2).
+#[derive(Clone, Debug)]
+pub struct Pkce {
+    verifier: SecretString,
+    challenge: String,
+}
+
+impl Pkce {
+    /// A fresh verifier of 43 URL-safe characters (256 random bits) and its challenge.
+    pub fn generate() -> Self {
+        use rand::RngCore as _;
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let verifier = URL_SAFE_NO_PAD.encode(bytes);
+        let challenge = Self::challenge_of(&verifier);
+        Self {
+            verifier: SecretString::from(verifier),
+            challenge,
+        }
+    }
+
+    /// `BASE64URL(SHA256(verifier))`, the S256 transformation.
+    pub fn challenge_of(verifier: &str) -> String {
+        use sha2::Digest as _;
+        URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()))
+    }
+
+    /// The challenge sent with the authorization request.
+    pub fn challenge(&self) -> &str {
+        &self.challenge
+    }
+
+    /// The verifier sent with the code exchange.
+    pub fn verifier(&self) -> &SecretString {
+        &self.verifier
+    }
 }
 
 /// A provider configuration that cannot work.
@@ -533,8 +579,9 @@ impl OAuthProvider {
         }
     }
 
-    /// The authorization request URL for `state` (RFC 6749 §4.1.1).
-    pub fn authorization_url(&self, state: &str) -> Url {
+    /// The authorization request URL for `state` (RFC 6749 §4.1.1), with the PKCE challenge
+    /// when given.
+    pub fn authorization_url(&self, state: &str, pkce: Option<&Pkce>) -> Url {
         let mut url = self.authorize_url.clone();
         {
             let mut query = url.query_pairs_mut();
@@ -546,6 +593,11 @@ impl OAuthProvider {
                 query.append_pair("scope", &self.scopes.join(" "));
             }
             query.append_pair("state", state);
+            if let Some(pkce) = pkce {
+                query
+                    .append_pair("code_challenge", pkce.challenge())
+                    .append_pair("code_challenge_method", "S256");
+            }
         }
         url
     }
@@ -596,15 +648,15 @@ impl OAuthProvider {
         http: &reqwest::Client,
         code: &AuthorizationCode,
     ) -> Result<TokenSet, TokenError> {
-        self.token_request(
-            http,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code.code.expose_secret()),
-                ("redirect_uri", self.redirect_uri.as_str()),
-            ],
-        )
-        .await
+        let mut params = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.code.expose_secret()),
+            ("redirect_uri", self.redirect_uri.as_str()),
+        ];
+        if let Some(verifier) = &code.code_verifier {
+            params.push(("code_verifier", verifier.expose_secret()));
+        }
+        self.token_request(http, &params).await
     }
 
     /// Runs the refresh-token grant. Providers that rotate refresh tokens return a new one,
@@ -736,16 +788,29 @@ struct RawTokenError {
     error_description: Option<String>,
 }
 
-/// An authorization code captured from the redirect, valid for one exchange.
+/// An authorization code captured from the redirect, valid for one exchange, with the PKCE
+/// verifier of the request that obtained it.
 #[derive(Clone, Debug)]
 pub struct AuthorizationCode {
     code: SecretString,
+    code_verifier: Option<SecretString>,
 }
 
 impl AuthorizationCode {
-    /// Wraps a code.
+    /// Wraps a code obtained without PKCE.
     pub fn new(code: SecretString) -> Self {
-        Self { code }
+        Self {
+            code,
+            code_verifier: None,
+        }
+    }
+
+    /// Wraps a code obtained with PKCE; the exchange sends `verifier`.
+    pub fn with_verifier(code: SecretString, verifier: SecretString) -> Self {
+        Self {
+            code,
+            code_verifier: Some(verifier),
+        }
     }
 
     /// The code itself.
@@ -807,5 +872,226 @@ impl TokenError {
             Self::Status(status) => *status == 429 || *status >= 500,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::providers::{Format as _, Toml};
+
+    fn parse<T: serde::de::DeserializeOwned>(toml: &str) -> Result<T, String> {
+        figment::Figment::from(Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
+    }
+
+    const PROVIDER: &str = r##"
+        authorize_url = "https://id.example.com/oauth/authorize"
+        token_url = "https://id.example.com/oauth/token"
+        client_id = "warden"
+        client_secret = { env = "EXAMPLE_CLIENT_SECRET" }
+        redirect_uri = "https://app.example.com/callback"
+        scopes = ["posts:write", "profile"]
+        allowed_hosts = ["id.example.com", "*.cdn.example.com"]
+        error_selector = ".error[role=alert]"
+        login_flow = [
+          { action = "goto", url = "{authorize_url}" },
+          { action = "fill", selector = "#username", value = "secret:username" },
+          { action = "fill", selector = "#tenant", value = "text:acme" },
+          { action = "click", selector = "#sign-in" },
+          { action = "totp", selector = "#totp", submit = "#verify" },
+          { action = "wait_for", selector = "#consent" },
+          { action = "click_if_present", selector = "#allow", within = "500ms" },
+        ]
+    "##;
+
+    #[test]
+    fn a_provider_with_every_step_kind_parses_from_toml() {
+        let provider: OAuthProvider = parse(PROVIDER).unwrap();
+        provider.validate().unwrap();
+        assert_eq!(provider.login_flow.len(), 7);
+        assert_eq!(
+            provider.login_flow[2],
+            Step::Fill {
+                selector: "#tenant".into(),
+                value: FillValue::Text("acme".into())
+            }
+        );
+        assert_eq!(
+            provider.login_flow[6],
+            Step::ClickIfPresent {
+                selector: "#allow".into(),
+                within: Duration::from_millis(500)
+            }
+        );
+        assert_eq!(
+            provider.client_secret,
+            SecretRef::Env("EXAMPLE_CLIENT_SECRET".into())
+        );
+        assert_eq!(provider.token_auth, TokenAuth::Basic);
+        assert_eq!(provider.totp, TotpSettings::default());
+    }
+
+    #[test]
+    fn an_inline_client_secret_is_refused() {
+        let inline = PROVIDER.replace(
+            r#"client_secret = { env = "EXAMPLE_CLIENT_SECRET" }"#,
+            r#"client_secret = "hunter2""#,
+        );
+        let error = parse::<OAuthProvider>(&inline).unwrap_err();
+        assert!(error.contains("inline secrets are not accepted"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_fill_value_must_name_a_secret_or_be_marked_as_text() {
+        let plain = PROVIDER.replace("value = \"secret:username\"", "value = \"alice\"");
+        assert!(parse::<OAuthProvider>(&plain).is_err());
+    }
+
+    #[test]
+    fn secret_references_take_four_spellings() {
+        #[derive(Deserialize)]
+        struct Refs {
+            a: SecretRef,
+            b: SecretRef,
+            c: SecretRef,
+            d: SecretRef,
+        }
+        let refs: Refs = parse(
+            r#"
+            a = "env:A"
+            b = "file:/run/secrets/b"
+            c = { env = "C" }
+            d = { file = "/run/secrets/d" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(refs.a, SecretRef::Env("A".into()));
+        assert_eq!(refs.b, SecretRef::File("/run/secrets/b".into()));
+        assert_eq!(refs.c, SecretRef::Env("C".into()));
+        assert_eq!(refs.d, SecretRef::File("/run/secrets/d".into()));
+        assert!(
+            parse::<Refs>(
+                "a = { env = \"A\", file = \"/x\" }\nb=\"env:B\"\nc=\"env:C\"\nd=\"env:D\""
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_file_reference_drops_the_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let value = SecretRef::File(path.clone()).resolve().unwrap();
+        assert_eq!(value.expose_secret(), "s3cret");
+        std::fs::write(&path, "\n").unwrap();
+        assert!(SecretRef::File(path).resolve().is_err());
+        let missing = SecretRef::Env("WARDEN_TEST_SURELY_UNSET_VARIABLE".into()).resolve();
+        assert!(matches!(missing, Err(SecretRefError::MissingEnv(_))));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let credentials = ChannelCredentials::new("acme")
+            .with("password", SecretString::from("pa55word".to_owned()))
+            .with(
+                TOTP_SECRET,
+                SecretString::from("JBSWY3DPEHPK3PXP".to_owned()),
+            );
+        let tokens = TokenSet {
+            access_token: SecretString::from("at_live_token".to_owned()),
+            refresh_token: Some(SecretString::from("rt_live_token".to_owned())),
+            expires_in: None,
+            scope: None,
+        };
+        let code = AuthorizationCode::new(SecretString::from("ac_the_code".to_owned()));
+        let printed = format!("{credentials:?} {tokens:?} {code:?}");
+        for secret in [
+            "pa55word",
+            "JBSWY3DPEHPK3PXP",
+            "at_live_token",
+            "rt_live_token",
+            "ac_the_code",
+        ] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert_eq!(
+            credentials.redact("user typed pa55word here"),
+            "user typed [REDACTED] here"
+        );
+    }
+
+    #[test]
+    fn the_allowlist_matches_hosts_ports_and_subdomains() {
+        let mut provider: OAuthProvider = parse(PROVIDER).unwrap();
+        provider.allowed_hosts = vec![
+            "id.example.com".into(),
+            "*.cdn.example.com".into(),
+            "127.0.0.1:8765".into(),
+        ];
+        let allowed = |u: &str| provider.url_allowed(&Url::parse(u).unwrap());
+        assert!(allowed("https://id.example.com/login"));
+        assert!(allowed("https://ID.example.com:443/login"));
+        assert!(allowed("https://a.cdn.example.com/x.css"));
+        assert!(!allowed("https://cdn.example.com.evil.net/"));
+        assert!(!allowed("https://evil.com/?id.example.com"));
+        assert!(allowed("http://127.0.0.1:8765/"));
+        assert!(!allowed("http://127.0.0.1:8766/"));
+        assert!(!allowed("file:///etc/passwd"));
+        assert!(!allowed("javascript:alert(1)"));
+    }
+
+    #[test]
+    fn the_authorization_url_carries_the_oauth_parameters() {
+        let provider: OAuthProvider = parse(PROVIDER).unwrap();
+        let pkce = Pkce::generate();
+        let url = provider.authorization_url("st4te", Some(&pkce));
+        let pairs: BTreeMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(pairs["response_type"], "code");
+        assert_eq!(pairs["client_id"], "warden");
+        assert_eq!(pairs["redirect_uri"], "https://app.example.com/callback");
+        assert_eq!(pairs["scope"], "posts:write profile");
+        assert_eq!(pairs["state"], "st4te");
+        assert_eq!(pairs["code_challenge_method"], "S256");
+        assert_eq!(pairs["code_challenge"], pkce.challenge());
+        assert_eq!(
+            pkce.challenge(),
+            Pkce::challenge_of(pkce.verifier().expose_secret())
+        );
+        assert!(
+            provider.is_redirect(&Url::parse("https://app.example.com/callback?code=x").unwrap())
+        );
+        assert!(
+            !provider.is_redirect(&Url::parse("https://app.example.com/other?code=x").unwrap())
+        );
+    }
+
+    #[test]
+    fn the_pkce_challenge_matches_the_rfc_7636_example() {
+        assert_eq!(
+            Pkce::challenge_of("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let pkce = Pkce::generate();
+        assert_eq!(pkce.verifier().expose_secret().len(), 43);
+        assert!(!format!("{pkce:?}").contains(pkce.verifier().expose_secret()));
+    }
+
+    #[test]
+    fn a_totp_code_matches_the_rfc_6238_generator() {
+        let seed = SecretString::from("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".to_owned());
+        let code = TotpSettings::default().current_code(&seed).unwrap();
+        assert_eq!(code.expose_secret().len(), 6);
+        let bytes = totp_rs::Secret::Encoded("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP".into())
+            .to_bytes()
+            .unwrap();
+        let reference = totp_rs::TOTP::new(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes).unwrap();
+        assert!(reference.check_current(code.expose_secret()).unwrap());
+        let bad =
+            TotpSettings::default().current_code(&SecretString::from("not base32!".to_owned()));
+        assert!(bad.is_err_and(|e| !e.contains("base32!")));
     }
 }

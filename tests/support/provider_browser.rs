@@ -16,23 +16,42 @@ use warden::reauth::flow::{ChannelCredentials, OAuthProvider, SecretRef};
 /// see another test's browser.
 pub static BROWSER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Fails with instructions when the Playwright driver is not set up.
+/// Makes sure Chromium and the Playwright driver are installed, running
+/// `scripts/setup-playwright.sh` (idempotent, locked) when `PLAYWRIGHT_DRIVER_PATH` names a
+/// directory that is not set up yet; fails with instructions when the variable is unset,
+/// since a test cannot set it for the driver (`set_var` is unsafe and unsafe is forbidden).
 pub fn require_playwright() {
+    static SETUP: std::sync::Once = std::sync::Once::new();
     let Some(path) = std::env::var_os("PLAYWRIGHT_DRIVER_PATH") else {
         panic!(
             "PLAYWRIGHT_DRIVER_PATH is not set. Run `eval \"$(scripts/setup-playwright.sh)\"` \
-             (installs Chromium and the pinned driver) and run the tests again."
+             (installs Chromium and the pinned driver) and run the tests again, or set it in \
+             .cargo/config.toml [env]."
         );
     };
     let path = PathBuf::from(path);
+    let ready = |path: &PathBuf| {
+        path.join("node").exists()
+            && path.join("package/cli.js").exists()
+            && std::path::Path::new("/usr/bin/chromium").exists()
+    };
+    SETUP.call_once(|| {
+        if !ready(&path) {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-playwright.sh");
+            let status = std::process::Command::new("bash")
+                .arg(script)
+                .env("PLAYWRIGHT_DRIVER_DIR", &path)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run scripts/setup-playwright.sh");
+            assert!(status.success(), "scripts/setup-playwright.sh failed");
+        }
+    });
     assert!(
-        path.join("node").exists() && path.join("package/cli.js").exists(),
-        "PLAYWRIGHT_DRIVER_PATH={} lacks node or package/cli.js; run scripts/setup-playwright.sh",
+        ready(&path),
+        "PLAYWRIGHT_DRIVER_PATH={} lacks node or package/cli.js, or /usr/bin/chromium is missing; \
+         run scripts/setup-playwright.sh",
         path.display()
-    );
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists(),
-        "/usr/bin/chromium is missing; run scripts/setup-playwright.sh"
     );
 }
 
