@@ -781,3 +781,10 @@ async fn a_pkce_challenge_binds_the_code_to_its_verifier() {
     let right = redeem(pkce.verifier().expose_secret().to_owned()).await;
     assert_eq!(right.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_provider_answers_its_liveness_probe() {
+    let provider = TestProvider::start(two_channel_config()).await;
+    let r = reqwest::get(provider.url("/livez")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -181,6 +181,8 @@ fn default_help_url() -> String {
 pub fn router(state: ProviderState) -> Router {
     Router::new()
         .route("/", get(oauth::index))
+        // Liveness for docker-compose's and Kubernetes' health checks.
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/oauth/authorize", get(oauth::authorize))
         .route("/login", get(oauth::login_page).post(oauth::login_submit))
         .route(
