@@ -226,6 +226,11 @@ async fn a_revoked_token_parks_twenty_tasks_heals_with_one_login_and_all_succeed
     );
     assert!(s.api_ok >= 20);
     assert_eq!(tap.count("reauth.succeeded"), 1);
+    let (_, metrics) = reauth.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains(r#"warden_reauth_attempts_total{result="succeeded",mode="browser"} 1"#),
+        "{metrics}"
+    );
     let out = run_cli(&["channels", "--json"], &stack.env_ref());
     assert!(
         out.1.contains("\"status\":\"active\"") && out.1.contains("\"version\":2"),
@@ -390,4 +395,83 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+#[tokio::test]
+async fn one_trace_runs_from_the_producer_through_the_revocation_and_re_login_to_the_parked_task() {
+    require_browser();
+    let _one_at_a_time = BROWSER.lock().await;
+    let stack = Stack::new("trace", PASSWORD).await;
+    let mut collector = support::otel::Collector::start().await;
+    let otel = collector.env();
+    let otel: Vec<(&str, &str)> = otel.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let tap = stack.broker.tap().await;
+    let worker = stack.spawn(&["worker"], &otel);
+    let reauth = stack.spawn(&["reauth"], &otel);
+    worker.wait_ready(READY).await;
+    reauth.wait_ready(READY).await;
+
+    stack.provider.state.revoke("acme-main");
+    let trace_id = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        lapin::types::AMQPValue::LongString(format!("00-{trace_id}-00f067aa0ba902b7-01").into()),
+    );
+    let body =
+        json!({"id": "traced-post", "type": "post.publish", "channel": "acme-main", "payload": {}});
+    stack
+        .broker
+        .publish_raw_with_headers(
+            "post.publish",
+            body.to_string().as_bytes(),
+            "traced-post",
+            headers,
+        )
+        .await;
+    tap.wait_terminal(&["traced-post".to_owned()], Duration::from_secs(60))
+        .await;
+    assert_eq!(tap.terminal()["traced-post"], ["task.succeeded"]);
+
+    let tasks = format!("process {}", stack.broker.topology.tasks());
+    collector
+        .collect_until(
+            Duration::from_secs(20),
+            "the whole story in one trace",
+            |spans| {
+                let ours: Vec<_> = spans.iter().filter(|s| s.trace_id == trace_id).collect();
+                ours.iter().filter(|s| s.name == tasks).count() >= 2
+                    && ours.iter().any(|s| s.name == "browser login")
+                    && ours.iter().any(|s| s.name == "token exchange")
+                    && ours
+                        .iter()
+                        .any(|s| s.name.starts_with("process") && s.name != tasks)
+            },
+        )
+        .await;
+    let ours: Vec<_> = collector
+        .spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id)
+        .collect();
+    let process_ids: Vec<&str> = ours.iter().map(|s| s.span_id.as_str()).collect();
+    let login = ours.iter().find(|s| s.name == "browser login").unwrap();
+    assert!(
+        ours.iter()
+            .any(|s| s.span_id == login.parent_span_id && s.name.starts_with("process")),
+        "the browser login runs inside the re-auth's process span:\n{}",
+        support::otel::summary(&collector.spans)
+    );
+    assert!(
+        process_ids.len() >= 6,
+        "{}",
+        support::otel::summary(&collector.spans)
+    );
+    let everything = support::otel::summary(&collector.spans) + &format!("{:?}", collector.spans);
+    for secret in [PASSWORD, CLIENT_SECRET] {
+        assert!(
+            !everything.contains(secret),
+            "a secret reached the exported spans"
+        );
+    }
 }

@@ -33,6 +33,7 @@ use lapin::{BasicProperties, Channel, Connection};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::admin::{AdminState, Health};
 use crate::channels::{RevocationRequest, TokenRefreshed};
@@ -73,6 +74,20 @@ pub enum Handled {
     Failed(String),
 }
 
+impl Handled {
+    /// Stable name for spans and logs.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Handled::AlreadyHealed => "already_healed",
+            Handled::AlreadyFailed => "already_failed",
+            Handled::LeaseHeld => "lease_held",
+            Handled::Healed { .. } => "healed",
+            Handled::Failed(_) => "failed",
+        }
+    }
+}
+
 /// Shared by every request of one process.
 struct Ctx {
     settings: Arc<Settings>,
@@ -81,6 +96,25 @@ struct Ctx {
     http: reqwest::Client,
     topology: Topology,
     holder: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Ctx {
+    /// Counts one re-auth attempt of `mode` that took `since` until now.
+    fn attempt(&self, mode: &'static str, ok: bool, since: Instant) {
+        use crate::metrics::{ModeLabel, REAUTH_FAILED, REAUTH_SUCCEEDED, ReauthLabels};
+        let result = if ok { REAUTH_SUCCEEDED } else { REAUTH_FAILED };
+        self.metrics
+            .reauth_attempts
+            .get_or_create(&ReauthLabels { result, mode })
+            .inc();
+        self.metrics
+            .reauth_duration
+            .get_or_create(&ModeLabel { mode })
+            .observe(since.elapsed().as_secs_f64());
+        let browsers = i64::try_from(self.driver.browser_pids().len()).unwrap_or(i64::MAX);
+        self.metrics.browser_processes.set(browsers);
+    }
 }
 
 /// Runs the re-auth consumer with its admin server until `shutdown`.
@@ -115,6 +149,7 @@ pub async fn run(
         settings: Arc::new(settings),
         store,
         driver: driver.clone(),
+        metrics: metrics.clone(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?,
@@ -258,7 +293,13 @@ async fn handle_delivery(
         }
     };
     let started = Instant::now();
-    let handled = heal(ctx, publish, &request).await?;
+    // Continue the trace of the task whose 401 asked for this re-auth.
+    let span = crate::trace::process_span(&delivery, 1);
+    span.record("warden.channel", request.channel.as_str());
+    let handled = heal(ctx, publish, &request)
+        .instrument(span.clone())
+        .await?;
+    span.record("warden.outcome", handled.as_str());
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match &handled {
         Handled::Healed { mode, version } => {
@@ -386,7 +427,17 @@ async fn login(ctx: &Ctx, channel: &str) -> Result<Handled, String> {
         .await
         .map_err(|e| format!("token store: {e}"))?;
     if let Some(refresh) = current.as_ref().and_then(|(t, _)| t.refresh_token.clone()) {
-        match provider.refresh(&ctx.http, &refresh).await {
+        let since = Instant::now();
+        let refreshed = provider
+            .refresh(&ctx.http, &refresh)
+            .instrument(tracing::info_span!(
+                "token refresh",
+                otel.kind = "client",
+                warden.channel = channel
+            ))
+            .await;
+        ctx.attempt(crate::metrics::REAUTH_REFRESH, refreshed.is_ok(), since);
+        match refreshed {
             Ok(tokens) => {
                 let version =
                     store_tokens(ctx, channel, &config.provider, tokens, Some(refresh)).await?;
@@ -406,7 +457,10 @@ async fn login(ctx: &Ctx, channel: &str) -> Result<Handled, String> {
     let attempts = ctx.settings.reauth.max_attempts;
     let mut last = String::new();
     for attempt in 1..=attempts {
-        match browser_login(ctx, provider, &credentials).await {
+        let since = Instant::now();
+        let result = browser_login(ctx, provider, &credentials).await;
+        ctx.attempt(crate::metrics::REAUTH_BROWSER, result.is_ok(), since);
+        match result {
             Ok(tokens) => {
                 let version = store_tokens(ctx, channel, &config.provider, tokens, None).await?;
                 return Ok(Handled::Healed {
@@ -438,10 +492,21 @@ async fn browser_login(
     let code = ctx
         .driver
         .login(provider, credentials, ctx.settings.reauth.login_timeout)
+        .instrument(tracing::info_span!(
+            "browser login",
+            otel.kind = "internal",
+            warden.channel = credentials.channel()
+        ))
         .await
         .map_err(|e| (e.to_string(), e.is_retryable()))?;
     provider
         .exchange_code(&ctx.http, &code)
+        .instrument(tracing::info_span!(
+            "token exchange",
+            otel.kind = "client",
+            http.request.method = "POST",
+            server.address = provider.token_url.host_str().unwrap_or_default()
+        ))
         .await
         .map_err(|e| (e.to_string(), !e.is_invalid_grant()))
 }
