@@ -62,6 +62,9 @@ pub const ENV_KEYS: &[&str] = &[
 
 /// The log filter when `RUST_LOG` is unset.
 const DEFAULT_FILTER: &str = "info,lapin=warn";
+
+/// The most playwright-rs may ever log (see [`subscriber`]).
+const PLAYWRIGHT_CAP: &str = "playwright_rs=debug";
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` sets one.
 const DEFAULT_SERVICE_NAME: &str = "warden";
 /// The longest [`Telemetry::shutdown`] waits for the last export.
@@ -322,8 +325,11 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
+        // At trace level playwright-rs logs the protocol messages it sends,
+        // typed passwords included: whatever RUST_LOG says, cap it at debug.
+        .add_directive(PLAYWRIGHT_CAP.parse().expect("a valid directive"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
