@@ -146,8 +146,15 @@ def toml_key_to_env(path: tuple[str, ...]) -> str:
     return "WARDEN_" + "__".join(p.upper() for p in path)
 
 
+# Tables of named entries (providers, channels, HTTP handlers) have no fixed env
+# names; warden validates their contents itself (`warden config check`).
+NAMED_TABLES = {"providers", "channels", "handlers"}
+
+
 def toml_leaf_paths(doc: dict[str, Any], prefix: tuple[str, ...] = ()) -> Iterable[tuple[str, ...]]:
     for k, v in doc.items():
+        if not prefix and k in NAMED_TABLES:
+            continue
         if isinstance(v, dict):
             yield from toml_leaf_paths(v, prefix + (k,))
         else:
@@ -918,6 +925,14 @@ def check_compose(env_keys: set[str]) -> None:
         for p in toml_leaf_paths(conf):
             if toml_key_to_env(p) not in env_keys:
                 problems.append(f"warden.toml key {'.'.join(p)} is not a setting warden reads")
+        # warden itself validates the whole file, providers and channels included.
+        binary = Path(os.environ.get("WARDEN_BIN", ROOT / "target" / "debug" / "warden"))
+        if binary.exists():
+            env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+            proc = subprocess.run([str(binary), "--config", str(toml_path), "config", "check"],
+                                  capture_output=True, text=True, timeout=20, env=env)
+            if proc.returncode != 0:
+                problems.append(f"warden config check rejects it: {proc.stderr.strip()}")
         for name in ("worker", "reauth"):
             svc = services.get(name, {})
             env = svc.get("environment") or {}
