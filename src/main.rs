@@ -28,6 +28,7 @@ async fn main() -> ExitCode {
         Command::Publish(args) => commands::publish(&settings, args).await,
         Command::Dlq { command } => commands::dlq(&settings, command).await,
         Command::Demo { noop, keep } => warden::demo::run(&settings, noop, keep).await,
+        Command::Bench(args) => warden::bench::run(&settings, args, shutdown).await,
         Command::Config { command } => commands::config(&settings, &command),
     };
     result.map_or_else(

@@ -204,8 +204,13 @@ impl Topology {
             none.clone(),
         )
         .await?;
-        ch.exchange_declare(self.tokens().into(), ExchangeKind::Fanout, durable, none.clone())
-            .await?;
+        ch.exchange_declare(
+            self.tokens().into(),
+            ExchangeKind::Fanout,
+            durable,
+            none.clone(),
+        )
+        .await?;
         ch.queue_declare(
             self.reauth().into(),
             qdurable,

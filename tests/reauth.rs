@@ -34,15 +34,24 @@ impl Stack {
         })
         .await;
         let stop = tokio_util::sync::CancellationToken::new();
-        let mut pc = ProviderConfig::new("warden-test", CLIENT_SECRET).with_account("acme-main", Account::new(USER, PASSWORD));
+        let mut pc = ProviderConfig::new("warden-test", CLIENT_SECRET)
+            .with_account("acme-main", Account::new(USER, PASSWORD));
         pc.bind = "127.0.0.1:0".parse().unwrap();
         let provider = warden::provider::start(pc, stop.clone()).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("client-secret");
         std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
-        let oauth = warden::provider::oauth_client(&provider.base_url(), "warden-test", SecretRef::File(secret_file)).unwrap();
+        let oauth = warden::provider::oauth_client(
+            &provider.base_url(),
+            "warden-test",
+            SecretRef::File(secret_file),
+        )
+        .unwrap();
         let mut config = toml::Table::new();
-        config.insert("token_store".into(), format!("sqlite://{}/warden.db", dir.path().display()).into());
+        config.insert(
+            "token_store".into(),
+            format!("sqlite://{}/warden.db", dir.path().display()).into(),
+        );
         let mut providers = toml::Table::new();
         providers.insert("sim".into(), toml::Value::try_from(&oauth).unwrap());
         config.insert("providers".into(), providers.into());
@@ -55,10 +64,16 @@ impl Stack {
         .into();
         config.insert("channels".into(), toml::toml! { placeholder = 1 }.into());
         config["channels"].as_table_mut().unwrap().clear();
-        config["channels"].as_table_mut().unwrap().insert("acme-main".into(), channel);
+        config["channels"]
+            .as_table_mut()
+            .unwrap()
+            .insert("acme-main".into(), channel);
         let handler: toml::Value = toml::toml! { method = "POST" }.into();
         let mut handler = handler.as_table().unwrap().clone();
-        handler.insert("url".into(), format!("{}/api/channels/{{channel}}/posts", provider.base_url()).into());
+        handler.insert(
+            "url".into(),
+            format!("{}/api/channels/{{channel}}/posts", provider.base_url()).into(),
+        );
         let mut handlers = toml::Table::new();
         handlers.insert("post.publish".into(), handler.into());
         config.insert("handlers".into(), handlers.into());
@@ -75,10 +90,19 @@ impl Stack {
             ("WARDEN_PARK_TTL".to_owned(), "2s".to_owned()),
             ("WARDEN_REAUTH__LOGIN_TIMEOUT".to_owned(), "20s".to_owned()),
             ("WARDEN_REAUTH__MAX_ATTEMPTS".to_owned(), "2".to_owned()),
-            ("WARDEN_REAUTH__ARTIFACTS_DIR".to_owned(), dir.path().join("artifacts").display().to_string()),
+            (
+                "WARDEN_REAUTH__ARTIFACTS_DIR".to_owned(),
+                dir.path().join("artifacts").display().to_string(),
+            ),
             ("PLAYWRIGHT_NO_SIGNAL_HANDLER".to_owned(), "1".to_owned()),
         ]);
-        let stack = Self { broker, provider, _stop: stop.drop_guard(), dir, env };
+        let stack = Self {
+            broker,
+            provider,
+            _stop: stop.drop_guard(),
+            dir,
+            env,
+        };
         stack.seed_token();
         stack
     }
@@ -88,29 +112,49 @@ impl Stack {
         let t = self.provider.state.mint_tokens("acme-main").unwrap();
         let input = format!("{}\n{}\n", t.access_token, t.refresh_token);
         let out = self.cli_stdin(&["token", "set", "--channel", "acme-main"], &input);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn cli_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
         use std::io::Write;
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-        cmd.args(args).env("WARDEN_LOG_FORMAT", "json").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd.args(args)
+            .env("WARDEN_LOG_FORMAT", "json")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     }
 
     fn spawn(&self, args: &[&str], extra: &[(&str, &str)]) -> WardenProc {
         let mut env = self.env.clone();
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         WardenProc::spawn(args, &env)
     }
 
     fn env_ref(&self) -> Vec<(&str, &str)> {
-        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
 
     async fn publish_posts(&self, n: usize) -> Vec<String> {
@@ -118,20 +162,29 @@ impl Stack {
         for i in 0..n {
             let id = uuid::Uuid::new_v4().to_string();
             let body = json!({"id": id, "type": "post.publish", "channel": "acme-main", "payload": {"text": format!("post {i}")}});
-            self.broker.publish_raw("post.publish", body.to_string().as_bytes(), &id).await;
+            self.broker
+                .publish_raw("post.publish", body.to_string().as_bytes(), &id)
+                .await;
             ids.push(id);
         }
         ids
     }
 
     fn stats(&self) -> warden::provider::ChannelStats {
-        self.provider.state.stats().channels.get("acme-main").cloned().unwrap_or_default()
+        self.provider
+            .state
+            .stats()
+            .channels
+            .get("acme-main")
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
 fn require_browser() {
     assert!(
-        std::path::Path::new("/usr/bin/chromium").exists() && std::env::var_os("PLAYWRIGHT_DRIVER_PATH").is_some(),
+        std::path::Path::new("/usr/bin/chromium").exists()
+            && std::env::var_os("PLAYWRIGHT_DRIVER_PATH").is_some(),
         "Chromium and the Playwright driver are needed: run scripts/setup-playwright.sh (make test does)"
     );
 }
@@ -152,14 +205,23 @@ async fn a_revoked_token_parks_twenty_tasks_heals_with_one_login_and_all_succeed
     tap.wait_terminal(&ids, Duration::from_secs(90)).await;
 
     let terminal = tap.terminal();
-    assert!(ids.iter().all(|id| terminal[id] == ["task.succeeded"]), "all 20 succeed after re-auth");
+    assert!(
+        ids.iter().all(|id| terminal[id] == ["task.succeeded"]),
+        "all 20 succeed after re-auth"
+    );
     let s = stack.stats();
     assert_eq!(s.logins, 1, "exactly one browser login");
-    assert_eq!(s.api_rejected, 1, "no platform call with the dead token after the first 401");
+    assert_eq!(
+        s.api_rejected, 1,
+        "no platform call with the dead token after the first 401"
+    );
     assert!(s.api_ok >= 20);
     assert_eq!(tap.count("reauth.succeeded"), 1);
     let out = run_cli(&["channels", "--json"], &stack.env_ref());
-    assert!(out.1.contains("\"status\":\"active\"") && out.1.contains("\"version\":2"), "{out:?}");
+    assert!(
+        out.1.contains("\"status\":\"active\"") && out.1.contains("\"version\":2"),
+        "{out:?}"
+    );
 
     // No secret in any output of the whole run.
     let logs = format!("{}{}{}", worker.logs(), reauth.logs(), out.1);
@@ -181,13 +243,26 @@ async fn the_refresh_token_heals_without_launching_a_browser() {
     stack.provider.state.revoke_access("acme-main");
     let ids = stack.publish_posts(5).await;
     tap.wait_terminal(&ids, Duration::from_secs(60)).await;
-    assert!(ids.iter().all(|id| tap.terminal()[id] == ["task.succeeded"]));
+    assert!(
+        ids.iter()
+            .all(|id| tap.terminal()[id] == ["task.succeeded"])
+    );
     let s = stack.stats();
     assert_eq!(s.logins, 0, "no browser login");
     assert_eq!(s.token_grants.refresh_token, 1, "one refresh grant");
-    let healed = tap.events.lock().unwrap().iter().find(|(rk, _)| rk == "reauth.succeeded").cloned().unwrap();
+    let healed = tap
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(rk, _)| rk == "reauth.succeeded")
+        .cloned()
+        .unwrap();
     assert_eq!(healed.1.reason.as_deref(), Some("refresh"));
-    assert!(!reauth.logs().contains("launching"), "no browser was started");
+    assert!(
+        !reauth.logs().contains("launching"),
+        "no browser was started"
+    );
 }
 
 #[tokio::test]
@@ -203,11 +278,16 @@ async fn a_wrong_password_ends_in_reauth_failed_and_the_tasks_go_dead_with_artif
     stack.provider.state.revoke("acme-main");
     let ids = stack.publish_posts(3).await;
     tap.wait_terminal(&ids, Duration::from_secs(90)).await;
-    let dq = warden::dlq::DeadQueue::open(&stack.broker.settings).await.unwrap();
+    let dq = warden::dlq::DeadQueue::open(&stack.broker.settings)
+        .await
+        .unwrap();
     let dead = dq.list(None).await.unwrap();
     dq.close().await;
     for id in &ids {
-        let d = dead.iter().find(|d| &d.id == id).expect("task dead-lettered");
+        let d = dead
+            .iter()
+            .find(|d| &d.id == id)
+            .expect("task dead-lettered");
         assert_eq!(d.reason, "reauth_failed");
     }
     // A task published after the failure goes dead too, without a platform call.
@@ -218,8 +298,14 @@ async fn a_wrong_password_ends_in_reauth_failed_and_the_tasks_go_dead_with_artif
     assert_eq!(stack.stats().api_rejected, before);
     assert_eq!(tap.count("reauth.failed"), 1);
     let artifacts: Vec<_> = walk(&stack.dir.path().join("artifacts"));
-    assert!(artifacts.iter().any(|p| p.ends_with(".png")), "a screenshot: {artifacts:?}");
-    assert!(artifacts.iter().any(|p| p.ends_with(".html")), "the page HTML: {artifacts:?}");
+    assert!(
+        artifacts.iter().any(|p| p.ends_with(".png")),
+        "a screenshot: {artifacts:?}"
+    );
+    assert!(
+        artifacts.iter().any(|p| p.ends_with(".html")),
+        "the page HTML: {artifacts:?}"
+    );
     let logs = format!("{}{}", worker.logs(), reauth.logs());
     assert!(!logs.contains("not-the-password"));
 }
@@ -237,18 +323,41 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     let ch = stack.broker.conn.create_channel().await.unwrap();
     for i in 0..100 {
         let body = json!({"channel": "acme-main", "failed_version": 1, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
-        ch.basic_publish("".into(), stack.broker.topology.reauth().into(), Default::default(), body.to_string().as_bytes(), Default::default())
-            .await
-            .unwrap();
+        ch.basic_publish(
+            "".into(),
+            stack.broker.topology.reauth().into(),
+            Default::default(),
+            body.to_string().as_bytes(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
     }
     let a = stack.spawn(&["reauth"], &[]);
     let b = stack.spawn(&["reauth"], &[]);
-    wait_for(Duration::from_secs(90), "the re-auth queue to drain", || stack.stats().logins >= 1).await;
-    support::eventually(Duration::from_secs(60), "all 100 requests acknowledged", || async {
-        stack.broker.queue_len(&stack.broker.topology.reauth()).await == 0
-    })
+    wait_for(
+        Duration::from_secs(90),
+        "the re-auth queue to drain",
+        || stack.stats().logins >= 1,
+    )
     .await;
-    assert_eq!(stack.stats().logins, 1, "exactly one login for a hundred requests");
+    support::eventually(
+        Duration::from_secs(60),
+        "all 100 requests acknowledged",
+        || async {
+            stack
+                .broker
+                .queue_len(&stack.broker.topology.reauth())
+                .await
+                == 0
+        },
+    )
+    .await;
+    assert_eq!(
+        stack.stats().logins,
+        1,
+        "exactly one login for a hundred requests"
+    );
     drop((a, b));
 }
 
