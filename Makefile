@@ -1,5 +1,5 @@
 # The two commands README starts with, and a few more.
-.PHONY: run test services lint
+.PHONY: run test services lint bench
 
 CARGO ?= cargo
 
@@ -10,6 +10,11 @@ run: services
 ## The whole test suite (unit + integration against the real services, Chromium included).
 test: services
 	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) test --all-targets --no-fail-fast
+
+## Throughput, latency and memory of the real worker against a raw-client
+## baseline on a throwaway prefix (a few minutes). BENCH_ARGS="--repeat 3 --json" etc.
+bench: services
+	$(CARGO) run --release --quiet -- bench $(BENCH_ARGS)
 
 services:
 	@bash scripts/ensure-services.sh

@@ -68,6 +68,9 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Measure the real worker against the real broker and a raw-client
+    /// baseline on a throwaway prefix; prints a table (or JSON).
+    Bench(BenchArgs),
     /// Configuration helpers.
     Config {
         /// Which helper.
@@ -94,6 +97,34 @@ pub struct PublishArgs {
     /// NDJSON file of tasks, one object per line (`id` optional).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["kind", "payload", "channel"])]
     pub file: Option<PathBuf>,
+}
+
+/// `warden bench`.
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Messages per drain, baseline and publish run.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub n: u64,
+    /// Which scenarios to run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "drain,baseline,latency,publish,backlog,replicas,startup"
+    )]
+    pub scenarios: Vec<crate::bench::Scenario>,
+    /// Rounds; every figure is reported as the median and spread over them.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Worker concurrencies of the drain scenario.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub concurrency: Vec<u16>,
+    /// Largest backlog of the backlog scenario (10k, 100k, 1M are measured up to it).
+    #[arg(long, default_value_t = 100_000)]
+    pub backlog_max: u64,
 }
 
 /// Filters shared by `dlq replay` and `dlq purge`.

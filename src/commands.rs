@@ -36,6 +36,7 @@ pub async fn run(
         Command::Publish(args) => publish(&settings, args).await,
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::Demo { noop, keep } => crate::demo::run(&settings, noop, keep).await,
+        Command::Bench(args) => crate::bench::run(&settings, args, shutdown).await,
         Command::Config { command } => config(&settings, &command),
     }
 }

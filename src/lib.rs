@@ -29,8 +29,10 @@
 //! | [`reauth`] | login flows, the Playwright/Chromium driver, and the `warden reauth` consumer |
 //! | [`store`] | channel tokens: SQLite/PostgreSQL, AES-256-GCM at rest, versions, leases |
 //! | [`cli`], [`commands`], [`demo`] | the command line |
+//! | [`bench`] | `warden bench`: the worker against a raw-client baseline, same run |
 
 pub mod admin;
+pub mod bench;
 pub mod broker;
 pub mod channels;
 pub mod cli;

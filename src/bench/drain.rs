@@ -1,0 +1,220 @@
+//! Draining a prefilled `{p}.tasks`: warden's own worker in this process, and
+//! the raw lapin consumers it is measured against.
+//!
+//! Both clocks start when the consumer is attached (the worker reports ready;
+//! `basic.consume-ok` for the raw client) and stop when the last message is
+//! settled, so connection set-up is left out of both alike. Afterwards the
+//! consumer is closed and the queue must be empty: an unacknowledged message
+//! would have been handed back.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
+use super::env::{BenchEnv, NOOP, Poller, STALL};
+use crate::handler::Registry;
+use crate::metrics::TaskLabels;
+use crate::worker::Worker;
+
+/// How often the bench looks at the worker's counters while it drains. The
+/// clock's resolution, and cheap: two atomic loads.
+const POLL: Duration = Duration::from_millis(1);
+
+/// One timed drain.
+#[derive(Debug, Clone, Copy)]
+pub struct Drained {
+    /// Messages per second, from consuming to the last settle.
+    pub rate: f64,
+}
+
+impl Drained {
+    fn new(n: u64, elapsed: Duration) -> Self {
+        #[allow(clippy::cast_precision_loss)]
+        let rate = n as f64 / elapsed.as_secs_f64().max(1e-9);
+        Self { rate }
+    }
+}
+
+/// Trace export while draining.
+///
+/// This is the hook for the tracing work in `telemetry.rs`: once the worker
+/// can export spans over OTLP, add an `Export` variant that starts an
+/// in-process collector (the `fake-opentelemetry-collector` crate), points
+/// the worker's `OTEL_EXPORTER_OTLP_ENDPOINT` at it, samples 100 %, and add it
+/// to [`super::DRAIN_TRACING`]. The subscriber is global to a process, so an
+/// exporting run is best made with the spawned binary
+/// ([`super::procs`]) rather than in-process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tracing {
+    /// Spans are created (at the log filter in force) but not exported.
+    Off,
+}
+
+impl Tracing {
+    /// The column value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tracing::Off => "off",
+        }
+    }
+}
+
+/// How a drain of the worker is configured.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainConfig {
+    /// Tasks at once, which is also the prefetch.
+    pub concurrency: u16,
+    /// `task.*` events published (and stored in the bench's sink queue).
+    pub events: bool,
+    /// Trace export.
+    pub tracing: Tracing,
+}
+
+impl DrainConfig {
+    /// The row label.
+    #[must_use]
+    pub fn label(&self) -> String {
+        format!(
+            "warden c={} events={} tracing={}",
+            self.concurrency,
+            if self.events { "on" } else { "off" },
+            self.tracing.as_str()
+        )
+    }
+}
+
+/// Runs warden's worker (`Worker::run`, built-in handlers) in this process
+/// until it has settled the `n` tasks waiting in `{p}.tasks`, then stops it
+/// gracefully.
+///
+/// # Errors
+/// The worker stalls, or leaves messages unacknowledged.
+pub async fn warden(
+    env: &BenchEnv,
+    cfg: DrainConfig,
+    n: u64,
+    shutdown: &CancellationToken,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Drained> {
+    let mut settings = env.settings.clone();
+    settings.concurrency = cfg.concurrency;
+    settings.events = cfg.events;
+    let worker = Worker::new(settings, Registry::builtin(false));
+    let state = worker.admin_state();
+    let stop = shutdown.child_token();
+    // Whatever happens below, the worker stops with this scope.
+    let _stop_on_exit = stop.clone().drop_guard();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run(stop).await }
+    });
+
+    let mut poll = Poller::new("the worker to become ready", POLL);
+    while !state.health.ready() {
+        poll.wait(false).await?;
+    }
+    let started = Instant::now();
+    let succeeded = state.metrics.tasks.get_or_create_owned(&TaskLabels {
+        r#type: NOOP.to_owned(),
+        outcome: "succeeded",
+    });
+    let mut poll = Poller::new("the worker to drain the queue", POLL);
+    let mut last = 0;
+    loop {
+        let done = succeeded.get();
+        if done >= n && state.metrics.in_flight.get() == 0 {
+            break;
+        }
+        let moved = done != last;
+        if moved {
+            last = done;
+            progress(done);
+        }
+        poll.wait(moved).await?;
+    }
+    let elapsed = started.elapsed();
+
+    stop.cancel();
+    running.await?;
+    env.expect_drained(&cfg.label()).await?;
+    Ok(Drained::new(n, elapsed))
+}
+
+/// How the raw consumer acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// One `multiple` ack every this many messages (and at the end).
+    Coalesced(u64),
+    /// One ack per message, each awaited before the next message is taken.
+    EachAwaited,
+}
+
+/// The row label of a raw consumer.
+#[must_use]
+pub fn raw_label(prefetch: u16, acks: Acks) -> String {
+    match acks {
+        Acks::Coalesced(every) => {
+            format!("raw lapin prefetch {prefetch}, multiple ack every {every}")
+        }
+        Acks::EachAwaited => format!("raw lapin prefetch {prefetch}, each ack awaited"),
+    }
+}
+
+/// The least a consumer can do: take `n` messages from `{p}.tasks` and
+/// acknowledge them, nothing else.
+///
+/// # Errors
+/// Broker errors, a stall, or messages left unacknowledged.
+pub async fn raw(
+    env: &BenchEnv,
+    prefetch: u16,
+    acks: Acks,
+    n: u64,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Drained> {
+    let conn = crate::broker::connect(&env.settings, "bench-raw", Duration::from_secs(5)).await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let mut consumer = ch
+        .basic_consume(
+            env.topology.tasks().into(),
+            "bench-raw".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut got = 0u64;
+    while got < n {
+        let delivery = match tokio::time::timeout(STALL, consumer.next()).await {
+            Ok(Some(Ok(d))) => d,
+            Ok(Some(Err(e))) => return Err(e.into()),
+            Ok(None) => anyhow::bail!("the broker cancelled the raw consumer"),
+            Err(_) => anyhow::bail!("raw consumer: no delivery for {STALL:?} after {got}"),
+        };
+        got += 1;
+        match acks {
+            Acks::EachAwaited => {
+                ch.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: false })
+                    .await?;
+            }
+            Acks::Coalesced(every) if got.is_multiple_of(every) || got == n => {
+                ch.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: true })
+                    .await?;
+            }
+            Acks::Coalesced(_) => {}
+        }
+        if got.is_multiple_of(4096) {
+            progress(got);
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = ch.close(200, "done".into()).await;
+    let _ = conn.close(200, "done".into()).await;
+    env.expect_drained(&raw_label(prefetch, acks)).await?;
+    Ok(Drained::new(n, elapsed))
+}

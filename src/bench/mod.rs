@@ -1,0 +1,586 @@
+//! `warden bench`: the real worker against the real broker, next to a raw
+//! lapin client measured in the same run.
+//!
+//! Everything runs on a throwaway `bench-<uuid>` prefix with the worker's full
+//! topology, deleted at the end, on an error and on Ctrl-C alike.
+//!
+//! | scenario | what runs | figure |
+//! |---|---|---|
+//! | `drain` | `Worker::run` in this process on N waiting `builtin.noop` tasks, concurrency 1/16/64/256, events off/on | msg/s, × ceiling |
+//! | `baseline` | raw lapin consumers: prefetch 64 with `multiple` acks every 32, prefetch 64 awaiting each ack | msg/s, × ceiling |
+//! | `latency` | the worker with a bench-only handler, tasks published at a steady 1k/s then 10k/s | p50/p99/max publish→handler start and publish→ack |
+//! | `publish` | `Publisher::publish_all` of N tasks vs a raw confirming publisher | msg/s, × raw |
+//! | `backlog` | one `warden worker` process (c=256) on 10k, 100k (1M with `--backlog-max`) waiting | msg/s, × ceiling; peak RSS |
+//! | `replicas` | 1 and 2 `warden worker` processes (c=64) on the same N | msg/s, × ceiling; peak RSS |
+//! | `startup` | `warden worker` started on an idle queue | time to `/readyz`; idle RSS |
+//!
+//! **The ceiling** is a raw lapin consumer at prefetch 1000 acking every 500
+//! messages with one `multiple` ack (DESIGN.md §5): what the broker gives a
+//! client that does nothing. It runs before and after every measurement that
+//! is compared with it, and each ratio divides by the mean of those two runs,
+//! so the drift of a shared 2-core machine cancels out. Later rounds run the
+//! measurements in reverse order.
+
+mod drain;
+mod env;
+mod latency;
+mod procs;
+mod publish;
+pub mod report;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use self::drain::{Acks, DrainConfig, Tracing};
+use self::env::BenchEnv;
+use self::procs::ChildConfig;
+use self::report::{Collector, Report, quantile};
+use crate::cli::BenchArgs;
+use crate::config::Settings;
+
+/// A part of the bench, selected with `--scenarios`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// The worker draining N waiting tasks, by concurrency and events.
+    Drain,
+    /// Raw lapin consumers on the same queue: the naive and coalesced references.
+    Baseline,
+    /// Publish→handler and publish→ack latency at a steady rate.
+    Latency,
+    /// `Publisher::publish_all` against a raw confirming publisher.
+    Publish,
+    /// Drain rate and peak memory as the backlog grows.
+    Backlog,
+    /// One worker process against two.
+    Replicas,
+    /// Time to `/readyz` and idle memory of `warden worker`.
+    Startup,
+}
+
+impl Scenario {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Drain => "drain",
+            Scenario::Baseline => "baseline",
+            Scenario::Latency => "latency",
+            Scenario::Publish => "publish",
+            Scenario::Backlog => "backlog",
+            Scenario::Replicas => "replicas",
+            Scenario::Startup => "startup",
+        }
+    }
+}
+
+/// The trace-export settings every drain runs with; see [`drain::Tracing`]
+/// for how export joins them once `telemetry.rs` can export.
+pub const DRAIN_TRACING: &[drain::Tracing] = &[Tracing::Off];
+
+const CEILING: &str = "ceiling";
+const CEILING_PREFETCH: u16 = 1000;
+const CEILING_ACKS: Acks = Acks::Coalesced(500);
+const RAW_PUBLISHER: &str = "raw publisher";
+const BACKLOGS: [u64; 3] = [10_000, 100_000, 1_000_000];
+const BACKLOG_CONCURRENCY: u16 = 256;
+const REPLICA_CONCURRENCY: u16 = 64;
+const LATENCY_RATES: [u32; 2] = [1_000, 10_000];
+const LATENCY_SECS: f64 = 3.0;
+const STARTUP_SAMPLES: u32 = 3;
+
+/// One thing the bench does, in the order it does them.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Ceiling,
+    Raw(u16, Acks),
+    Drain(DrainConfig),
+    Backlog(u64),
+    Replicas(usize),
+    RawPublish,
+    WardenPublish,
+    Latency,
+    Startup,
+}
+
+impl Step {
+    fn describe(self) -> String {
+        match self {
+            Step::Ceiling => "ceiling (raw lapin, prefetch 1000)".into(),
+            Step::Raw(p, a) => drain::raw_label(p, a),
+            Step::Drain(c) => c.label(),
+            Step::Backlog(n) => format!("backlog of {n}"),
+            Step::Replicas(k) => format!("{k} worker process(es)"),
+            Step::RawPublish => "raw publisher".into(),
+            Step::WardenPublish => "warden publisher".into(),
+            Step::Latency => "latency".into(),
+            Step::Startup => "start-up".into(),
+        }
+    }
+}
+
+fn plan(args: &BenchArgs) -> Vec<Step> {
+    let has = |s| args.scenarios.contains(&s);
+    let mut steps = Vec::new();
+    for round in 0..args.repeat {
+        if has(Scenario::Startup) {
+            steps.push(Step::Startup);
+        }
+        if has(Scenario::Latency) {
+            steps.push(Step::Latency);
+        }
+        if has(Scenario::Publish) {
+            steps.extend([Step::RawPublish, Step::WardenPublish, Step::RawPublish]);
+        }
+        let mut measured = Vec::new();
+        if has(Scenario::Baseline) {
+            measured.push(Step::Raw(64, Acks::Coalesced(32)));
+            measured.push(Step::Raw(64, Acks::EachAwaited));
+        }
+        if has(Scenario::Drain) {
+            for &tracing in DRAIN_TRACING {
+                for events in [false, true] {
+                    for &concurrency in &args.concurrency {
+                        measured.push(Step::Drain(DrainConfig {
+                            concurrency,
+                            events,
+                            tracing,
+                        }));
+                    }
+                }
+            }
+        }
+        if has(Scenario::Backlog) {
+            for size in BACKLOGS.into_iter().filter(|s| *s <= args.backlog_max) {
+                measured.push(Step::Backlog(size));
+            }
+        }
+        if has(Scenario::Replicas) {
+            measured.extend([Step::Replicas(1), Step::Replicas(2)]);
+        }
+        if round % 2 == 1 {
+            measured.reverse();
+        }
+        if !measured.is_empty() {
+            steps.push(Step::Ceiling);
+            for m in measured {
+                steps.extend([m, Step::Ceiling]);
+            }
+        }
+    }
+    steps
+}
+
+/// Everything one step needs.
+struct Ctx {
+    env: BenchEnv,
+    children: Option<ChildConfig>,
+    n: u64,
+    shutdown: CancellationToken,
+    bar: ProgressBar,
+}
+
+impl Ctx {
+    /// A progress callback for `total` messages of the current step.
+    fn counter(&self, what: &str, total: u64) -> impl FnMut(u64) + use<> {
+        let (bar, what) = (self.bar.clone(), what.to_owned());
+        let mut shown = Instant::now();
+        move |done| {
+            if shown.elapsed() > Duration::from_millis(100) || done >= total {
+                shown = Instant::now();
+                bar.set_message(format!("{what}: {done}/{total}"));
+            }
+        }
+    }
+
+    /// A per-message progress callback.
+    fn each(&self, what: &str, total: u64) -> impl FnMut() + use<> {
+        let mut count = self.counter(what, total);
+        let mut done = 0;
+        move || {
+            done += 1;
+            count(done);
+        }
+    }
+
+    async fn prefill(&self, n: u64) -> anyhow::Result<()> {
+        self.env.prefill(n, self.each("prefill", n)).await
+    }
+
+    fn children(&self) -> anyhow::Result<&ChildConfig> {
+        self.children
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no settings were written for worker processes"))
+    }
+
+    async fn step(&self, step: Step, out: &mut Collector) -> anyhow::Result<()> {
+        let n = self.n;
+        let what = step.describe();
+        match step {
+            Step::Ceiling => {
+                self.prefill(n).await?;
+                let d = drain::raw(
+                    &self.env,
+                    CEILING_PREFETCH,
+                    CEILING_ACKS,
+                    n,
+                    self.counter(&what, n),
+                )
+                .await?;
+                out.reference(CEILING, d.rate);
+                let label = format!(
+                    "{} (= ceiling)",
+                    drain::raw_label(CEILING_PREFETCH, CEILING_ACKS)
+                );
+                out.sample(("baseline", &label, "drain rate", "msg/s"), None, d.rate);
+            }
+            Step::Raw(prefetch, acks) => {
+                self.prefill(n).await?;
+                let d = drain::raw(&self.env, prefetch, acks, n, self.counter(&what, n)).await?;
+                out.sample(
+                    ("baseline", &what, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
+            }
+            Step::Drain(cfg) => {
+                self.prefill(n).await?;
+                let d = drain::warden(&self.env, cfg, n, &self.shutdown, self.counter(&what, n))
+                    .await?;
+                out.sample(
+                    ("drain", &what, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
+            }
+            Step::Backlog(size) => {
+                self.prefill(size).await?;
+                let d = procs::drain(
+                    &self.env,
+                    self.children()?,
+                    1,
+                    BACKLOG_CONCURRENCY,
+                    size,
+                    self.counter(&what, size),
+                )
+                .await?;
+                let variant =
+                    format!("warden worker process c={BACKLOG_CONCURRENCY}, {size} waiting");
+                out.sample(
+                    ("backlog", &variant, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
+                out.sample(
+                    ("backlog", &variant, "peak RSS", "MiB"),
+                    None,
+                    d.peak_rss_mib,
+                );
+            }
+            Step::Replicas(k) => {
+                self.prefill(n).await?;
+                let d = procs::drain(
+                    &self.env,
+                    self.children()?,
+                    k,
+                    REPLICA_CONCURRENCY,
+                    n,
+                    self.counter(&what, n),
+                )
+                .await?;
+                let variant = format!("{k} warden worker process(es) c={REPLICA_CONCURRENCY}");
+                out.sample(
+                    ("replicas", &variant, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
+                out.sample(
+                    ("replicas", &variant, "peak RSS per process", "MiB"),
+                    None,
+                    d.peak_rss_mib,
+                );
+            }
+            Step::RawPublish => {
+                let r = publish::raw(&self.env, n, self.each(&what, n)).await?;
+                out.reference(RAW_PUBLISHER, r);
+                let variant = format!("raw lapin, {} confirms in flight", publish::WINDOW);
+                out.sample(("publish", &variant, "publish rate", "msg/s"), None, r);
+            }
+            Step::WardenPublish => {
+                let r = publish::warden(&self.env, n, self.each(&what, n)).await?;
+                let variant = format!("Publisher::publish_all, {} in flight", publish::WINDOW);
+                out.sample(
+                    ("publish", &variant, "publish rate", "msg/s"),
+                    Some(RAW_PUBLISHER),
+                    r,
+                );
+            }
+            Step::Latency => {
+                let bar = self.bar.clone();
+                let rates = latency::run(
+                    &self.env,
+                    &LATENCY_RATES,
+                    LATENCY_SECS,
+                    &self.shutdown,
+                    |m| {
+                        bar.set_message(m);
+                    },
+                )
+                .await?;
+                for r in rates {
+                    let variant = format!(
+                        "{}/s steady, warden c={}",
+                        r.rate, self.env.settings.concurrency
+                    );
+                    let v = variant.as_str();
+                    #[allow(clippy::cast_precision_loss)]
+                    let ms = |ns: u64| ns as f64 / 1e6;
+                    for (path, lat) in [("publish→handler", &r.handler), ("publish→ack", &r.ack)]
+                    {
+                        if lat.is_empty() {
+                            continue;
+                        }
+                        for (q, name) in [(0.5, "p50"), (0.99, "p99"), (1.0, "max")] {
+                            let metric = format!("{path} {name}");
+                            out.sample(("latency", v, &metric, "ms"), None, ms(quantile(lat, q)));
+                        }
+                    }
+                    out.sample(
+                        ("latency", &variant, "publish rate achieved", "msg/s"),
+                        None,
+                        r.achieved,
+                    );
+                }
+            }
+            Step::Startup => {
+                for i in 0..STARTUP_SAMPLES {
+                    self.bar
+                        .set_message(format!("start-up {}/{STARTUP_SAMPLES}", i + 1));
+                    let s = procs::startup(self.children()?, self.env.settings.concurrency).await?;
+                    let variant = format!(
+                        "warden worker c={}, broker up, idle queue",
+                        self.env.settings.concurrency
+                    );
+                    out.sample(
+                        ("startup", &variant, "time to /readyz", "ms"),
+                        None,
+                        s.ready_ms,
+                    );
+                    out.sample(
+                        ("startup", &variant, "idle RSS", "MiB"),
+                        None,
+                        s.idle_rss_mib,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bar(steps: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] step {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// `warden bench`: runs the selected scenarios on a throwaway prefix of the
+/// configured broker, prints the figures, and deletes the prefix.
+///
+/// # Errors
+/// Bad arguments, the broker unreachable, a scenario failing (the figures
+/// measured so far are printed first), or an interruption.
+pub async fn run(
+    base: &Settings,
+    args: BenchArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.concurrency.iter().all(|c| *c > 0),
+        "--concurrency values must be at least 1"
+    );
+    let began = Instant::now();
+    let settings = env::bench_settings(base);
+    let steps = plan(&args);
+    let spawns = args.scenarios.iter().any(|s| {
+        matches!(
+            s,
+            Scenario::Backlog | Scenario::Replicas | Scenario::Startup
+        )
+    });
+    let children = if spawns {
+        Some(ChildConfig::write(&settings)?)
+    } else {
+        None
+    };
+    let env = BenchEnv::open(settings).await?;
+    let prefix = env.settings.prefix.clone();
+    let broker = env.settings.amqp_url_redacted();
+    let bar = bar(steps.len());
+    let ctx = Arc::new(Ctx {
+        env,
+        children,
+        n: args.n,
+        shutdown: shutdown.clone(),
+        bar: bar.clone(),
+    });
+
+    let mut task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let mut out = Collector::default();
+            for step in steps {
+                ctx.bar.set_message(step.describe());
+                if let Err(e) = ctx.step(step, &mut out).await {
+                    return (
+                        out,
+                        Err(e.context(format!("bench step {:?}", step.describe()))),
+                    );
+                }
+                ctx.bar.inc(1);
+            }
+            (out, Ok(()))
+        }
+    });
+    let finished = tokio::select! {
+        r = &mut task => Some(r),
+        () = shutdown.cancelled() => {
+            task.abort();
+            let _ = task.await;
+            None
+        }
+    };
+    bar.finish_and_clear();
+
+    // Clean up whatever happened above.
+    let cleaned = ctx.env.cleanup().await;
+    if let Some(ctx) = Arc::into_inner(ctx) {
+        ctx.env.close().await;
+    }
+
+    let Some(finished) = finished else {
+        cleaned?;
+        anyhow::bail!("interrupted; prefix {prefix} deleted");
+    };
+    let (collector, result) = match finished {
+        Ok(x) => x,
+        Err(e) => (
+            Collector::default(),
+            Err(anyhow::anyhow!("the bench panicked: {e}")),
+        ),
+    };
+    let report = Report {
+        prefix,
+        broker,
+        n: args.n,
+        repeat: args.repeat,
+        scenarios: args
+            .scenarios
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        cpus: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        log_filter: std::env::var("RUST_LOG")
+            .unwrap_or_else(|_| "info,lapin=warn (default)".into()),
+        seconds: began.elapsed().as_secs_f64(),
+        references: vec![
+            (
+                CEILING.into(),
+                drain::raw_label(CEILING_PREFETCH, CEILING_ACKS),
+            ),
+            (
+                RAW_PUBLISHER.into(),
+                format!(
+                    "raw lapin publisher, {} confirms in flight",
+                    publish::WINDOW
+                ),
+            ),
+        ],
+        rows: collector.rows(),
+        notes: notes(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "warden bench on {} (prefix {}, N = {}, {} round(s), {} CPUs, {:.0}s)",
+            report.broker, report.prefix, report.n, report.repeat, report.cpus, report.seconds
+        );
+        println!("{}", report.table());
+        for n in &report.notes {
+            println!("- {n}");
+        }
+    }
+    cleaned?;
+    result
+}
+
+fn notes() -> Vec<String> {
+    [
+        "ceiling = raw lapin consumer, prefetch 1000, one multiple ack per 500 messages; each ratio divides by the mean of the ceiling runs just before and after it",
+        "drain: Worker::run in this process; the clock runs from the worker reporting ready to the last task settled; the queue must be empty afterwards",
+        "events=on publishes task.succeeded for every task into a quorum queue standing in for a dashboard",
+        "tracing=on (OTLP export to a local collector) is not measured yet: see bench::drain::Tracing",
+        "backlog and replicas run the real `warden worker` binary; peak RSS is its VmHWM",
+        "latency: publish→ack is when the worker's basic.ack passes a relay in front of the broker",
+        "absolute figures vary with the load of the machine; compare ratios",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn args(line: &str) -> BenchArgs {
+        let cli = crate::cli::Cli::try_parse_from(line.split_whitespace()).unwrap();
+        match cli.command {
+            crate::cli::Command::Bench(a) => a,
+            other => panic!("not bench: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_measurement_is_between_two_ceiling_runs() {
+        let steps = plan(&args("warden bench --scenarios drain,baseline --repeat 2"));
+        let kinds: Vec<bool> = steps.iter().map(|s| matches!(s, Step::Ceiling)).collect();
+        // C m C m C … C, per round.
+        assert!(kinds.first().copied().unwrap());
+        assert!(kinds.last().copied().unwrap());
+        assert!(kinds.windows(2).all(|w| w[0] || w[1]), "{steps:?}");
+        // 2 raw + 4 concurrencies × events off/on, per round.
+        assert_eq!(kinds.iter().filter(|c| !**c).count(), 2 * (2 + 8));
+    }
+
+    #[test]
+    fn the_million_backlog_runs_only_when_asked_for() {
+        let count = |line| {
+            plan(&args(line))
+                .iter()
+                .filter(|s| matches!(s, Step::Backlog(_)))
+                .count()
+        };
+        assert_eq!(count("warden bench --scenarios backlog"), 2);
+        assert_eq!(
+            count("warden bench --scenarios backlog --backlog-max 1000000"),
+            3
+        );
+    }
+
+    #[test]
+    fn latency_alone_needs_no_ceiling() {
+        let steps = plan(&args("warden bench --scenarios latency"));
+        assert!(matches!(steps.as_slice(), [Step::Latency]));
+    }
+}

@@ -1,0 +1,314 @@
+//! The real `warden worker` binary as a child process: start-up time, idle
+//! and peak memory, and drains by one or more replicas.
+//!
+//! A child gets the bench's settings as a TOML file (so every queue argument
+//! matches the topology the bench declared) plus a few `WARDEN_*` overrides,
+//! its own admin port, and logs to nowhere: it runs exactly as deployed.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::process::{Child, Command};
+
+use super::env::{BenchEnv, NOOP, Poller};
+use crate::config::Settings;
+
+/// How often a child's `/readyz` and `/metrics` are asked.
+const POLL: Duration = Duration::from_millis(2);
+
+/// Settings written for children; removed when dropped.
+#[derive(Debug)]
+pub struct ChildConfig(PathBuf);
+
+impl ChildConfig {
+    /// Writes `settings` to a private (0600: it holds the broker password)
+    /// temporary TOML file.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write(settings: &Settings) -> anyhow::Result<Self> {
+        let path = std::env::temp_dir().join(format!("{}.toml", settings.prefix));
+        let text = toml::to_string(settings).context("writing the workers' settings")?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(text.as_bytes())?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ChildConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A running `warden worker`; killed if dropped before [`Worker::stop`].
+#[derive(Debug)]
+pub struct Worker {
+    child: Child,
+    pid: u32,
+    admin: String,
+    http: reqwest::Client,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Worker {
+    /// Starts the current executable as `warden worker` on the bench's prefix.
+    ///
+    /// # Errors
+    /// The binary cannot be started.
+    pub fn spawn(config: &ChildConfig, concurrency: u16, events: bool) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let exe = std::env::current_exe().context("finding the warden binary")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--config").arg(&config.0).arg("worker");
+        // The file carries the bench's settings, already layered with this
+        // process's environment; inherited `WARDEN_*` would override it.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("WARDEN_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .env("WARDEN_CONCURRENCY", concurrency.to_string())
+            .env("WARDEN_EVENTS", events.to_string())
+            .env("WARDEN_ADMIN_ADDR", format!("127.0.0.1:{port}"))
+            .env("WARDEN_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting `warden worker`")?;
+        let pid = child.id().context("the worker exited at once")?;
+        Ok(Self {
+            child,
+            pid,
+            admin: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?,
+        })
+    }
+
+    /// `/readyz` answers 200.
+    pub async fn ready(&self) -> bool {
+        matches!(
+            self.http.get(format!("{}/readyz", self.admin)).send().await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
+    /// Waits for `/readyz`; errors if the process exits first.
+    ///
+    /// # Errors
+    /// The worker exited or never became ready.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let mut poll = Poller::new("a worker process to become ready", POLL);
+        while !self.ready().await {
+            poll.wait(false).await?;
+        }
+        Ok(())
+    }
+
+    /// `warden_tasks_total{type="builtin.noop",outcome="succeeded"}` from `/metrics`.
+    ///
+    /// # Errors
+    /// The admin server does not answer.
+    pub async fn succeeded(&self) -> anyhow::Result<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(succeeded_in(&text))
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`, in MiB.
+    #[must_use]
+    pub fn status_mib(&self, field: &str) -> Option<f64> {
+        status_mib(self.pid, field)
+    }
+
+    /// SIGTERM, then waits for the graceful drain to end.
+    ///
+    /// # Errors
+    /// The process had to be killed, or exited with an error.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid)?);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                anyhow::ensure!(status.success(), "the worker exited with {status}");
+                Ok(())
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                anyhow::bail!("the worker did not stop within 30s of SIGTERM; killed")
+            }
+        }
+    }
+}
+
+/// Tasks settled by all of `workers`.
+async fn succeeded(workers: &[Worker]) -> anyhow::Result<u64> {
+    let mut sum = 0;
+    for w in workers {
+        sum += w.succeeded().await?;
+    }
+    Ok(sum)
+}
+
+/// The noop success counter in a Prometheus text exposition.
+fn succeeded_in(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with("warden_tasks_total{")
+                && l.contains(&format!("type=\"{NOOP}\""))
+                && l.contains("outcome=\"succeeded\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let v = v as u64;
+            v
+        })
+        .sum()
+}
+
+/// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in MiB.
+#[must_use]
+pub fn status_mib(pid: u32, field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Start-up of one worker on an existing topology with the broker up.
+#[derive(Debug, Clone, Copy)]
+pub struct Startup {
+    /// From `exec` to the first 200 of `/readyz`, ms.
+    pub ready_ms: f64,
+    /// The largest `VmRSS` seen while idle after that, MiB.
+    pub idle_rss_mib: f64,
+}
+
+/// Starts a worker, times it to ready, samples its idle memory, stops it.
+///
+/// # Errors
+/// The worker does not start or stop cleanly.
+pub async fn startup(config: &ChildConfig, concurrency: u16) -> anyhow::Result<Startup> {
+    let t0 = Instant::now();
+    let w = Worker::spawn(config, concurrency, false)?;
+    w.wait_ready().await?;
+    let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+    // Idle means consuming an empty queue: sample for a second and keep the
+    // largest figure (allocations settle within the first few ticks).
+    let mut idle_rss_mib = 0f64;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..20 {
+        tick.tick().await;
+        idle_rss_mib = idle_rss_mib.max(w.status_mib("VmRSS").unwrap_or(0.0));
+    }
+    w.stop().await?;
+    Ok(Startup {
+        ready_ms,
+        idle_rss_mib,
+    })
+}
+
+/// A drain by worker processes.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcDrain {
+    /// Messages per second while every replica was consuming.
+    pub rate: f64,
+    /// The largest peak RSS (`VmHWM`) of any replica, MiB.
+    pub peak_rss_mib: f64,
+}
+
+/// Starts `replicas` worker processes on the `n` tasks waiting in `{p}.tasks`
+/// and times them from the moment all are ready until the tasks are settled.
+/// Tasks settled before the last replica came up are left out of the rate.
+///
+/// # Errors
+/// A worker fails, stalls, or messages are left unacknowledged.
+pub async fn drain(
+    env: &BenchEnv,
+    config: &ChildConfig,
+    replicas: usize,
+    concurrency: u16,
+    n: u64,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<ProcDrain> {
+    let workers = (0..replicas)
+        .map(|_| Worker::spawn(config, concurrency, false))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for w in &workers {
+        w.wait_ready().await?;
+    }
+    let before = succeeded(&workers).await?;
+    let started = Instant::now();
+    let mut poll = Poller::new("worker processes to drain the queue", POLL);
+    let mut last = before;
+    loop {
+        let done = succeeded(&workers).await?;
+        if done >= n {
+            break;
+        }
+        let moved = done != last;
+        if moved {
+            last = done;
+            progress(done);
+        }
+        poll.wait(moved).await?;
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let peak_rss_mib = workers
+        .iter()
+        .filter_map(|w| w.status_mib("VmHWM"))
+        .fold(0.0, f64::max);
+    for w in workers {
+        w.stop().await?;
+    }
+    env.expect_drained(&format!("{replicas} worker process(es)"))
+        .await?;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = n.saturating_sub(before) as f64 / elapsed;
+    Ok(ProcDrain { rate, peak_rss_mib })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_noop_success_counter_is_read_from_the_exposition() {
+        let text = "# TYPE warden_tasks counter\n\
+            warden_tasks_total{type=\"builtin.noop\",outcome=\"succeeded\"} 1234\n\
+            warden_tasks_total{type=\"builtin.noop\",outcome=\"dead\"} 5\n\
+            warden_tasks_total{type=\"other\",outcome=\"succeeded\"} 7\n";
+        assert_eq!(succeeded_in(text), 1234);
+    }
+
+    #[test]
+    fn this_process_has_a_resident_set() {
+        assert!(status_mib(std::process::id(), "VmRSS").unwrap() > 0.0);
+    }
+}

@@ -1,0 +1,114 @@
+//! `warden bench` end to end: the real binary against the real broker. No
+//! timing is asserted here; performance figures come from the bench itself.
+
+mod support;
+
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use serde_json::Value;
+
+fn rows<'a>(report: &'a Value, scenario: &str) -> Vec<&'a Value> {
+    report["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["scenario"] == scenario)
+        .collect()
+}
+
+async fn queue_exists(conn: &lapin::Connection, name: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .is_ok()
+}
+
+async fn exchange_exists(conn: &lapin::Connection, name: &str) -> bool {
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        name.into(),
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn a_small_bench_reports_positive_rates_and_ratios_and_deletes_its_prefix() {
+    let (code, stdout, stderr) = support::run_cli(
+        &[
+            "bench",
+            "--n",
+            "2000",
+            "--scenarios",
+            "drain,baseline",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(report["n"], 2000);
+    assert_eq!(
+        report["scenarios"],
+        serde_json::json!(["drain", "baseline"])
+    );
+
+    let drain = rows(&report, "drain");
+    // Concurrency 1, 16, 64, 256, each with events off and on.
+    assert_eq!(drain.len(), 8, "{drain:#?}");
+    for r in &drain {
+        assert!(r["value"]["median"].as_f64().unwrap() > 0.0, "{r:#}");
+        assert!(r["ratio"]["median"].as_f64().unwrap() > 0.0, "{r:#}");
+        assert_eq!(r["ratio_to"], "ceiling");
+        assert_eq!(r["unit"], "msg/s");
+    }
+    let baseline = rows(&report, "baseline");
+    // The ceiling, the coalescing raw consumer and the naive one.
+    assert_eq!(baseline.len(), 3, "{baseline:#?}");
+    assert!(
+        baseline
+            .iter()
+            .all(|r| r["value"]["median"].as_f64().unwrap() > 0.0)
+    );
+    assert_eq!(
+        baseline.iter().filter(|r| r["ratio"].is_null()).count(),
+        1,
+        "only the ceiling itself has no ratio"
+    );
+
+    let prefix = report["prefix"].as_str().unwrap();
+    assert!(prefix.starts_with("bench-"), "{prefix}");
+    let (conn, _ch) = support::connect().await;
+    for q in ["tasks", "dead", "parked", "reauth", "bench-events"] {
+        assert!(
+            !queue_exists(&conn, &format!("{prefix}.{q}")).await,
+            "queue {prefix}.{q} is still there"
+        );
+    }
+    for x in ["tasks", "delay", "dead", "events", "tokens"] {
+        assert!(
+            !exchange_exists(&conn, &format!("{prefix}.{x}")).await,
+            "exchange {prefix}.{x} is still there"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_scenario_is_a_usage_error() {
+    let (code, _, stderr) = support::run_cli(&["bench", "--scenarios", "drain,nonsense"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("nonsense"), "{stderr}");
+}
