@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::BasicAckOptions;
 use lapin::types::FieldTable;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -195,35 +195,9 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     let ch = conn.create_channel().await?;
     let topology = Topology::new(&settings);
     topology.declare(&ch).await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    for key in ["task.#", "reauth.#"] {
-        ch.queue_bind(
-            q.name().clone(),
-            topology.events().into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    }
-    let mut events = ch
-        .basic_consume(
-            q.name().clone(),
-            "demo-events".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut events =
+        crate::topology::private_consumer(&ch, &topology.events(), &["task.#", "reauth.#"], false)
+            .await?;
 
     let shutdown = CancellationToken::new();
     let registry = Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;

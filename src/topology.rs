@@ -358,3 +358,48 @@ impl Topology {
         Ok(())
     }
 }
+
+/// Consumes a private copy of what `exchange` routes with `keys`: an
+/// exclusive, server-named queue that the broker deletes with the channel.
+/// Workers use it for token notices; the demo and tests to follow events.
+///
+/// # Errors
+/// Broker errors.
+pub async fn private_consumer(
+    ch: &Channel,
+    exchange: &str,
+    keys: &[&str],
+    no_ack: bool,
+) -> lapin::Result<lapin::Consumer> {
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    for key in keys {
+        ch.queue_bind(
+            q.name().clone(),
+            exchange.into(),
+            (*key).into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    ch.basic_consume(
+        q.name().clone(),
+        "".into(),
+        lapin::options::BasicConsumeOptions {
+            no_ack,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}

@@ -22,7 +22,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -315,35 +314,7 @@ impl Worker {
 /// copy of every "token refreshed" notice.
 async fn token_notices(conn: &Connection, topology: &Topology) -> lapin::Result<lapin::Consumer> {
     let ch = conn.create_channel().await?;
-    let q = ch
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    ch.queue_bind(
-        q.name().clone(),
-        topology.tokens().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.basic_consume(
-        q.name().clone(),
-        "".into(),
-        BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
+    crate::topology::private_consumer(&ch, &topology.tokens(), &[""], true).await
 }
 
 /// Drops the cached state of every channel whose token was refreshed, so its

@@ -14,10 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use warden::Settings;
@@ -257,36 +254,10 @@ pub struct EventTap {
 impl EventTap {
     async fn start(conn: &Connection, topology: &Topology) -> Self {
         let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        ch.queue_bind(
-            q.name().clone(),
-            topology.events().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let mut consumer = ch
-            .basic_consume(
-                q.name().clone(),
-                "tap".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
+        let mut consumer =
+            warden::topology::private_consumer(&ch, &topology.events(), &["#"], false)
+                .await
+                .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
         tokio::spawn(async move {
