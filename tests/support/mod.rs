@@ -249,11 +249,14 @@ impl Drop for TestBroker {
     }
 }
 
+/// (routing key, event id, `traceparent` header) of one event.
+pub type CarriedContext = (String, String, Option<String>);
+
 /// Collects lifecycle events from `{prefix}.events` in the background.
 pub struct EventTap {
     pub events: Arc<Mutex<Vec<(String, Event)>>>,
     /// (routing key, event id, `traceparent` header) of every event.
-    pub traceparents: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    pub traceparents: Arc<Mutex<Vec<CarriedContext>>>,
 }
 
 impl EventTap {
