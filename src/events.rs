@@ -7,7 +7,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 
-use crate::publish::{PERSISTENT, PublishError, publish_confirmed};
+use crate::publish::{PERSISTENT, PublishError, publish_and_confirm};
 
 /// One lifecycle event, as JSON on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +46,11 @@ pub const DEAD: &str = "task.dead";
 /// Publishes `event` under `routing_key` and waits for the confirm. Events are
 /// not mandatory: with nobody listening they are simply dropped by the broker.
 ///
+/// The event carries the current trace context (the `process` span of the task
+/// it reports on) but gets no `publish` span of its own: it is a notification
+/// about that span, and a span each would double the spans (and the export
+/// cost) of every task for no extra insight.
+///
 /// # Errors
 /// [`PublishError`] when the broker refuses it.
 pub async fn publish(
@@ -55,9 +60,13 @@ pub async fn publish(
     event: &Event,
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec(event).unwrap_or_default();
+    let mut headers = FieldTable::default();
+    if crate::trace::enabled() {
+        crate::trace::inject(&mut headers);
+    }
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(PERSISTENT)
-        .with_headers(FieldTable::default());
-    publish_confirmed(ch, exchange, routing_key, &body, props, false).await
+        .with_headers(headers);
+    publish_and_confirm(ch, exchange, routing_key, &body, props, false).await
 }

@@ -133,7 +133,13 @@ pub async fn publish_confirmed(
     result
 }
 
-async fn publish_and_confirm(
+/// [`publish_confirmed`] without a span of its own and without touching the
+/// headers: for messages that carry the current context themselves (see
+/// [`crate::events::publish`]).
+///
+/// # Errors
+/// [`PublishError`] when the broker did not take the message.
+pub async fn publish_and_confirm(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,

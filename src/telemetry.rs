@@ -29,7 +29,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracer, SdkTracerProvider};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, FilterFn, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
@@ -342,12 +342,12 @@ where
             .with_span_list(false)
             .map_event_format(WithTraceIds)
             .with_writer(writer)
-            .with_filter(filter)
+            .with_filter(filter.and(not_export_only()))
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
             .with_writer(writer)
-            .with_filter(filter)
+            .with_filter(filter.and(not_export_only()))
             .boxed()
     };
     let traces = tracer.map(|tracer| {
@@ -362,6 +362,11 @@ where
             .with_filter(trace_filter())
     });
     tracing_subscriber::registry().with(logs).with(traces)
+}
+
+/// Keeps the spans that exist only to be exported out of log lines' context.
+fn not_export_only() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|meta| meta.target() != crate::trace::EXPORT_ONLY_TARGET)
 }
 
 /// What becomes a span or span event: info and above, independent of

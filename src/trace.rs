@@ -3,15 +3,18 @@
 //!
 //! - [`inject`] writes the current span's context into a message's headers as
 //!   `traceparent`/`tracestate`; [`extract`] reads it back on the consumer side.
-//! - [`publish_span`] (`publish {exchange}`, PRODUCER) wraps every publish,
-//!   [`process_span`] (`process {exchange}`, CONSUMER) every delivery, and
-//!   [`settle_span`] the publishing of a delivery's copy and event.
+//! - [`publish_span`] (`publish {exchange}`, PRODUCER) wraps every publish and
+//!   [`process_span`] (`process {exchange}`, CONSUMER) every delivery; settling
+//!   (copy and event confirmed, handed to the acker) is a `settle` event on the
+//!   process span ([`record_settled`]), the cheaper of the two options.
 //!
-//! When no trace exporter is installed ([`enabled`] is false), the publish span
-//! is not created at all and nothing is parsed or injected: a copy then keeps
-//! whatever `traceparent` its original carried, so a trace still flows through
-//! a worker that does not export. The process and settle spans stay, lean,
-//! because their fields (task id, type, attempt) give log lines their context.
+//! Cost is kept off the hot path. When no trace exporter is installed
+//! ([`enabled`] is false) the publish span is not created and nothing is parsed
+//! or injected: a copy then keeps whatever `traceparent` its original carried,
+//! so a trace still flows through a worker that does not export. The process
+//! span stays, with two fields, as the context of log lines. When exporting,
+//! attributes go to the exported span only (`set_attribute`, or fields of a
+//! span the log layer ignores), so the log layer never re-formats them.
 //!
 //! Attributes only ever hold names, ids, sizes and low-cardinality kinds; never
 //! a URL, a payload or an error message, so a span cannot leak a secret.
@@ -128,6 +131,10 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// Target of spans that exist only to be exported: the log layer ignores it,
+/// so their many attributes are never formatted into log context.
+pub const EXPORT_ONLY_TARGET: &str = "warden::otel";
+
 /// The semantic conventions' destination name: the exchange, with the default
 /// exchange named `amq.default`.
 fn destination(exchange: &str) -> &str {
@@ -143,7 +150,8 @@ fn to_i64(n: impl TryInto<i64>) -> i64 {
 }
 
 /// The `publish {exchange}` PRODUCER span of one publish, or a disabled span
-/// when no exporter is installed. Its parent is the current span.
+/// when no exporter is installed. Its parent is the current span. It is
+/// exported only, never part of a log line's context.
 #[must_use]
 pub fn publish_span(
     exchange: &str,
@@ -156,7 +164,7 @@ pub fn publish_span(
     }
     let dest = destination(exchange);
     tracing::info_span!(
-        target: "warden::trace",
+        target: EXPORT_ONLY_TARGET,
         "publish",
         otel.name = %format_args!("publish {dest}"),
         otel.kind = "producer",
@@ -185,73 +193,81 @@ pub fn with_context(properties: BasicProperties, span: &Span) -> BasicProperties
 
 /// Marks a span as failed with a low-cardinality `error.type`.
 pub fn record_error(span: &Span, error_type: &'static str) {
-    span.record("error.type", error_type);
+    if !enabled() {
+        return;
+    }
+    span.set_attribute("error.type", error_type);
     span.set_status(Status::error(error_type));
 }
 
 /// The `process {exchange}` CONSUMER span of one delivery, continuing the trace
-/// the message carries. Its task fields are filled in by [`record_task`] and
-/// [`record_outcome`].
+/// the message carries. It is also the context of every log line about the
+/// delivery (`messaging.message.id`, `warden.task.attempt`), so those two are
+/// its only fields; everything else is set on the exported span alone, without
+/// costing the log layer anything (see [`record_outcome`], [`record_settled`]).
 #[must_use]
 pub fn process_span(delivery: &Delivery, attempt: u32) -> Span {
+    let message_id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(ShortString::as_str);
+    if !enabled() {
+        return tracing::info_span!(
+            target: "warden::trace",
+            "process",
+            messaging.message.id = message_id,
+            warden.task.attempt = i64::from(attempt),
+        );
+    }
+    let dest = destination(delivery.exchange.as_str());
     let span = tracing::info_span!(
         target: "warden::trace",
         "process",
-        otel.name = Empty,
-        otel.kind = Empty,
-        messaging.message.id = delivery.properties.message_id().as_ref().map(ShortString::as_str),
-        warden.task.type = Empty,
+        otel.name = %format_args!("process {dest}"),
+        otel.kind = "consumer",
+        messaging.message.id = message_id,
         warden.task.attempt = i64::from(attempt),
-        warden.channel = Empty,
-        warden.outcome = Empty,
-        error.type = Empty,
     );
-    if !enabled() || span.is_disabled() {
+    if span.is_disabled() {
         return span;
     }
-    let dest = destination(delivery.exchange.as_str());
-    span.record("otel.name", format!("process {dest}"));
-    span.record("otel.kind", "consumer");
     let parent = extract(delivery.properties.headers().as_ref());
     if parent.span().span_context().is_valid() {
         // Only fails when the span has started, which it cannot have yet.
         let _ = span.set_parent(parent);
     }
-    for kv in [
-        KeyValue::new("messaging.system", SYSTEM),
-        KeyValue::new("messaging.destination.name", dest.to_owned()),
-        KeyValue::new("messaging.operation.name", "process"),
-        KeyValue::new("messaging.operation.type", "process"),
-        KeyValue::new(
-            "messaging.rabbitmq.destination.routing_key",
-            delivery.routing_key.as_str().to_owned(),
-        ),
-        KeyValue::new(
-            "messaging.rabbitmq.message.delivery_tag",
-            to_i64(delivery.delivery_tag),
-        ),
-        KeyValue::new("messaging.message.body.size", to_i64(delivery.data.len())),
-    ] {
-        span.set_attribute(kv.key, kv.value);
-    }
+    span.set_attribute("messaging.system", SYSTEM);
+    span.set_attribute("messaging.destination.name", dest.to_owned());
+    span.set_attribute("messaging.operation.name", "process");
+    span.set_attribute("messaging.operation.type", "process");
+    span.set_attribute(
+        "messaging.rabbitmq.destination.routing_key",
+        delivery.routing_key.as_str().to_owned(),
+    );
+    span.set_attribute(
+        "messaging.rabbitmq.message.delivery_tag",
+        to_i64(delivery.delivery_tag),
+    );
+    span.set_attribute("messaging.message.body.size", to_i64(delivery.data.len()));
     span
 }
 
-/// Fills in what decoding learnt: the task id (when the message had no
-/// `message_id`), type and channel.
-pub fn record_task(span: &Span, task: Option<&crate::Task>) {
-    let Some(task) = task else { return };
-    span.record("messaging.message.id", task.id.as_str());
-    span.record("warden.task.type", task.kind.as_str());
-    if let Some(channel) = &task.channel {
-        span.record("warden.channel", channel.as_str());
+/// Sets what decoding and [`crate::outcome::decide`] learnt on the exported
+/// process span: task type and channel (and id, when the message had no
+/// `message_id`), `warden.outcome`, and `error.type` with an error status when
+/// the attempt failed.
+pub fn record_outcome(span: &Span, task: Option<&crate::Task>, verdict: Verdict, outcome: Outcome) {
+    if !enabled() || span.is_disabled() {
+        return;
     }
-}
-
-/// Records the outcome on the process span, and `error.type` (with an error
-/// status) when the attempt failed.
-pub fn record_outcome(span: &Span, verdict: Verdict, outcome: Outcome) {
-    span.record("warden.outcome", outcome.as_str());
+    if let Some(task) = task {
+        span.set_attribute("warden.task.type", task.kind.clone());
+        if let Some(channel) = &task.channel {
+            span.set_attribute("warden.channel", channel.clone());
+        }
+    }
+    span.set_attribute("warden.outcome", outcome.as_str());
     let error_type = match verdict {
         Verdict::Succeeded => return,
         Verdict::Failed(kind) => kind.as_str(),
@@ -265,26 +281,28 @@ pub fn record_outcome(span: &Span, verdict: Verdict, outcome: Outcome) {
     record_error(span, error_type);
 }
 
-/// The `settle` span: publishing a delivery's copy and event before its ack.
-#[must_use]
-pub fn settle_span(task_id: Option<&str>, attempt: u32, outcome: Outcome) -> Span {
-    let span = tracing::info_span!(
-        target: "warden::trace",
-        "settle",
-        task.id = task_id,
-        attempt,
-        warden.outcome = outcome.as_str(),
-    );
-    if enabled() && !span.is_disabled() {
-        for kv in [
-            KeyValue::new("messaging.system", SYSTEM),
-            KeyValue::new("messaging.operation.name", "ack"),
-            KeyValue::new("messaging.operation.type", "settle"),
-        ] {
-            span.set_attribute(kv.key, kv.value);
-        }
+/// The `settle` event on the process span: the delivery's copy and event are
+/// confirmed and it is handed to the acker. A settle that failed (the broker
+/// will redeliver) marks the span failed instead.
+pub fn record_settled(
+    span: &Span,
+    outcome: Outcome,
+    settled: &Result<(), crate::publish::PublishError>,
+) {
+    if !enabled() || span.is_disabled() {
+        return;
     }
-    span
+    match settled {
+        Ok(()) => span.add_event(
+            "settle",
+            vec![
+                KeyValue::new("messaging.operation.type", "settle"),
+                KeyValue::new("messaging.operation.name", "ack"),
+                KeyValue::new("warden.outcome", outcome.as_str()),
+            ],
+        ),
+        Err(e) => record_error(span, e.error_type()),
+    }
 }
 
 #[cfg(test)]

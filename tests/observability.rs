@@ -11,7 +11,7 @@ use fake_opentelemetry_collector::ExportedSpan;
 use lapin::types::{AMQPValue, FieldTable};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::otel::{Collector, attr, summary};
+use support::otel::{Collector, attr, event_attr, summary};
 use support::{TestBroker, WardenProc, eventually, run_cli};
 
 const READY: Duration = Duration::from_secs(20);
@@ -65,19 +65,15 @@ async fn a_task_that_fails_once_is_one_trace_from_its_producer_through_the_retry
 
     let tasks = broker.topology.tasks();
     let delay = broker.topology.delay_exchange();
-    let events = broker.topology.events();
     let process_name = format!("process {tasks}");
     let publish_delay = format!("publish {delay}");
-    let publish_event = format!("publish {events}");
     collector
         .collect_until(
             Duration::from_secs(20),
-            "both attempts, the retry copy and both events",
+            "both attempts and the retry copy",
             |spans| {
                 by_name(spans, &process_name).len() == 2
-                    && by_name(spans, "settle").len() == 2
                     && by_name(spans, &publish_delay).len() == 1
-                    && by_name(spans, &publish_event).len() == 2
             },
         )
         .await;
@@ -87,7 +83,7 @@ async fn a_task_that_fails_once_is_one_trace_from_its_producer_through_the_retry
         spans.iter().all(|s| s.trace_id == trace_id),
         "one trace id throughout:\n{all}"
     );
-    assert_eq!(spans.len(), 7, "nothing else was traced:\n{all}");
+    assert_eq!(spans.len(), 3, "nothing else was traced:\n{all}");
 
     let process = by_name(spans, &process_name);
     let first = *process
@@ -98,30 +94,35 @@ async fn a_task_that_fails_once_is_one_trace_from_its_producer_through_the_retry
         .iter()
         .find(|s| attempt_of(s).as_deref() == Some("2"))
         .expect("attempt 2");
-    let settle = by_name(spans, "settle");
-    let settle_of = |p: &ExportedSpan| {
-        *settle
-            .iter()
-            .find(|s| s.parent_span_id == p.span_id)
-            .unwrap_or_else(|| panic!("no settle span under {}:\n{all}", p.name))
-    };
     let retry_copy = by_name(spans, &publish_delay)[0];
 
-    // Parent links: producer → process(1) → settle → publish retry → process(2) → settle → event.
+    // Parent links: producer → process(1) → publish retry copy → process(2).
     assert_eq!(first.parent_span_id, producer_span, "{all}");
     assert_eq!(first.trace_state, "vendor=abc", "tracestate travels too");
-    assert_eq!(retry_copy.parent_span_id, settle_of(first).span_id, "{all}");
+    assert_eq!(retry_copy.parent_span_id, first.span_id, "{all}");
     assert_eq!(second.parent_span_id, retry_copy.span_id, "{all}");
-    for event in by_name(spans, &publish_event) {
-        assert!(
-            [
-                settle_of(first).span_id.as_str(),
-                settle_of(second).span_id.as_str()
-            ]
-            .contains(&event.parent_span_id.as_str()),
-            "events are published under a settle span:\n{all}"
-        );
-    }
+    // Each lifecycle event carries the context of the attempt it reports on.
+    let mut carried: Vec<(String, Option<String>)> = tap
+        .traceparents
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(rk, _, tp)| (rk.clone(), tp.clone()))
+        .collect();
+    carried.sort();
+    assert_eq!(
+        carried,
+        [
+            (
+                "task.retrying".to_owned(),
+                Some(format!("00-{trace_id}-{}-01", first.span_id))
+            ),
+            (
+                "task.succeeded".to_owned(),
+                Some(format!("00-{trace_id}-{}-01", second.span_id))
+            ),
+        ]
+    );
 
     // Kinds and semantic-convention attributes.
     assert_eq!(first.kind, "SPAN_KIND_CONSUMER");
@@ -175,9 +176,21 @@ async fn a_task_that_fails_once_is_one_trace_from_its_producer_through_the_retry
         "messaging.message.body.size",
         &body.len().to_string(),
     );
-    expect(settle_of(first), "messaging.operation.type", "settle");
+    // Settling is an event on the process span.
+    for (p, outcome) in [(first, "retried"), (second, "succeeded")] {
+        assert_eq!(
+            event_attr(p, "settle", "messaging.operation.type").as_deref(),
+            Some("settle"),
+            "{:#?}",
+            p.events
+        );
+        assert_eq!(
+            event_attr(p, "settle", "warden.outcome").as_deref(),
+            Some(outcome)
+        );
+    }
 
-    // The log line of the retry is inside the first settle span, and says so.
+    // The log line of the retry is inside the first process span, and says so.
     let logs = worker.logs();
     let retry_line: serde_json::Value = logs
         .lines()
@@ -187,9 +200,11 @@ async fn a_task_that_fails_once_is_one_trace_from_its_producer_through_the_retry
     assert_eq!(retry_line["trace_id"], trace_id, "{retry_line}");
     assert_eq!(
         retry_line["span_id"],
-        settle_of(first).span_id.as_str(),
+        first.span_id.as_str(),
         "{retry_line}"
     );
+    assert_eq!(retry_line["span"]["messaging.message.id"], "traced-1");
+    assert_eq!(retry_line["span"]["warden.task.attempt"], 1);
 }
 
 // Multi-threaded: the collector must keep answering while `run_cli` blocks
@@ -246,12 +261,8 @@ async fn a_cli_publish_continues_into_the_worker_and_no_span_holds_the_broker_pa
     assert_eq!(processed.trace_id, published.trace_id, "{}", summary(spans));
     assert_eq!(processed.parent_span_id, published.span_id);
 
-    // Wait for the rest of the task's spans, then look at every one of them.
-    collector
-        .collect_until(Duration::from_secs(10), "the settle span", |spans| {
-            !by_name(spans, "settle").is_empty()
-        })
-        .await;
+    // A process span is exported once settled: all of the task's spans are in.
+    collector.drain().await;
     for span in &collector.spans {
         let mut texts = vec![span.name.clone()];
         texts.extend(span.attributes.iter().map(|(k, v)| format!("{k}={v}")));

@@ -59,12 +59,10 @@ pub(super) async fn process(
     let work = async {
         let ran = run(&ctx, &delivery).await;
         let outcome = decide(ran.verdict, ran.attempt, ctx.policy);
-        crate::trace::record_task(&span, ran.task.as_ref());
-        crate::trace::record_outcome(&span, ran.verdict, outcome);
-        let task_id = ran.task.as_ref().map(|t| t.id.as_str());
-        settle(&ctx, &delivery, &ran, outcome)
-            .instrument(crate::trace::settle_span(task_id, ran.attempt, outcome))
-            .await
+        crate::trace::record_outcome(&span, ran.task.as_ref(), ran.verdict, outcome);
+        let settled = settle(&ctx, &delivery, &ran, outcome).await;
+        crate::trace::record_settled(&span, outcome, &settled);
+        settled
     }
     .instrument(span.clone());
     tokio::select! {

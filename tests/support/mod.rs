@@ -246,9 +246,14 @@ impl Drop for TestBroker {
     }
 }
 
+/// (routing key, event id, `traceparent` header) of one event.
+pub type CarriedContext = (String, String, Option<String>);
+
 /// Collects lifecycle events from `{prefix}.events` in the background.
 pub struct EventTap {
     pub events: Arc<Mutex<Vec<(String, Event)>>>,
+    /// (routing key, event id, `traceparent` header) of every event.
+    pub traceparents: Arc<Mutex<Vec<CarriedContext>>>,
 }
 
 impl EventTap {
@@ -259,17 +264,31 @@ impl EventTap {
                 .await
                 .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = events.clone();
+        let traceparents = Arc::new(Mutex::new(Vec::new()));
+        let (sink, tp_sink) = (events.clone(), traceparents.clone());
         tokio::spawn(async move {
             while let Some(Ok(d)) = consumer.next().await {
                 let _ = d.ack(BasicAckOptions::default()).await;
                 if let Ok(e) = serde_json::from_slice::<Event>(&d.data) {
+                    let tp = d.properties.headers().as_ref().and_then(|h| {
+                        match h.inner().get("traceparent") {
+                            Some(lapin::types::AMQPValue::LongString(s)) => Some(s.to_string()),
+                            _ => None,
+                        }
+                    });
+                    tp_sink
+                        .lock()
+                        .unwrap()
+                        .push((d.routing_key.to_string(), e.id.clone(), tp));
                     sink.lock().unwrap().push((d.routing_key.to_string(), e));
                 }
             }
             drop(ch);
         });
-        Self { events }
+        Self {
+            events,
+            traceparents,
+        }
     }
 
     /// Terminal state per id: the routing keys of its `task.succeeded` / `task.dead` events.

@@ -66,7 +66,17 @@ impl Collector {
 /// The value of a span attribute, unwrapped from the collector's debug text
 /// (`Some(AnyValue { value: Some(StringValue("x")) })` → `x`).
 pub fn attr(span: &ExportedSpan, key: &str) -> Option<String> {
-    let raw = span.attributes.get(key)?;
+    value(&span.attributes, key)
+}
+
+/// An attribute of a span event (see [`attr`]).
+pub fn event_attr(span: &ExportedSpan, event: &str, key: &str) -> Option<String> {
+    let e = span.events.iter().find(|e| e.name == event)?;
+    value(&e.attributes, key)
+}
+
+fn value(attributes: &std::collections::BTreeMap<String, String>, key: &str) -> Option<String> {
+    let raw = attributes.get(key)?;
     for (open, close) in [
         ("StringValue(\"", "\")"),
         ("IntValue(", ")"),
