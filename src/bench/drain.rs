@@ -188,7 +188,7 @@ pub async fn raw(
         )
         .await?;
     let started = Instant::now();
-    let mut got = 0u64;
+    let (mut got, mut redelivered) = (0u64, 0u64);
     while got < n {
         let delivery = match tokio::time::timeout(STALL, consumer.next()).await {
             Ok(Some(Ok(d))) => d,
@@ -197,6 +197,7 @@ pub async fn raw(
             Err(_) => anyhow::bail!("raw consumer: no delivery for {STALL:?} after {got}"),
         };
         got += 1;
+        redelivered += u64::from(delivery.redelivered);
         match acks {
             Acks::EachAwaited => {
                 ch.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: false })
@@ -215,6 +216,11 @@ pub async fn raw(
     let elapsed = started.elapsed();
     let _ = ch.close(200, "done".into()).await;
     let _ = conn.close(200, "done".into()).await;
+    anyhow::ensure!(
+        redelivered == 0,
+        "{}: {redelivered} of the deliveries were redeliveries",
+        raw_label(prefetch, acks)
+    );
     env.expect_drained(&raw_label(prefetch, acks)).await?;
     Ok(Drained::new(n, elapsed))
 }
