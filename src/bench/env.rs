@@ -31,6 +31,8 @@ pub struct BenchEnv {
     pub settings: Settings,
     /// Its topology.
     pub topology: Topology,
+    /// The broker's process, when it runs on this machine (for its CPU time).
+    pub broker_pid: Option<u32>,
     conn: Connection,
     ch: Channel,
     publisher: Publisher,
@@ -94,6 +96,7 @@ impl BenchEnv {
         .await?;
         let publisher = Publisher::connect(&settings).await?;
         Ok(Self {
+            broker_pid: super::cpu::broker_pid(),
             settings,
             topology,
             conn,
