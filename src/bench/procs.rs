@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
+use super::drain::{Drained, Meters};
 use super::env::{BenchEnv, NOOP, Poller};
 use crate::config::Settings;
 
@@ -237,8 +238,8 @@ pub async fn startup(config: &ChildConfig, concurrency: u16) -> anyhow::Result<S
 /// A drain by worker processes.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcDrain {
-    /// Messages per second while every replica was consuming.
-    pub rate: f64,
+    /// Messages per second while every replica was consuming, and CPU per message.
+    pub drained: Drained,
     /// The largest peak RSS (`VmHWM`) of any replica, MiB.
     pub peak_rss_mib: f64,
 }
@@ -265,6 +266,7 @@ pub async fn drain(
     }
     let before = succeeded(&workers).await?;
     let started = Instant::now();
+    let meters = Meters::start(env, workers.iter().map(|w| w.pid).collect());
     let mut poll = Poller::new("worker processes to drain the queue", POLL);
     let mut last = before;
     loop {
@@ -279,7 +281,7 @@ pub async fn drain(
         }
         poll.wait(moved).await?;
     }
-    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let drained = meters.drained(n.saturating_sub(before), started.elapsed());
     let peak_rss_mib = workers
         .iter()
         .filter_map(|w| w.status_mib("VmHWM"))
@@ -289,9 +291,10 @@ pub async fn drain(
     }
     env.expect_drained(&format!("{replicas} worker process(es)"))
         .await?;
-    #[allow(clippy::cast_precision_loss)]
-    let rate = n.saturating_sub(before) as f64 / elapsed;
-    Ok(ProcDrain { rate, peak_rss_mib })
+    Ok(ProcDrain {
+        drained,
+        peak_rss_mib,
+    })
 }
 
 #[cfg(test)]
