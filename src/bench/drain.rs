@@ -14,7 +14,6 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use super::cpu::Meter;
 use super::env::{BenchEnv, NOOP, Poller, STALL};
 use crate::handler::Registry;
 use crate::metrics::TaskLabels;
@@ -29,32 +28,13 @@ const POLL: Duration = Duration::from_millis(1);
 pub struct Drained {
     /// Messages per second, from consuming to the last settle.
     pub rate: f64,
-    /// CPU of the consuming process per message, µs.
-    pub client_us: Option<f64>,
-    /// CPU of the broker per message, µs (when it runs on this machine).
-    pub broker_us: Option<f64>,
 }
 
-/// Client and broker CPU meters of one timed run.
-pub(super) struct Meters(Meter, Meter);
-
-impl Meters {
-    /// Starts metering `client` processes and the broker.
-    pub(super) fn start(env: &BenchEnv, client: Vec<u32>) -> Self {
-        Self(
-            Meter::start(client),
-            Meter::start(env.broker_pid.into_iter().collect()),
-        )
-    }
-
-    pub(super) fn drained(&self, n: u64, elapsed: Duration) -> Drained {
+impl Drained {
+    fn new(n: u64, elapsed: Duration) -> Self {
         #[allow(clippy::cast_precision_loss)]
         let rate = n as f64 / elapsed.as_secs_f64().max(1e-9);
-        Drained {
-            rate,
-            client_us: self.0.per_message_us(n),
-            broker_us: self.1.per_message_us(n),
-        }
+        Self { rate }
     }
 }
 
@@ -138,7 +118,6 @@ pub async fn warden(
         poll.wait(false).await?;
     }
     let started = Instant::now();
-    let meters = Meters::start(env, vec![std::process::id()]);
     let succeeded = state.metrics.tasks.get_or_create_owned(&TaskLabels {
         r#type: NOOP.to_owned(),
         outcome: "succeeded",
@@ -157,12 +136,12 @@ pub async fn warden(
         }
         poll.wait(moved).await?;
     }
-    let drained = meters.drained(n, started.elapsed());
+    let elapsed = started.elapsed();
 
     stop.cancel();
     running.await?;
     env.expect_drained(&cfg.label()).await?;
-    Ok(drained)
+    Ok(Drained::new(n, elapsed))
 }
 
 /// How the raw consumer acknowledges.
@@ -209,8 +188,7 @@ pub async fn raw(
         )
         .await?;
     let started = Instant::now();
-    let meters = Meters::start(env, vec![std::process::id()]);
-    let (mut got, mut redelivered) = (0u64, 0u64);
+    let mut got = 0u64;
     while got < n {
         let delivery = match tokio::time::timeout(STALL, consumer.next()).await {
             Ok(Some(Ok(d))) => d,
@@ -219,7 +197,6 @@ pub async fn raw(
             Err(_) => anyhow::bail!("raw consumer: no delivery for {STALL:?} after {got}"),
         };
         got += 1;
-        redelivered += u64::from(delivery.redelivered);
         match acks {
             Acks::EachAwaited => {
                 ch.basic_ack(delivery.delivery_tag, BasicAckOptions { multiple: false })
@@ -235,14 +212,9 @@ pub async fn raw(
             progress(got);
         }
     }
-    let drained = meters.drained(n, started.elapsed());
+    let elapsed = started.elapsed();
     let _ = ch.close(200, "done".into()).await;
     let _ = conn.close(200, "done".into()).await;
-    anyhow::ensure!(
-        redelivered == 0,
-        "{}: {redelivered} of the deliveries were redeliveries",
-        raw_label(prefetch, acks)
-    );
     env.expect_drained(&raw_label(prefetch, acks)).await?;
-    Ok(drained)
+    Ok(Drained::new(n, elapsed))
 }

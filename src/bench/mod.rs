@@ -21,7 +21,6 @@
 //! so the drift of a shared 2-core machine cancels out. Later rounds run the
 //! measurements in reverse order.
 
-mod cpu;
 mod drain;
 mod env;
 mod latency;
@@ -235,24 +234,26 @@ impl Ctx {
                     "{} (= ceiling)",
                     drain::raw_label(CEILING_PREFETCH, CEILING_ACKS)
                 );
-                record(out, "baseline", &label, &d, None);
+                out.sample(("baseline", &label, "drain rate", "msg/s"), None, d.rate);
             }
             Step::Raw(prefetch, acks) => {
                 self.prefill(n).await?;
                 let d = drain::raw(&self.env, prefetch, acks, n, self.counter(&what, n)).await?;
-                record(out, "baseline", &what, &d, Some(CEILING));
+                out.sample(
+                    ("baseline", &what, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
             }
             Step::Drain(cfg) => {
-                let m = drain_n(n, cfg.concurrency);
-                self.prefill(m).await?;
-                let d = drain::warden(&self.env, cfg, m, &self.shutdown, self.counter(&what, m))
+                self.prefill(n).await?;
+                let d = drain::warden(&self.env, cfg, n, &self.shutdown, self.counter(&what, n))
                     .await?;
-                let variant = if m == n {
-                    what
-                } else {
-                    format!("{what} ({m} msgs)")
-                };
-                record(out, "drain", &variant, &d, Some(CEILING));
+                out.sample(
+                    ("drain", &what, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
             }
             Step::Backlog(size) => {
                 self.prefill(size).await?;
@@ -267,7 +268,11 @@ impl Ctx {
                 .await?;
                 let variant =
                     format!("warden worker process c={BACKLOG_CONCURRENCY}, {size} waiting");
-                record(out, "backlog", &variant, &d.drained, Some(CEILING));
+                out.sample(
+                    ("backlog", &variant, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
                 out.sample(
                     ("backlog", &variant, "peak RSS", "MiB"),
                     None,
@@ -286,7 +291,11 @@ impl Ctx {
                 )
                 .await?;
                 let variant = format!("{k} warden worker process(es) c={REPLICA_CONCURRENCY}");
-                record(out, "replicas", &variant, &d.drained, Some(CEILING));
+                out.sample(
+                    ("replicas", &variant, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
                 out.sample(
                     ("replicas", &variant, "peak RSS per process", "MiB"),
                     None,
@@ -369,39 +378,6 @@ impl Ctx {
         }
         Ok(())
     }
-}
-
-/// Metric names of the CPU figures, shown as columns of their drain row.
-pub const CLIENT_CPU: &str = "client CPU/msg";
-/// See [`CLIENT_CPU`].
-pub const BROKER_CPU: &str = "broker CPU/msg";
-
-/// Records a drain's rate (as a ratio to `reference`) and its CPU figures.
-fn record(
-    out: &mut Collector,
-    scenario: &str,
-    variant: &str,
-    d: &drain::Drained,
-    reference: Option<&str>,
-) {
-    out.sample(
-        (scenario, variant, "drain rate", "msg/s"),
-        reference,
-        d.rate,
-    );
-    if let Some(us) = d.client_us {
-        out.sample((scenario, variant, CLIENT_CPU, "µs"), None, us);
-    }
-    if let Some(us) = d.broker_us {
-        out.sample((scenario, variant, BROKER_CPU, "µs"), None, us);
-    }
-}
-
-/// Messages a drain at `concurrency` takes: at concurrency 1 every message
-/// waits for the broker's round trip (about 2 ms with a quorum queue), so
-/// it drains a twentieth of N to keep the default run within minutes.
-fn drain_n(n: u64, concurrency: u16) -> u64 {
-    if concurrency == 1 { (n / 20).max(1) } else { n }
 }
 
 fn bar(steps: usize) -> ProgressBar {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
-use super::drain::{Drained, Meters};
 use super::env::{BenchEnv, NOOP, Poller};
 use crate::config::Settings;
 
@@ -238,8 +237,8 @@ pub async fn startup(config: &ChildConfig, concurrency: u16) -> anyhow::Result<S
 /// A drain by worker processes.
 #[derive(Debug, Clone, Copy)]
 pub struct ProcDrain {
-    /// Messages per second while every replica was consuming, and CPU per message.
-    pub drained: Drained,
+    /// Messages per second while every replica was consuming.
+    pub rate: f64,
     /// The largest peak RSS (`VmHWM`) of any replica, MiB.
     pub peak_rss_mib: f64,
 }
@@ -266,7 +265,6 @@ pub async fn drain(
     }
     let before = succeeded(&workers).await?;
     let started = Instant::now();
-    let meters = Meters::start(env, workers.iter().map(|w| w.pid).collect());
     let mut poll = Poller::new("worker processes to drain the queue", POLL);
     let mut last = before;
     loop {
@@ -281,7 +279,7 @@ pub async fn drain(
         }
         poll.wait(moved).await?;
     }
-    let drained = meters.drained(n.saturating_sub(before), started.elapsed());
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let peak_rss_mib = workers
         .iter()
         .filter_map(|w| w.status_mib("VmHWM"))
@@ -291,10 +289,9 @@ pub async fn drain(
     }
     env.expect_drained(&format!("{replicas} worker process(es)"))
         .await?;
-    Ok(ProcDrain {
-        drained,
-        peak_rss_mib,
-    })
+    #[allow(clippy::cast_precision_loss)]
+    let rate = n.saturating_sub(before) as f64 / elapsed;
+    Ok(ProcDrain { rate, peak_rss_mib })
 }
 
 #[cfg(test)]

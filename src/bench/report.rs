@@ -5,8 +5,6 @@
 use comfy_table::{CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
-use super::{BROKER_CPU, CLIENT_CPU};
-
 /// Median and spread of a few samples.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stat {
@@ -238,20 +236,8 @@ impl Report {
             "median",
             "spread (min–max)",
             "× reference",
-            "client CPU/msg",
-            "broker CPU/msg",
         ]);
-        let cpu = |r: &Row, metric: &str| {
-            self.rows
-                .iter()
-                .find(|c| c.scenario == r.scenario && c.variant == r.variant && c.metric == metric)
-                .map(|c| format!("{:.1} µs", c.value.median))
-                .unwrap_or_default()
-        };
         for r in &self.rows {
-            if r.metric == CLIENT_CPU || r.metric == BROKER_CPU {
-                continue;
-            }
             let spread = if r.value.samples.len() > 1 {
                 format!(
                     "{}–{}",
@@ -275,11 +261,9 @@ impl Report {
                 format!("{} {}", number(r.value.median, &r.unit), r.unit),
                 spread,
                 ratio,
-                cpu(r, CLIENT_CPU),
-                cpu(r, BROKER_CPU),
             ]);
         }
-        for i in 3..=7 {
+        for i in 3..=5 {
             if let Some(c) = table.column_mut(i) {
                 c.set_cell_alignment(CellAlignment::Right);
             }
