@@ -335,7 +335,6 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     require_browser();
     let _one_at_a_time = BROWSER.lock().await;
     let stack = Stack::new("single", PASSWORD).await;
-    let tap = stack.broker.tap().await;
     stack.provider.state.revoke("acme-main");
     // The worker would mark the channel pending at version 1 and announce it;
     // here a hundred announcements arrive at once, as from many replicas.
@@ -375,23 +374,10 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
         },
     )
     .await;
-    // Single flight: one process ran one re-auth for the hundred requests. (A
-    // login retried inside that re-auth under heavy load counts at the provider
-    // again, so the provider's counter is only bounded, not exact.)
-    support::wait_for(Duration::from_secs(10), "the re-auth events", || {
-        tap.count("reauth.succeeded") >= 1
-    })
-    .await;
     assert_eq!(
-        tap.count("reauth.started"),
+        stack.stats().logins,
         1,
-        "exactly one re-auth for a hundred requests"
-    );
-    assert_eq!(tap.count("reauth.succeeded"), 1);
-    assert!(
-        stack.stats().logins >= 1 && stack.stats().logins <= 2,
-        "{:?}",
-        stack.stats()
+        "exactly one login for a hundred requests"
     );
     drop((a, b));
 }
