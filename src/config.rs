@@ -116,8 +116,10 @@ pub struct ReauthSettings {
     pub login_timeout: Duration,
     /// Browser login attempts before the channel is `reauth_failed`.
     pub max_attempts: u32,
-    /// Lease on a channel while one process heals it; longer than a whole
-    /// re-auth with all its attempts.
+    /// Lease on a channel while one process heals it. It is renewed before
+    /// every attempt, so it must outlast one attempt (a login, the token
+    /// exchange and the pause before it); a holder that dies frees the channel
+    /// for another process after at most this long.
     #[serde(with = "humantime_serde")]
     pub lease_ttl: Duration,
     /// Revocation requests handled at once.
@@ -131,7 +133,7 @@ impl Default for ReauthSettings {
             artifacts_dir: None,
             login_timeout: Duration::from_secs(30),
             max_attempts: 3,
-            lease_ttl: Duration::from_secs(300),
+            lease_ttl: Duration::from_secs(90),
             concurrency: 4,
         }
     }

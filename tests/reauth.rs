@@ -341,6 +341,7 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     let store_env = stack.env_ref();
     let (code, _, err) = run_cli(&["channels"], &store_env);
     assert_eq!(code, 0, "{err}");
+    let tap = stack.broker.tap().await;
     let ch = stack.broker.conn.create_channel().await.unwrap();
     for i in 0..100 {
         let body = json!({"channel": "acme-main", "failed_version": 1, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
@@ -379,6 +380,15 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
         1,
         "exactly one login for a hundred requests"
     );
+    // Each process handles several requests at once (reauth.concurrency = 4):
+    // one lease per request, so one re-auth was started in all, not one per
+    // process or per request.
+    wait_for(Duration::from_secs(10), "reauth.succeeded", || {
+        tap.count("reauth.succeeded") >= 1
+    })
+    .await;
+    assert_eq!(tap.count("reauth.started"), 1, "re-auths started");
+    assert_eq!(tap.count("reauth.succeeded"), 1, "re-auths succeeded");
     drop((a, b));
 }
 

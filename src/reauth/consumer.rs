@@ -5,7 +5,10 @@
 //! 1. skip it if the stored version is already newer (healed) or the channel
 //!    has failed for good;
 //! 2. take the channel's lease in the token store (single-flight across
-//!    processes) and check the version again under it;
+//!    processes *and* across the requests one process handles at once) and
+//!    check the version again under it; a request that finds the lease held
+//!    waits for it, so a holder that dies mid-login delays the heal by at most
+//!    the lease TTL instead of losing it;
 //! 3. try the refresh-token grant, and only if that fails a browser login
 //!    (fresh context per login, retried with backoff, bounded);
 //! 4. store the new token (version + 1, `active`), tell every worker on
@@ -25,8 +28,8 @@ use chrono::Utc;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+    BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
@@ -61,8 +64,9 @@ pub enum Handled {
     AlreadyHealed,
     /// The channel had already failed for good.
     AlreadyFailed,
-    /// Another process holds the lease and is healing it.
-    LeaseHeld,
+    /// Shutdown came while waiting for another holder's lease; the request
+    /// goes back to the queue.
+    Interrupted,
     /// Healed by `mode` (`refresh` or `browser`) to `version`.
     Healed {
         /// `refresh` or `browser`.
@@ -81,7 +85,7 @@ impl Handled {
         match self {
             Handled::AlreadyHealed => "already_healed",
             Handled::AlreadyFailed => "already_failed",
-            Handled::LeaseHeld => "lease_held",
+            Handled::Interrupted => "interrupted",
             Handled::Healed { .. } => "healed",
             Handled::Failed(_) => "failed",
         }
@@ -95,8 +99,13 @@ struct Ctx {
     driver: Arc<LoginDriver>,
     http: reqwest::Client,
     topology: Topology,
+    /// This process, as named on its broker connection.
     holder: String,
+    /// Numbers the leases this process takes, so that two requests handled
+    /// at once by one process are two holders and never share a lease.
+    leases: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
 }
 
 impl Ctx {
@@ -146,6 +155,8 @@ pub async fn run(
     let ctx = Arc::new(Ctx {
         topology: Topology::new(&settings),
         holder: crate::broker::connection_name(&settings, "reauth"),
+        leases: std::sync::atomic::AtomicU64::new(0),
+        shutdown: shutdown.clone(),
         settings: Arc::new(settings),
         store,
         driver: driver.clone(),
@@ -337,8 +348,18 @@ async fn handle_delivery(
             dead_letter(ctx, publish, &delivery, why, "reauth_failed").await?;
             release_parked(ctx, publish, &request.channel).await?;
         }
-        Handled::AlreadyHealed | Handled::AlreadyFailed | Handled::LeaseHeld => {
+        Handled::AlreadyHealed | Handled::AlreadyFailed => {
             tracing::debug!(channel = %request.channel, outcome = ?handled, "re-auth request needs no login");
+        }
+        Handled::Interrupted => {
+            // Not handled: another process (or this one, restarted) takes it.
+            let _ = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+            return Ok(());
         }
     }
     // Acking is the last step: a crash before it means the request is handled
@@ -363,43 +384,61 @@ async fn heal(
             None
         }
     };
-    match ctx.store.get(channel).await {
-        Ok(Some(r)) => {
-            if let Some(h) = skip(&r) {
-                return Ok(h);
+    let holder = format!(
+        "{}#{}",
+        ctx.holder,
+        ctx.leases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    // Until this request holds the lease: look, try to take it, and if another
+    // holder has it, wait and look again. Its heal usually lands meanwhile and
+    // the look says so; if it died, its lease expires and this one takes over.
+    loop {
+        match ctx.store.get(channel).await {
+            Ok(Some(r)) => {
+                if let Some(h) = skip(&r) {
+                    return Ok(h);
+                }
             }
+            Ok(None) => {
+                return Ok(fail(ctx, channel, "the token store does not know this channel").await);
+            }
+            Err(e) => return Ok(fail(ctx, channel, &format!("token store: {e}")).await),
         }
-        Ok(None) => {
-            return Ok(fail(ctx, channel, "the token store does not know this channel").await);
+        match ctx
+            .store
+            .try_acquire_lease(channel, &holder, ctx.settings.reauth.lease_ttl)
+            .await
+        {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Ok(fail(ctx, channel, &format!("token store: {e}")).await),
         }
-        Err(e) => return Ok(fail(ctx, channel, &format!("token store: {e}")).await),
-    }
-    match ctx
-        .store
-        .try_acquire_lease(channel, &ctx.holder, ctx.settings.reauth.lease_ttl)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return Ok(Handled::LeaseHeld),
-        Err(e) => return Ok(fail(ctx, channel, &format!("token store: {e}")).await),
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return Ok(Handled::Interrupted),
+            () = tokio::time::sleep(LEASE_POLL) => {}
+        }
     }
     // Under the lease, look again: the previous holder may just have finished.
     if let Ok(Some(r)) = ctx.store.get(channel).await
         && let Some(h) = skip(&r)
     {
-        let _ = ctx.store.release_lease(channel, &ctx.holder).await;
+        let _ = ctx.store.release_lease(channel, &holder).await;
         return Ok(h);
     }
     event(ctx, publish, STARTED, req, None, None, 0).await?;
-    let handled = match login(ctx, channel).await {
+    let handled = match login(ctx, channel, &holder).await {
         Ok(h) => h,
         Err(why) => fail(ctx, channel, &why).await,
     };
     if !matches!(handled, Handled::Healed { .. }) {
-        let _ = ctx.store.release_lease(channel, &ctx.holder).await;
+        let _ = ctx.store.release_lease(channel, &holder).await;
     }
     Ok(handled)
 }
+
+/// How often a request waiting for another holder's lease looks again.
+const LEASE_POLL: Duration = Duration::from_millis(500);
 
 async fn fail(ctx: &Ctx, channel: &str, why: &str) -> Handled {
     if let Err(e) = ctx.store.mark_failed(channel, why).await {
@@ -409,7 +448,7 @@ async fn fail(ctx: &Ctx, channel: &str, why: &str) -> Handled {
 }
 
 /// Refresh grant first, then the browser; stores the new token.
-async fn login(ctx: &Ctx, channel: &str) -> Result<Handled, String> {
+async fn login(ctx: &Ctx, channel: &str, holder: &str) -> Result<Handled, String> {
     let config = ctx
         .settings
         .channels
@@ -457,6 +496,23 @@ async fn login(ctx: &Ctx, channel: &str) -> Result<Handled, String> {
     let attempts = ctx.settings.reauth.max_attempts;
     let mut last = String::new();
     for attempt in 1..=attempts {
+        // Renew the lease: it only has to outlast one attempt.
+        if attempt > 1 {
+            let renewed = ctx
+                .store
+                .try_acquire_lease(channel, holder, ctx.settings.reauth.lease_ttl)
+                .await
+                .map_err(|e| format!("token store: {e}"))?;
+            if !renewed {
+                // It expired and another process took over: leave it the
+                // channel rather than log in twice.
+                tracing::warn!(
+                    channel,
+                    "re-auth lease lost to another holder; stepping back"
+                );
+                return Ok(Handled::Interrupted);
+            }
+        }
         let since = Instant::now();
         let result = browser_login(ctx, provider, &credentials).await;
         ctx.attempt(crate::metrics::REAUTH_BROWSER, result.is_ok(), since);
