@@ -2,6 +2,8 @@
 //! `warden worker` and `warden reauth` binaries, Debian's Chromium driven by
 //! Playwright, and the simulated provider speaking real HTTP.
 
+#[path = "support/provider_browser.rs"]
+mod provider_browser;
 mod support;
 
 use std::time::Duration;
@@ -174,6 +176,41 @@ impl Stack {
         ids
     }
 
+    /// Makes every browser login hang: the flow first waits for an element
+    /// the provider never shows, until the login timeout.
+    fn hang_logins(&self) {
+        let path = self.dir.path().join("warden.toml");
+        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let flow = config["providers"]["sim"]["login_flow"]
+            .as_array_mut()
+            .unwrap();
+        flow.insert(
+            0,
+            toml::toml! { action = "wait_for" selector = "#never" }.into(),
+        );
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// Publishes `n` revocation requests for acme-main's version 1, as a worker would.
+    async fn request_reauth(&self, n: usize) {
+        let ch = self.broker.conn.create_channel().await.unwrap();
+        for i in 0..n {
+            let body = json!({"channel": "acme-main", "failed_version": 1, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
+            ch.basic_publish(
+                "".into(),
+                self.broker.topology.reauth().into(),
+                Default::default(),
+                body.to_string().as_bytes(),
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        let _ = ch.close(200, "bye".into()).await;
+    }
+
     fn stats(&self) -> warden::provider::ChannelStats {
         self.provider
             .state
@@ -342,19 +379,7 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     let (code, _, err) = run_cli(&["channels"], &store_env);
     assert_eq!(code, 0, "{err}");
     let tap = stack.broker.tap().await;
-    let ch = stack.broker.conn.create_channel().await.unwrap();
-    for i in 0..100 {
-        let body = json!({"channel": "acme-main", "failed_version": 1, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
-        ch.basic_publish(
-            "".into(),
-            stack.broker.topology.reauth().into(),
-            Default::default(),
-            body.to_string().as_bytes(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    }
+    stack.request_reauth(100).await;
     let a = stack.spawn(&["reauth"], &[]);
     let b = stack.spawn(&["reauth"], &[]);
     wait_for(
@@ -390,6 +415,72 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     assert_eq!(tap.count("reauth.started"), 1, "re-auths started");
     assert_eq!(tap.count("reauth.succeeded"), 1, "re-auths succeeded");
     drop((a, b));
+}
+
+#[tokio::test]
+async fn sigterm_or_sigkill_of_warden_reauth_mid_login_leaves_no_chromium_or_node_behind() {
+    use nix::sys::signal::Signal;
+    require_browser();
+    let _one_at_a_time = BROWSER.lock().await;
+    let stack = Stack::new("term", PASSWORD).await;
+    stack.provider.state.revoke("acme-main");
+    stack.hang_logins();
+    let (code, _, err) = run_cli(&["channels"], &stack.env_ref());
+    assert_eq!(code, 0, "{err}");
+    stack.request_reauth(1).await;
+    let reauth_queue = stack.broker.topology.reauth();
+    for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+        let mut reauth = stack.spawn(
+            &["reauth"],
+            &[
+                ("WARDEN_SHUTDOWN_GRACE", "1s"),
+                // Short, so the request the SIGKILLed holder leaves behind is
+                // not held up by its lease in the next round.
+                ("WARDEN_REAUTH__LEASE_TTL", "25s"),
+            ],
+        );
+        // Mid-login: the driver (node) and Chromium run under this warden.
+        let mut browsers = Vec::new();
+        wait_for(Duration::from_secs(60), "a login in progress", || {
+            browsers = provider_browser::browser_descendants();
+            browsers.iter().any(|(_, c)| c.contains("node"))
+                && browsers.iter().any(|(_, c)| c.contains("chrom"))
+        })
+        .await;
+        reauth.signal(signal);
+        let status = reauth.wait_exit(Duration::from_secs(15)).await;
+        if signal == Signal::SIGTERM {
+            assert!(status.success(), "{status:?}; log:\n{}", reauth.logs());
+            let logs = reauth.logs();
+            assert!(logs.contains("abandoning unfinished re-auths"), "{logs}");
+        }
+        // Children outlive a parent only as orphans re-parented away from
+        // this test, so look each recorded pid up rather than the tree.
+        wait_for(
+            Duration::from_secs(10),
+            "every Chromium and node process of the killed warden to exit",
+            || browsers.iter().all(|(pid, _)| !alive(*pid)),
+        )
+        .await;
+        // The abandoned request went back to the queue, and shutting down is
+        // not a failed re-auth.
+        support::eventually(
+            Duration::from_secs(10),
+            "the request back in the queue",
+            || async { stack.broker.queue_len(&reauth_queue).await == 1 },
+        )
+        .await;
+        let (_, out, _) = run_cli(&["channels", "--json"], &stack.env_ref());
+        assert!(!out.contains("reauth_failed"), "{signal}: {out}");
+    }
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie awaiting its reaper).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

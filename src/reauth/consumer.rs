@@ -105,7 +105,12 @@ struct Ctx {
     /// at once by one process are two holders and never share a lease.
     leases: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
+    /// Shutdown began: requests waiting for a lease give up and go back.
     shutdown: CancellationToken,
+    /// The grace period is over: logins still running are abandoned, their
+    /// requests go back to the queue and their leases are released, so the
+    /// next process starts at once instead of waiting for the lease to expire.
+    abandon: CancellationToken,
 }
 
 impl Ctx {
@@ -157,6 +162,7 @@ pub async fn run(
         holder: crate::broker::connection_name(&settings, "reauth"),
         leases: std::sync::atomic::AtomicU64::new(0),
         shutdown: shutdown.clone(),
+        abandon: CancellationToken::new(),
         settings: Arc::new(settings),
         store,
         driver: driver.clone(),
@@ -274,8 +280,11 @@ async fn session(
     {
         tracing::warn!(
             unfinished = tracker.len(),
-            "grace period over; unfinished re-auth requests will be redelivered"
+            "grace period over; abandoning unfinished re-auths, their requests will be redelivered"
         );
+        ctx.abandon.cancel();
+        // Abandoning is quick (a nack and a lease release each); bounded anyway.
+        let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
     }
     let _ = publish.close(200, "bye".into()).await;
     let _ = ch.close(200, "bye".into()).await;
@@ -427,9 +436,16 @@ async fn heal(
         return Ok(h);
     }
     event(ctx, publish, STARTED, req, None, None, 0).await?;
-    let handled = match login(ctx, channel, &holder).await {
-        Ok(h) => h,
-        Err(why) => fail(ctx, channel, &why).await,
+    // Dropping the login future on abandon closes its browser context (the
+    // driver guards it), and the failure is not recorded: shutting down is
+    // not the channel's fault.
+    let handled = tokio::select! {
+        biased;
+        () = ctx.abandon.cancelled() => Handled::Interrupted,
+        result = login(ctx, channel, &holder) => match result {
+            Ok(h) => h,
+            Err(why) => fail(ctx, channel, &why).await,
+        },
     };
     if !matches!(handled, Handled::Healed { .. }) {
         let _ = ctx.store.release_lease(channel, &holder).await;
