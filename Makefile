@@ -14,7 +14,7 @@ test: services
 ## Throughput, latency and memory of the real worker against a raw-client
 ## baseline on a throwaway prefix (a few minutes). BENCH_ARGS="--repeat 3 --json" etc.
 bench: services
-	$(CARGO) run --release --quiet -- bench $(BENCH_ARGS)
+	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --release --quiet -- bench $(BENCH_ARGS)
 
 services:
 	@bash scripts/ensure-services.sh

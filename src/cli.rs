@@ -113,7 +113,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "drain,baseline,latency,publish,backlog,replicas,startup"
+        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,reauth"
     )]
     pub scenarios: Vec<crate::bench::Scenario>,
     /// Rounds; every figure is reported as the median and spread over them.
@@ -125,6 +125,9 @@ pub struct BenchArgs {
     /// Largest backlog of the backlog scenario (10k, 100k, 1M are measured up to it).
     #[arg(long, default_value_t = 100_000)]
     pub backlog_max: u64,
+    /// Revocations measured by the reauth scenario, cold and again warm.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub reauth_runs: u32,
 }
 
 /// Filters shared by `dlq replay` and `dlq purge`.

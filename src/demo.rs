@@ -34,24 +34,28 @@ const POSTS: usize = 20;
 
 /// The re-auth half of the demo: a simulated provider in this process, a
 /// throwaway SQLite token store with a throwaway key, and channel `acme-main`.
-struct ReauthDemo {
-    provider: crate::provider::RunningProvider,
-    store: Arc<dyn crate::store::TokenStore>,
+///
+/// `warden bench --scenarios reauth` measures the same setup.
+pub(crate) struct ReauthDemo {
+    pub(crate) provider: crate::provider::RunningProvider,
+    pub(crate) store: Arc<dyn crate::store::TokenStore>,
     _stop: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
 
 impl ReauthDemo {
-    const WHY_SKIPPED: &'static str = "Chromium and the Playwright driver are not set up (run `make run`, or `eval \"$(scripts/setup-playwright.sh)\"` first)";
+    pub(crate) const WHY_SKIPPED: &'static str = "Chromium and the Playwright driver are not set up (run `make run`, or `eval \"$(scripts/setup-playwright.sh)\"` first)";
 
-    /// Configures `settings` for the re-auth story, or `None` without a browser.
-    async fn start(settings: &mut Settings) -> anyhow::Result<Option<Self>> {
-        if std::env::var_os("PLAYWRIGHT_DRIVER_PATH").is_none()
-            || !settings.reauth.chromium_path.exists()
-        {
-            println!("note: re-auth part skipped: {}", Self::WHY_SKIPPED);
-            return Ok(None);
-        }
+    /// Whether a browser login can run here.
+    pub(crate) fn browser_ready(settings: &Settings) -> bool {
+        std::env::var_os("PLAYWRIGHT_DRIVER_PATH").is_some()
+            && settings.reauth.chromium_path.exists()
+    }
+
+    /// Configures `settings` for the re-auth story: a provider in this
+    /// process, channel `acme-main` with a valid token in a throwaway store
+    /// (with a throwaway key), and the `post.publish` HTTP handler.
+    pub(crate) async fn start(settings: &mut Settings) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let stop = CancellationToken::new();
         let password = uuid::Uuid::new_v4().to_string();
@@ -96,9 +100,6 @@ impl ReauthDemo {
         );
         let url = format!("sqlite://{}/demo.db", dir.path().display());
         settings.token_store = Some(url.clone());
-        println!(
-            "note: generated a throwaway token key for this demo's store; production refuses to start without WARDEN_TOKEN_KEY"
-        );
         let store = crate::store::connect(&url, crate::store::Keyring::generate()).await?;
         let t = provider
             .state
@@ -111,15 +112,16 @@ impl ReauthDemo {
                 &crate::store::TokenSet::new(secrecy::SecretString::from(t.access_token)),
             )
             .await?;
-        Ok(Some(Self {
+        Ok(Self {
             provider,
             store,
             _stop: stop.drop_guard(),
             _dir: dir,
-        }))
+        })
     }
 
-    fn posts(n: usize) -> Vec<Task> {
+    /// `n` `post.publish` tasks for channel `acme-main`.
+    pub(crate) fn posts(n: usize) -> Vec<Task> {
         (0..n)
             .map(|i| Task {
                 channel: Some("acme-main".into()),
@@ -188,7 +190,15 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         settings.prefix
     );
 
-    let reauth = ReauthDemo::start(&mut settings).await?;
+    let reauth = if ReauthDemo::browser_ready(&settings) {
+        println!(
+            "note: generated a throwaway token key for this demo's store; production refuses to start without WARDEN_TOKEN_KEY"
+        );
+        Some(ReauthDemo::start(&mut settings).await?)
+    } else {
+        println!("note: re-auth part skipped: {}", ReauthDemo::WHY_SKIPPED);
+        None
+    };
 
     // Listen to events before anything is published, so none is missed.
     let conn = crate::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;

@@ -112,3 +112,47 @@ fn an_unknown_scenario_is_a_usage_error() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nonsense"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_reauth_bench_times_a_cold_and_a_warm_heal_from_the_first_401() {
+    let (code, stdout, stderr) = support::run_cli(
+        &[
+            "bench",
+            "--scenarios",
+            "reauth",
+            "--reauth-runs",
+            "1",
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    let reauth = rows(&report, "reauth");
+    let figure = |variant: &str, metric: &str| {
+        reauth
+            .iter()
+            .find(|r| r["variant"].as_str().unwrap().starts_with(variant) && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("{variant} {metric}: {reauth:#?}"))["value"]["median"]
+            .as_f64()
+            .unwrap()
+    };
+    for variant in ["cold", "warm"] {
+        let stored = figure(variant, "first 401 → token stored");
+        let done = figure(variant, "first 401 → parked task done");
+        let handled = figure(variant, "of which warden reauth handling");
+        // A browser login takes a while; the task runs only after the token
+        // is stored, and the re-auth handling is part of the time to store.
+        assert!(handled > 50.0, "{variant}: {handled} ms");
+        assert!(handled <= stored + 1.0, "{variant}: {handled} > {stored}");
+        assert!(stored <= done, "{variant}: {stored} > {done}");
+    }
+    let prefix = report["prefix"].as_str().unwrap();
+    let (conn, _ch) = support::connect().await;
+    for q in ["tasks", "parked", "reauth"] {
+        assert!(
+            !queue_exists(&conn, &format!("{prefix}.{q}")).await,
+            "queue {prefix}.{q} is still there"
+        );
+    }
+}

@@ -119,8 +119,19 @@ impl BenchEnv {
     /// # Errors
     /// Broker errors.
     pub async fn depth_of(&self, queue: &str) -> anyhow::Result<u32> {
-        let q = self
-            .ch
+        Ok(self.inspect(queue).await?.message_count())
+    }
+
+    /// Consumers on `queue`.
+    ///
+    /// # Errors
+    /// Broker errors.
+    pub async fn consumers_of(&self, queue: &str) -> anyhow::Result<u32> {
+        Ok(self.inspect(queue).await?.consumer_count())
+    }
+
+    async fn inspect(&self, queue: &str) -> lapin::Result<lapin::Queue> {
+        self.ch
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
@@ -129,8 +140,7 @@ impl BenchEnv {
                 },
                 FieldTable::default(),
             )
-            .await?;
-        Ok(q.message_count())
+            .await
     }
 
     /// Ready messages in `{p}.tasks`.

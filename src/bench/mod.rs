@@ -13,6 +13,7 @@
 //! | `backlog` | one `warden worker` process (c=256) on 10k, 100k (1M with `--backlog-max`) waiting | msg/s, × ceiling; peak RSS |
 //! | `replicas` | 1 and 2 `warden worker` processes (c=64) on the same N | msg/s, × ceiling; peak RSS |
 //! | `startup` | `warden worker` started on an idle queue | time to `/readyz`; idle RSS |
+//! | `reauth` | worker + `warden reauth` + simulated provider in this process; a token revoked, one task published | first 401 → token stored, → parked task done; browser cold and warm, `--reauth-runs` each |
 //!
 //! **The ceiling** is a raw lapin consumer at prefetch 1000 acking every 500
 //! messages with one `multiple` ack (DESIGN.md §5): what the broker gives a
@@ -26,6 +27,7 @@ mod env;
 mod latency;
 mod procs;
 mod publish;
+mod reauth;
 pub mod report;
 
 use std::io::IsTerminal;
@@ -60,6 +62,8 @@ pub enum Scenario {
     Replicas,
     /// Time to `/readyz` and idle memory of `warden worker`.
     Startup,
+    /// Revoked token → stored → parked task done, browser cold and warm.
+    Reauth,
 }
 
 impl Scenario {
@@ -72,6 +76,7 @@ impl Scenario {
             Scenario::Backlog => "backlog",
             Scenario::Replicas => "replicas",
             Scenario::Startup => "startup",
+            Scenario::Reauth => "reauth",
         }
     }
 }
@@ -103,6 +108,7 @@ enum Step {
     WardenPublish,
     Latency,
     Startup,
+    Reauth,
 }
 
 impl Step {
@@ -117,6 +123,7 @@ impl Step {
             Step::WardenPublish => "warden publisher".into(),
             Step::Latency => "latency".into(),
             Step::Startup => "start-up".into(),
+            Step::Reauth => "re-auth".into(),
         }
     }
 }
@@ -124,6 +131,10 @@ impl Step {
 fn plan(args: &BenchArgs) -> Vec<Step> {
     let has = |s| args.scenarios.contains(&s);
     let mut steps = Vec::new();
+    // Its runs are its repeats: once, whatever `--repeat` says.
+    if has(Scenario::Reauth) {
+        steps.push(Step::Reauth);
+    }
     for round in 0..args.repeat {
         if has(Scenario::Startup) {
             steps.push(Step::Startup);
@@ -178,6 +189,7 @@ struct Ctx {
     env: BenchEnv,
     children: Option<ChildConfig>,
     n: u64,
+    reauth_runs: u32,
     shutdown: CancellationToken,
     bar: ProgressBar,
 }
@@ -354,6 +366,36 @@ impl Ctx {
                     );
                 }
             }
+            Step::Reauth => {
+                let bar = self.bar.clone();
+                let (cold, warm) =
+                    reauth::measure(&self.env, self.reauth_runs, &self.shutdown, |m| {
+                        bar.set_message(m);
+                    })
+                    .await?;
+                for (variant, samples) in [
+                    ("cold: fresh consumer, browser launched", cold),
+                    ("warm: browser already up", warm),
+                ] {
+                    for s in samples {
+                        out.sample(
+                            ("reauth", variant, "first 401 → token stored", "ms"),
+                            None,
+                            s.stored_ms,
+                        );
+                        out.sample(
+                            ("reauth", variant, "first 401 → parked task done", "ms"),
+                            None,
+                            s.done_ms,
+                        );
+                        out.sample(
+                            ("reauth", variant, "of which warden reauth handling", "ms"),
+                            None,
+                            s.handled_ms,
+                        );
+                    }
+                }
+            }
             Step::Startup => {
                 for i in 0..STARTUP_SAMPLES {
                     self.bar
@@ -408,6 +450,11 @@ pub async fn run(
         args.concurrency.iter().all(|c| *c > 0),
         "--concurrency values must be at least 1"
     );
+    anyhow::ensure!(
+        !args.scenarios.contains(&Scenario::Reauth) || crate::demo::ReauthDemo::browser_ready(base),
+        "the reauth scenario needs a browser: {}; or leave it out with --scenarios",
+        crate::demo::ReauthDemo::WHY_SKIPPED
+    );
     let began = Instant::now();
     let settings = env::bench_settings(base);
     let steps = plan(&args);
@@ -430,6 +477,7 @@ pub async fn run(
         env,
         children,
         n: args.n,
+        reauth_runs: args.reauth_runs,
         shutdown: shutdown.clone(),
         bar: bar.clone(),
     });
@@ -532,6 +580,7 @@ fn notes() -> Vec<String> {
         "tracing=on (OTLP export to a local collector) is not measured yet: see bench::drain::Tracing",
         "backlog and replicas run the real `warden worker` binary; peak RSS is its VmHWM",
         "latency: publish→ack is when the worker's basic.ack passes a relay in front of the broker",
+        "reauth: each run revokes access and refresh token at the simulated provider, so a browser login heals it; the clock starts at the provider's 401",
         "absolute figures vary with the load of the machine; compare ratios",
     ]
     .map(str::to_owned)

@@ -59,6 +59,9 @@ struct Data {
     /// grant is still counted against its channel.
     dead_refresh: HashMap<String, String>,
     faults: HashMap<String, Fault>,
+    /// When each channel last had an API call refused: a benchmark's clock
+    /// starts at the first 401, which only the platform sees exactly.
+    last_rejected: HashMap<String, Instant>,
     stats: ProviderStats,
 }
 
@@ -277,6 +280,11 @@ impl ProviderState {
             data.dead_refresh.insert(token, channel.to_owned());
         }
         data.stats.channel(channel).revocations += 1;
+    }
+
+    /// When an API call for `channel` was last refused (401/403).
+    pub fn last_rejected(&self, channel: &str) -> Option<Instant> {
+        self.data().last_rejected.get(channel).copied()
     }
 
     /// Revokes `channel`'s access tokens only, so the refresh grant can heal it.
@@ -638,6 +646,7 @@ impl ProviderState {
             Some((channel, false)) => {
                 data.stats.api_rejected += 1;
                 data.stats.channel(&channel).api_rejected += 1;
+                data.last_rejected.insert(channel, Instant::now());
             }
             None => data.stats.api_rejected += 1,
         }
