@@ -1,5 +1,5 @@
 # The two commands README starts with, and a few more.
-.PHONY: run test services lint bench
+.PHONY: run test services lint bench chaos
 
 CARGO ?= cargo
 
@@ -15,6 +15,12 @@ test: services
 ## baseline on a throwaway prefix (a few minutes). BENCH_ARGS="--repeat 3 --json" etc.
 bench: services
 	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --release --quiet -- bench $(BENCH_ARGS)
+
+## The chaos suite at size N (tasks), release build: kills, cuts, a blackhole and
+## broker-side closes while N tasks flow; prints lost/duplicates/faults.
+N ?= 100000
+chaos: services
+	WARDEN_CHAOS_N=$(N) $(CARGO) test --release --test chaos -- --nocapture
 
 services:
 	@bash scripts/ensure-services.sh

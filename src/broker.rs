@@ -116,9 +116,14 @@ pub struct SessionLosses {
     streak: u32,
 }
 
+/// A session that lasted at least this long counts as healthy and ends a
+/// streak of losses. Sessions that die at once (a refused declaration, a
+/// deleted queue) last milliseconds; a flaky network that cuts a working
+/// session every few seconds must not push reconnects to the maximum pause.
+pub const HEALTHY_SESSION: Duration = Duration::from_secs(5);
+
 impl SessionLosses {
-    /// A session that lasted at least this long counts as healthy.
-    const HEALTHY: Duration = Duration::from_secs(30);
+    const HEALTHY: Duration = HEALTHY_SESSION;
     /// Longest pause between two sessions.
     const MAX_PAUSE: Duration = Duration::from_secs(30);
 

@@ -302,6 +302,19 @@ impl EventTap {
         m
     }
 
+    /// Every terminal event per id: its routing key and dead-letter reason.
+    pub fn endings(&self) -> HashMap<String, Vec<(String, Option<String>)>> {
+        let mut m: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+        for (rk, e) in self.events.lock().unwrap().iter() {
+            if rk == "task.succeeded" || rk == "task.dead" {
+                m.entry(e.id.clone())
+                    .or_default()
+                    .push((rk.clone(), e.reason.clone()));
+            }
+        }
+        m
+    }
+
     pub fn count(&self, routing_key: &str) -> usize {
         self.events
             .lock()
