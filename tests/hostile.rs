@@ -1,6 +1,11 @@
 //! Hostile input: whatever a producer sends, decoding ends in a clear outcome,
 //! never a panic, and forged headers never buy extra attempts.
 
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use proptest::prelude::*;
@@ -104,4 +109,93 @@ fn invalid_utf8_in_strings_is_malformed() {
         Task::decode(body, 1024),
         Err(envelope::Reject::Malformed(_))
     ));
+}
+
+/// One random hostile body: raw bytes, invalid UTF-8, JSON nested deeper than
+/// any parser should follow, JSON missing its fields, or bytes that only look
+/// like a task.
+fn hostile_body(rng: &mut impl rand::Rng, i: usize) -> Vec<u8> {
+    match i % 5 {
+        0 => {
+            let mut b = vec![0u8; rng.random_range(0..512)];
+            rng.fill(&mut b[..]);
+            b
+        }
+        1 => {
+            let mut b = br#"{"id":"x","type":"builtin.noop","payload":""#.to_vec();
+            b.extend([0xff, 0xfe, 0xc3, 0x28]);
+            b.extend(br#""}"#);
+            b
+        }
+        2 => {
+            let depth = rng.random_range(100..5_000);
+            let mut b = "[".repeat(depth).into_bytes();
+            b.extend("]".repeat(depth).into_bytes());
+            b
+        }
+        3 => serde_json::to_vec(&serde_json::json!({"payload": rng.random::<u64>()})).unwrap(),
+        _ => format!(
+            "{{\"id\": {}, \"type\": [\"builtin.noop\"], \"payload\": {{",
+            rng.random::<u32>()
+        )
+        .into_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_ten_thousand_random_bodies_goes_dead_with_reasons_and_valid_tasks_between_them_succeed()
+ {
+    use rand::SeedableRng as _;
+    const BAD: usize = 10_000;
+    let seed: u64 = rand::random();
+    eprintln!("body seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let broker = support::TestBroker::new("flood").await;
+    let tap = broker.tap().await;
+    let worker = broker.spawn_worker(&[("WARDEN_CONCURRENCY", "64")]);
+    worker.wait_ready(Duration::from_secs(20)).await;
+
+    let (mut bad, mut good) = (Vec::new(), Vec::new());
+    for i in 0..BAD {
+        let id = format!("flood-{i}");
+        broker
+            .publish_raw("builtin.noop", &hostile_body(&mut rng, i), &id)
+            .await;
+        bad.push(id);
+        if i % 100 == 0 {
+            good.push(broker.publish("builtin.noop", serde_json::json!({})).await);
+        }
+    }
+    let mut all = bad.clone();
+    all.extend(good.iter().cloned());
+    tap.wait_terminal(&all, Duration::from_secs(300)).await;
+
+    let terminal = tap.terminal();
+    assert!(good.iter().all(|id| terminal[id] == ["task.succeeded"]));
+    let dq = warden::dlq::DeadQueue::open(&broker.settings)
+        .await
+        .unwrap();
+    let dead: HashMap<String, String> = dq
+        .list(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.reason))
+        .collect();
+    dq.close().await;
+    for id in &bad {
+        let reason = dead
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is not in the dead-letter queue"));
+        assert!(
+            ["malformed", "too_large", "unknown_type"].contains(&reason.as_str()),
+            "{id}: {reason}"
+        );
+    }
+    let mut worker = worker;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker is alive"
+    );
+    assert!(worker.ready().await);
 }
