@@ -51,6 +51,11 @@ pub async fn connect(
         .map_err(unreachable)?;
     uri.query.heartbeat = Some(u16::try_from(settings.heartbeat.as_secs()).unwrap_or(u16::MAX));
     uri.query.connection_timeout = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    // lapin keeps a receive and a send buffer of 32 frames each per
+    // connection: at RabbitMQ's default 128 KiB frames that is 8 MiB, more
+    // than the rest of an idle worker. Tasks are small; bigger bodies simply
+    // span several frames. `?frame_max=` in the URL still wins.
+    uri.query.frame_max = uri.query.frame_max.or(Some(DEFAULT_FRAME_MAX));
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name(settings, role).into());
     match tokio::time::timeout(timeout, Connection::connect_uri(uri, props)).await {
@@ -61,6 +66,9 @@ pub async fn connect(
         ))),
     }
 }
+
+/// The largest AMQP frame warden asks for unless the URL sets `frame_max`.
+pub const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
 
 /// `warden-<role>.<prefix>@<host>:<pid>`.
 #[must_use]
