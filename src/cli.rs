@@ -113,7 +113,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,reauth"
+        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,tracing,reauth"
     )]
     pub scenarios: Vec<crate::bench::Scenario>,
     /// Rounds; every figure is reported as the median and spread over them.

@@ -156,3 +156,36 @@ async fn the_reauth_bench_times_a_cold_and_a_warm_heal_from_the_first_401() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_tracing_scenario_exports_every_run_with_export_on_and_compares_it_with_export_off() {
+    let (code, stdout, stderr) = support::run_cli(
+        &["bench", "--n", "2000", "--scenarios", "tracing", "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "stderr:\n{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    let tracing = rows(&report, "tracing");
+    let on = |metric: &str| {
+        tracing
+            .iter()
+            .find(|r| r["variant"].as_str().unwrap().contains("export on") && r["metric"] == metric)
+            .unwrap_or_else(|| panic!("{metric}: {tracing:#?}"))
+    };
+    // Spans really left the worker: a few hundred bytes of OTLP per task.
+    assert!(
+        on("OTLP bytes per task")["value"]["median"]
+            .as_f64()
+            .unwrap()
+            > 100.0
+    );
+    let rate = on("drain rate");
+    assert_eq!(rate["ratio_to"], "export off");
+    assert!(rate["ratio"]["median"].as_f64().unwrap() > 0.0, "{rate:#}");
+    let off = tracing
+        .iter()
+        .find(|r| r["variant"].as_str().unwrap().ends_with("export off"))
+        .expect("the export-off runs");
+    // Two export-off runs around the export-on one.
+    assert_eq!(off["value"]["samples"].as_array().unwrap().len(), 2);
+}

@@ -38,15 +38,10 @@ impl Drained {
     }
 }
 
-/// Trace export while draining.
-///
-/// This is the hook for the tracing work in `telemetry.rs`: once the worker
-/// can export spans over OTLP, add an `Export` variant that starts an
-/// in-process collector (the `fake-opentelemetry-collector` crate), points
-/// the worker's `OTEL_EXPORTER_OTLP_ENDPOINT` at it, samples 100 %, and add it
-/// to [`super::DRAIN_TRACING`]. The subscriber is global to a process, so an
-/// exporting run is best made with the spawned binary
-/// ([`super::procs`]) rather than in-process.
+/// Trace export while draining in this process: always off, because the
+/// subscriber is global to a process and the bench's own is not exporting.
+/// Export is measured by the `tracing` scenario, with the real binary
+/// ([`super::procs`]) exporting to the bench's sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tracing {
     /// Spans are created (at the log filter in force) but not exported.

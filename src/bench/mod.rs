@@ -12,6 +12,7 @@
 //! | `publish` | `Publisher::publish_all` of N tasks vs a raw confirming publisher | msg/s, × raw |
 //! | `backlog` | one `warden worker` process (c=256) on 10k, 100k (1M with `--backlog-max`) waiting | msg/s, × ceiling; peak RSS |
 //! | `replicas` | 1 and 2 `warden worker` processes (c=64) on the same N | msg/s, × ceiling; peak RSS |
+//! | `tracing` | one `warden worker` process (c=64, events on), export off, on (OTLP/HTTP, 100 % sampled, to a sink the bench starts), off | msg/s, × the export-off runs around it |
 //! | `startup` | `warden worker` started on an idle queue | time to `/readyz`; idle RSS |
 //! | `reauth` | worker + `warden reauth` + simulated provider in this process; a token revoked, one task published | first 401 → token stored, → parked task done; browser cold and warm, `--reauth-runs` each |
 //!
@@ -29,6 +30,7 @@ mod procs;
 mod publish;
 mod reauth;
 pub mod report;
+mod sink;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -62,6 +64,8 @@ pub enum Scenario {
     Replicas,
     /// Time to `/readyz` and idle memory of `warden worker`.
     Startup,
+    /// The cost of exporting every span over OTLP.
+    Tracing,
     /// Revoked token → stored → parked task done, browser cold and warm.
     Reauth,
 }
@@ -76,6 +80,7 @@ impl Scenario {
             Scenario::Backlog => "backlog",
             Scenario::Replicas => "replicas",
             Scenario::Startup => "startup",
+            Scenario::Tracing => "tracing",
             Scenario::Reauth => "reauth",
         }
     }
@@ -95,6 +100,8 @@ const REPLICA_CONCURRENCY: u16 = 64;
 const LATENCY_RATES: [u32; 2] = [1_000, 10_000];
 const LATENCY_SECS: f64 = 3.0;
 const STARTUP_SAMPLES: u32 = 3;
+const TRACING_CONCURRENCY: u16 = 64;
+const EXPORT_OFF: &str = "export off";
 
 /// One thing the bench does, in the order it does them.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +115,8 @@ enum Step {
     WardenPublish,
     Latency,
     Startup,
+    /// A worker process draining N, exporting spans or not.
+    Traced(bool),
     Reauth,
 }
 
@@ -124,6 +133,7 @@ impl Step {
             Step::Latency => "latency".into(),
             Step::Startup => "start-up".into(),
             Step::Reauth => "re-auth".into(),
+            Step::Traced(on) => format!("export {}", if on { "on" } else { "off" }),
         }
     }
 }
@@ -141,6 +151,10 @@ fn plan(args: &BenchArgs) -> Vec<Step> {
         }
         if has(Scenario::Latency) {
             steps.push(Step::Latency);
+        }
+        if has(Scenario::Tracing) {
+            // Each export-on run between two export-off runs of the same round.
+            steps.extend([Step::Traced(false), Step::Traced(true), Step::Traced(false)]);
         }
         if has(Scenario::Publish) {
             steps.extend([Step::RawPublish, Step::WardenPublish, Step::RawPublish]);
@@ -190,6 +204,8 @@ struct Ctx {
     children: Option<ChildConfig>,
     n: u64,
     reauth_runs: u32,
+    /// The OTLP sink of the tracing scenario.
+    otlp: Option<sink::Sink>,
     shutdown: CancellationToken,
     bar: ProgressBar,
 }
@@ -273,7 +289,11 @@ impl Ctx {
                     &self.env,
                     self.children()?,
                     1,
-                    BACKLOG_CONCURRENCY,
+                    procs::Shape {
+                        concurrency: BACKLOG_CONCURRENCY,
+                        events: false,
+                        otlp: None,
+                    },
                     size,
                     self.counter(&what, size),
                 )
@@ -297,7 +317,11 @@ impl Ctx {
                     &self.env,
                     self.children()?,
                     k,
-                    REPLICA_CONCURRENCY,
+                    procs::Shape {
+                        concurrency: REPLICA_CONCURRENCY,
+                        events: false,
+                        otlp: None,
+                    },
                     n,
                     self.counter(&what, n),
                 )
@@ -364,6 +388,63 @@ impl Ctx {
                         None,
                         r.achieved,
                     );
+                }
+            }
+            Step::Traced(on) => {
+                let sink = self
+                    .otlp
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("no OTLP sink was started"))?;
+                let before = sink.received();
+                self.prefill(n).await?;
+                let shape = procs::Shape {
+                    concurrency: TRACING_CONCURRENCY,
+                    events: true,
+                    otlp: on.then_some(sink.endpoint.as_str()),
+                };
+                let d = procs::drain(
+                    &self.env,
+                    self.children()?,
+                    1,
+                    shape,
+                    n,
+                    self.counter(&what, n),
+                )
+                .await?;
+                let (requests, bytes) = sink.received();
+                let variant = format!(
+                    "warden worker process c={TRACING_CONCURRENCY} events=on, export {}",
+                    if on {
+                        "on (OTLP/HTTP, 100 % sampled)"
+                    } else {
+                        "off"
+                    }
+                );
+                if on {
+                    // Every task's spans must really have gone out.
+                    anyhow::ensure!(
+                        requests > before.0,
+                        "the worker exported no span to the bench's OTLP sink"
+                    );
+                    #[allow(clippy::cast_precision_loss)]
+                    let per_task = (bytes - before.1) as f64 / n as f64;
+                    out.sample(
+                        ("tracing", &variant, "OTLP bytes per task", "B"),
+                        None,
+                        per_task,
+                    );
+                    out.sample(
+                        ("tracing", &variant, "drain rate", "msg/s"),
+                        Some(EXPORT_OFF),
+                        d.rate,
+                    );
+                } else {
+                    anyhow::ensure!(
+                        requests == before.0,
+                        "a worker without an OTLP endpoint exported spans"
+                    );
+                    out.reference(EXPORT_OFF, d.rate);
+                    out.sample(("tracing", &variant, "drain rate", "msg/s"), None, d.rate);
                 }
             }
             Step::Reauth => {
@@ -461,7 +542,7 @@ pub async fn run(
     let spawns = args.scenarios.iter().any(|s| {
         matches!(
             s,
-            Scenario::Backlog | Scenario::Replicas | Scenario::Startup
+            Scenario::Backlog | Scenario::Replicas | Scenario::Startup | Scenario::Tracing
         )
     });
     let children = if spawns {
@@ -478,6 +559,11 @@ pub async fn run(
         children,
         n: args.n,
         reauth_runs: args.reauth_runs,
+        otlp: if args.scenarios.contains(&Scenario::Tracing) {
+            Some(sink::Sink::start().await?)
+        } else {
+            None
+        },
         shutdown: shutdown.clone(),
         bar: bar.clone(),
     });
@@ -546,6 +632,12 @@ pub async fn run(
                 drain::raw_label(CEILING_PREFETCH, CEILING_ACKS),
             ),
             (
+                EXPORT_OFF.into(),
+                format!(
+                    "the same worker process with export off, c={TRACING_CONCURRENCY} events=on"
+                ),
+            ),
+            (
                 RAW_PUBLISHER.into(),
                 format!(
                     "raw lapin publisher, {} confirms in flight",
@@ -577,7 +669,7 @@ fn notes() -> Vec<String> {
         "ceiling = raw lapin consumer, prefetch 1000, one multiple ack per 500 messages; each ratio divides by the mean of the ceiling runs just before and after it",
         "drain: Worker::run in this process; the clock runs from the worker reporting ready to the last task settled; the queue must be empty afterwards",
         "events=on publishes task.succeeded for every task into a quorum queue standing in for a dashboard",
-        "tracing=on (OTLP export to a local collector) is not measured yet: see bench::drain::Tracing",
+        "tracing: a `warden worker` process exporting every span over OTLP/HTTP to a sink in the bench that counts requests without decoding them; its ratio divides by the export-off runs just before and after",
         "backlog and replicas run the real `warden worker` binary; peak RSS is its VmHWM",
         "latency: publish→ack is when the worker's basic.ack passes a relay in front of the broker",
         "reauth: each run revokes access and refresh token at the simulated provider, so a browser login heals it; the clock starts at the provider's 401",

@@ -70,17 +70,31 @@ impl Worker {
     ///
     /// # Errors
     /// The binary cannot be started.
-    pub fn spawn(config: &ChildConfig, concurrency: u16, events: bool) -> anyhow::Result<Self> {
+    /// With `otlp`, it exports every span (100 % sampled) over OTLP/HTTP to
+    /// that endpoint; without, it exports nothing.
+    pub fn spawn(
+        config: &ChildConfig,
+        concurrency: u16,
+        events: bool,
+        otlp: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let exe = std::env::current_exe().context("finding the warden binary")?;
         let mut cmd = Command::new(exe);
         cmd.arg("--config").arg(&config.0).arg("worker");
         // The file carries the bench's settings, already layered with this
         // process's environment; inherited `WARDEN_*` would override it.
+        // So do the OpenTelemetry variables: export is this call's choice.
         for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("WARDEN_") {
+            let k_ = k.to_string_lossy();
+            if k_.starts_with("WARDEN_") || k_.starts_with("OTEL_") {
                 cmd.env_remove(k);
             }
+        }
+        if let Some(endpoint) = otlp {
+            cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+                .env("OTEL_TRACES_SAMPLER", "always_on");
         }
         let child = cmd
             .env("WARDEN_CONCURRENCY", concurrency.to_string())
@@ -216,7 +230,7 @@ pub struct Startup {
 /// The worker does not start or stop cleanly.
 pub async fn startup(config: &ChildConfig, concurrency: u16) -> anyhow::Result<Startup> {
     let t0 = Instant::now();
-    let w = Worker::spawn(config, concurrency, false)?;
+    let w = Worker::spawn(config, concurrency, false, None)?;
     w.wait_ready().await?;
     let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
     // Idle means consuming an empty queue: sample for a second and keep the
@@ -243,6 +257,17 @@ pub struct ProcDrain {
     pub peak_rss_mib: f64,
 }
 
+/// How each worker process of a drain runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    /// Tasks at once.
+    pub concurrency: u16,
+    /// `task.*` events published.
+    pub events: bool,
+    /// OTLP/HTTP endpoint to export every span to, if any.
+    pub otlp: Option<&'a str>,
+}
+
 /// Starts `replicas` worker processes on the `n` tasks waiting in `{p}.tasks`
 /// and times them from the moment all are ready until the tasks are settled.
 /// Tasks settled before the last replica came up are left out of the rate.
@@ -253,12 +278,12 @@ pub async fn drain(
     env: &BenchEnv,
     config: &ChildConfig,
     replicas: usize,
-    concurrency: u16,
+    shape: Shape<'_>,
     n: u64,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<ProcDrain> {
     let workers = (0..replicas)
-        .map(|_| Worker::spawn(config, concurrency, false))
+        .map(|_| Worker::spawn(config, shape.concurrency, shape.events, shape.otlp))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for w in &workers {
         w.wait_ready().await?;
