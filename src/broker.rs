@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Settings, TlsSettings};
 
 /// The broker could not be reached or refused us.
 #[derive(Debug, thiserror::Error)]
@@ -58,13 +59,42 @@ pub async fn connect(
     uri.query.frame_max = uri.query.frame_max.or(Some(DEFAULT_FRAME_MAX));
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name(settings, role).into());
-    match tokio::time::timeout(timeout, Connection::connect_uri(uri, props)).await {
+    let tls = tls_config(&settings.tls).map_err(unreachable)?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| unreachable(e.to_string()))?;
+    let connecting = Connection::connect_uri_with_config(uri, props, tls, runtime);
+    match tokio::time::timeout(timeout, connecting).await {
         Ok(result) => result.map_err(|e| unreachable(e.to_string())),
         Err(_) => Err(unreachable(format!(
             "no answer within {}",
             humantime::format_duration(timeout)
         ))),
     }
+}
+
+/// The TLS material of `tls`, read from its files (the system roots are
+/// always trusted too). Errors name the setting and the path, never contents.
+fn tls_config(tls: &TlsSettings) -> Result<OwnedTLSConfig, String> {
+    let read = |key: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("reading {key} {}: {e}", path.display()))
+    };
+    let cert_chain = match &tls.ca_file {
+        Some(path) => Some(
+            String::from_utf8(read("tls.ca_file", path)?)
+                .map_err(|_| format!("tls.ca_file {} is not PEM text", path.display()))?,
+        ),
+        None => None,
+    };
+    let identity = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => Some(OwnedIdentity::PKCS8 {
+            pem: read("tls.cert_file", cert)?,
+            key: read("tls.key_file", key)?,
+        }),
+        _ => None,
+    };
+    Ok(OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
 }
 
 /// The largest AMQP frame warden asks for unless the URL sets `frame_max`.

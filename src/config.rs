@@ -34,6 +34,8 @@ pub struct Settings {
     /// as is; see [`Settings::amqp_url_redacted`].
     #[serde(serialize_with = "serialize_exposed")]
     pub amqp_url: SecretString,
+    /// TLS for `amqps://`: a private CA, a client certificate.
+    pub tls: TlsSettings,
     /// Name prefix of every exchange and queue (`{prefix}.tasks`, ...).
     pub prefix: String,
     /// How many tasks run at once in one process; also the broker prefetch.
@@ -88,6 +90,20 @@ pub struct Settings {
     pub handlers: BTreeMap<String, crate::http_handler::HttpHandlerConfig>,
     /// The re-auth consumer.
     pub reauth: ReauthSettings,
+}
+
+/// TLS for an `amqps://` broker beyond the system's trusted roots. Every
+/// value is a file path: a private key never sits in the configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of CA certificates to trust besides the system roots (a
+    /// private CA that signed the broker's certificate).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (with its chain), for brokers that verify clients.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
 }
 
 /// A channel: the account a task acts for.
@@ -191,6 +207,7 @@ impl Default for Settings {
             channels: BTreeMap::new(),
             handlers: BTreeMap::new(),
             reauth: ReauthSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -358,6 +375,26 @@ impl Settings {
         for (kind, handler) in &self.handlers {
             crate::http_handler::HttpHandler::new(handler.clone(), reqwest::Client::new())
                 .map_err(|e| ConfigError(format!("`handlers.{kind}`: {e}")))?;
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => return bad("tls.key_file", "is needed with tls.cert_file"),
+            (None, Some(_)) => return bad("tls.cert_file", "is needed with tls.key_file"),
+            _ => {}
+        }
+        for (key, path) in [
+            ("tls.ca_file", &self.tls.ca_file),
+            ("tls.cert_file", &self.tls.cert_file),
+            ("tls.key_file", &self.tls.key_file),
+        ] {
+            if let Some(path) = path
+                && let Err(e) = std::fs::File::open(path)
+            {
+                return bad(key, &format!("cannot read {}: {e}", path.display()));
+            }
+        }
+        let tls_set = self.tls.ca_file.is_some() || self.tls.cert_file.is_some();
+        if tls_set && !url.starts_with("amqps://") {
+            return bad("tls", "is only used with an amqps:// amqp_url");
         }
         if self.reauth.max_attempts == 0 {
             return bad("reauth.max_attempts", "must be at least 1");

@@ -62,6 +62,11 @@ async fn a_small_bench_reports_positive_rates_and_ratios_and_deletes_its_prefix(
     let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     assert_eq!(report["n"], 2000);
     assert_eq!(
+        report["leftovers"],
+        serde_json::json!([]),
+        "every drain acked all"
+    );
+    assert_eq!(
         report["scenarios"],
         serde_json::json!(["drain", "baseline"])
     );

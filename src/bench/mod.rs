@@ -595,6 +595,7 @@ pub async fn run(
     };
     bar.finish_and_clear();
 
+    let leftovers = ctx.env.leftovers();
     // Clean up whatever happened above.
     let cleaned = ctx.env.cleanup().await;
     if let Some(ctx) = Arc::into_inner(ctx) {
@@ -647,6 +648,7 @@ pub async fn run(
         ],
         rows: collector.rows(),
         notes: notes(),
+        leftovers,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -658,6 +660,9 @@ pub async fn run(
         println!("{}", report.table());
         for n in &report.notes {
             println!("- {n}");
+        }
+        for l in &report.leftovers {
+            println!("! {l}");
         }
     }
     cleaned?;

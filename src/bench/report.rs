@@ -214,6 +214,8 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// How to read them.
     pub notes: Vec<String>,
+    /// Drains after which messages came back to the queue unacknowledged.
+    pub leftovers: Vec<String>,
 }
 
 fn number(v: f64, unit: &str) -> String {

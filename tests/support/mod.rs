@@ -5,6 +5,7 @@
 
 pub mod otel;
 pub mod proxy;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
