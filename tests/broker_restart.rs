@@ -47,16 +47,7 @@ fn rabbitmqctl(args: &[&str]) {
 
 /// Ready messages in `queue`, asked on `ch`.
 async fn depth(ch: &lapin::Channel, queue: &str) -> u32 {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .map_or(0, |q| q.message_count())
+    support::message_count(ch, queue).await.unwrap_or(0)
 }
 
 #[tokio::test]

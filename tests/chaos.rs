@@ -74,27 +74,12 @@ enum Fault {
 }
 
 /// Spread so that every kind of fault meets work in flight.
+#[rustfmt::skip]
 const FAULTS: [Fault; 18] = {
     use Fault::{Blackhole, BrokerClose, Cut, Kill};
     [
-        Cut,
-        Kill,
-        Cut,
-        BrokerClose,
-        Cut,
-        Kill,
-        Cut,
-        Blackhole,
-        Cut,
-        Kill,
-        Cut,
-        BrokerClose,
-        Cut,
-        Kill,
-        Cut,
-        Kill,
-        Cut,
-        Cut,
+        Cut, Kill, Cut, BrokerClose, Cut, Kill, Cut, Blackhole, Cut, Kill, Cut, BrokerClose,
+        Cut, Kill, Cut, Kill, Cut, Cut,
     ]
 };
 

@@ -166,19 +166,9 @@ impl TestBroker {
 
     pub async fn queue_len(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue exists");
+        let n = message_count(&ch, queue).await.expect("queue exists");
         let _ = ch.close(200, "".into()).await;
-        q.message_count()
+        n
     }
 
     pub async fn tap(&self) -> EventTap {
@@ -347,6 +337,22 @@ impl EventTap {
         )
         .await;
     }
+}
+
+/// Ready messages in `queue`, asked on `ch`; `None` if it does not exist
+/// (which closes `ch`).
+pub async fn message_count(ch: &Channel, queue: &str) -> Option<u32> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .ok()
+    .map(|q| q.message_count())
 }
 
 /// A free TCP port on loopback.
