@@ -122,7 +122,30 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     mandatory: bool,
 ) -> Result<(), PublishError> {
+    publish_copy_confirmed(ch, exchange, routing_key, body, properties, mandatory, None).await
+}
+
+/// [`publish_confirmed`] for a copy of a message that carries a trace
+/// context in `original`'s headers: the publish span continues that context
+/// instead of the current span's, so the copy stays in its message's trace
+/// (the parked tasks `warden reauth` releases, say). Without a context in
+/// them it is [`publish_confirmed`].
+///
+/// # Errors
+/// [`PublishError`] when the broker did not take the message.
+pub async fn publish_copy_confirmed(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+    original: Option<&FieldTable>,
+) -> Result<(), PublishError> {
     let span = crate::trace::publish_span(exchange, routing_key, &properties, body.len());
+    if let Some(headers) = original {
+        crate::trace::continue_from(&span, headers);
+    }
     let properties = crate::trace::with_context(properties, &span);
     let result = publish_and_confirm(ch, exchange, routing_key, body, properties, mandatory)
         .instrument(span.clone())

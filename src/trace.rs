@@ -179,6 +179,18 @@ pub fn publish_span(
     )
 }
 
+/// Makes the context carried in `headers` the parent of `span`, if they
+/// carry one and `span` is exported; otherwise leaves `span` as it is.
+pub fn continue_from(span: &Span, headers: &FieldTable) {
+    if span.is_disabled() {
+        return;
+    }
+    let cx = extract(Some(headers));
+    if cx.span().span_context().is_valid() {
+        let _ = span.set_parent(cx);
+    }
+}
+
 /// Returns `properties` with `span`'s context injected into their headers
 /// (unchanged when the span has no context).
 #[must_use]

@@ -66,6 +66,9 @@ async fn cutting_the_connection_five_times_loses_no_task() {
             proxy.accepted() > cut
         })
         .await;
+        // Consuming again, not just connected: a cut during the handshake
+        // would be a failed connect, not a lost session.
+        worker.wait_ready(READY).await;
     }
     tap.wait_terminal(&ids, Duration::from_secs(120)).await;
     let dups = check_no_loss(&tap.terminal(), &ids);

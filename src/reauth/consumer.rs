@@ -44,7 +44,9 @@ use crate::config::Settings;
 use crate::envelope::{self, Task};
 use crate::events::{self, Event};
 use crate::metrics::Metrics;
-use crate::publish::{PERSISTENT, PublishError, copy_properties, publish_confirmed};
+use crate::publish::{
+    PERSISTENT, PublishError, copy_properties, publish_confirmed, publish_copy_confirmed,
+};
 use crate::reauth::browser::{LoginDriver, LoginDriverConfig};
 use crate::reauth::flow::{ChannelCredentials, OAuthProvider};
 use crate::store::{ChannelStatus, TokenSet, TokenStore};
@@ -704,13 +706,15 @@ async fn release_parked(ctx: &Ctx, publish: &Channel, healed: &str) -> Result<()
                 &[envelope::DELAY_HEADER]
             },
         );
-        publish_confirmed(
+        // The released task stays in its own trace, not this re-auth's.
+        publish_copy_confirmed(
             ch,
             &ctx.topology.tasks(),
             d.routing_key.as_str(),
             &d.data,
             copy_properties(&d.properties, h, None),
             true,
+            d.properties.headers().as_ref(),
         )
         .await?;
         ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
