@@ -3,7 +3,7 @@
 
 mod support;
 
-use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
+use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 use serde_json::Value;
 
@@ -18,16 +18,7 @@ fn rows<'a>(report: &'a Value, scenario: &str) -> Vec<&'a Value> {
 
 async fn queue_exists(conn: &lapin::Connection, name: &str) -> bool {
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .is_ok()
+    support::message_count(&ch, name).await.is_some()
 }
 
 async fn exchange_exists(conn: &lapin::Connection, name: &str) -> bool {
