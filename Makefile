@@ -1,5 +1,5 @@
 # The two commands README starts with, and a few more.
-.PHONY: run test services lint bench chaos
+.PHONY: run test services lint deny bench chaos
 
 CARGO ?= cargo
 
@@ -28,3 +28,7 @@ services:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Licences, bans, sources, and RustSec advisories where GitHub is reachable.
+deny:
+	@bash scripts/deny.sh

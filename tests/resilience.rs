@@ -92,6 +92,40 @@ async fn cutting_the_connection_five_times_loses_no_task() {
 }
 
 #[tokio::test]
+async fn a_consumer_the_broker_cancels_declares_its_queue_again_and_goes_on() {
+    let broker = TestBroker::new("cancelled").await;
+    let tap = broker.tap().await;
+    let worker = broker.spawn_worker(&[]);
+    worker.wait_ready(READY).await;
+    let first = broker.publish("builtin.noop", json!({})).await;
+    tap.wait_terminal(std::slice::from_ref(&first), READY).await;
+
+    // Deleting the queue makes the broker cancel its consumers (as does the
+    // loss of a quorum queue's leader): the worker gets `basic.cancel`, and
+    // its next session declares the queue again.
+    let tasks = broker.topology.tasks();
+    support::delete_queue(&broker, &tasks).await;
+    wait_for(READY, "the cancellation to be noticed", || {
+        worker.logs().contains("the broker cancelled the consumer")
+    })
+    .await;
+    eventually(READY, "the worker consuming its queue again", || async {
+        support::consumer_count(&broker.ch, &tasks).await == Some(1)
+    })
+    .await;
+    let second = broker.publish("builtin.noop", json!({})).await;
+    tap.wait_terminal(std::slice::from_ref(&second), READY)
+        .await;
+    assert_eq!(tap.terminal()[&second], ["task.succeeded"]);
+    assert!(worker.ready().await, "ready again");
+    let metrics = worker.metrics().await;
+    assert!(
+        metrics["warden_broker_reconnects_total"] >= 1.0,
+        "counted as a reconnect: {metrics:?}"
+    );
+}
+
+#[tokio::test]
 async fn three_workers_on_one_queue_process_three_thousand_tasks_without_loss() {
     let broker = TestBroker::new("three").await;
     let tap = broker.tap().await;

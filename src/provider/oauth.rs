@@ -310,6 +310,7 @@ pub(super) async fn login_submit(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    state.wait_while_held().await;
     let csrf = form.csrf_token.as_deref().unwrap_or("");
     let (t, csrf) = match checked_transaction(&state, &headers, &form.tx, Some(csrf)) {
         Ok(found) => found,

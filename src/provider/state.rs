@@ -46,6 +46,11 @@ struct Inner {
     config: ProviderConfig,
     totp: HashMap<String, TOTP>,
     data: Mutex<Data>,
+    /// While true, login form submissions wait: a test's way to catch a
+    /// browser login in the middle (see [`ProviderState::hold_logins`]).
+    hold: tokio::sync::watch::Sender<bool>,
+    /// Login submissions waiting on `hold` right now.
+    held: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -242,6 +247,8 @@ impl ProviderState {
                 config,
                 totp,
                 data: Mutex::new(Data::default()),
+                hold: tokio::sync::watch::Sender::new(false),
+                held: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -314,6 +321,38 @@ impl ProviderState {
     /// Removes any fault injected for `channel`.
     pub fn clear_fault(&self, channel: &str) {
         self.data().faults.remove(channel);
+    }
+
+    /// While `hold` is true, every login form submission waits before it is
+    /// checked, so a test can act on a browser that is surely mid-login (kill
+    /// it, say). Releasing lets the waiting submissions through.
+    pub fn hold_logins(&self, hold: bool) {
+        self.inner.hold.send_replace(hold);
+    }
+
+    /// How many login submissions are waiting on [`Self::hold_logins`] now.
+    pub fn logins_on_hold(&self) -> usize {
+        self.inner.held.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits while logins are held. A submission whose browser goes away is
+    /// dropped by the server and stops counting as waiting.
+    pub(super) async fn wait_while_held(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        let mut rx = self.inner.hold.subscribe();
+        if !*rx.borrow() {
+            return;
+        }
+        self.inner.held.fetch_add(1, SeqCst);
+        let _waiting = Waiting(&self.inner.held);
+        // The sender lives as long as `self`, so this only ends on release.
+        let _ = rx.wait_for(|held| !held).await;
     }
 
     // ----- browser-facing flow -------------------------------------------------------------

@@ -355,6 +355,34 @@ pub async fn message_count(ch: &Channel, queue: &str) -> Option<u32> {
     .map(|q| q.message_count())
 }
 
+/// Consumers on `queue`, asked on `ch`; `None` if it does not exist (which
+/// closes `ch`).
+pub async fn consumer_count(ch: &Channel, queue: &str) -> Option<u32> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .ok()
+    .map(|q| q.consumer_count())
+}
+
+/// Deletes `queue` under its consumers, so the broker cancels them
+/// (`basic.cancel`). Declaring it again is the consumers' job: declared again
+/// at once from here, RabbitMQ 3.10 can race its own clean-up of the old
+/// quorum queue and lose the new queue's bindings.
+pub async fn delete_queue(broker: &TestBroker, queue: &str) {
+    broker
+        .ch
+        .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+        .await
+        .expect("delete the queue");
+}
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")

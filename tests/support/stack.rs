@@ -1,0 +1,272 @@
+//! A whole re-auth setup on one prefix: the simulated provider speaking real
+//! HTTP, a SQLite token store seeded through the CLI, a config file naming the
+//! provider, its channels and the `post.publish` handler, and the environment
+//! that `warden worker` and `warden reauth` need. Used by the re-auth tests
+//! and the chaos suite.
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::json;
+
+use crate::support::{TestBroker, WardenProc};
+use warden::provider::{Account, ProviderConfig, RunningProvider};
+use warden::reauth::flow::SecretRef;
+
+pub const USER: &str = "acme";
+pub const PASSWORD: &str = "pw-Corr3ct-h0rse";
+pub const CLIENT_SECRET: &str = "client-s3cret-value";
+/// The channel of [`Stack::new`].
+pub const MAIN: &str = "acme-main";
+
+/// One isolated re-auth setup: a prefix, a provider, a store, a config file.
+pub struct Stack {
+    pub broker: TestBroker,
+    pub provider: RunningProvider,
+    _stop: tokio_util::sync::DropGuard,
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+    /// The channels, each with its own account at the provider.
+    pub channels: Vec<String>,
+    /// The tokens seeded at start; they must never show up in any output.
+    pub seeded: Vec<String>,
+}
+
+impl Stack {
+    /// One channel, [`MAIN`], whose account logs in as [`USER`] with
+    /// `password_in_config` (the provider expects [`PASSWORD`]).
+    pub async fn new(test: &str, password_in_config: &str) -> Self {
+        Self::with_channels(test, &[MAIN], password_in_config, |s| {
+            s.retry.base_delay = Duration::from_millis(200);
+        })
+        .await
+    }
+
+    /// `channels`, each with an account of its own (the first one's username
+    /// is [`USER`]), seeded with valid tokens. `tweak` adjusts the settings
+    /// the prefix is declared with; parked tasks are re-checked every 2 s.
+    pub async fn with_channels(
+        test: &str,
+        channels: &[&str],
+        password_in_config: &str,
+        tweak: impl FnOnce(&mut warden::config::Settings),
+    ) -> Self {
+        let broker = TestBroker::with(test, |s| {
+            s.park_ttl = Duration::from_secs(2);
+            tweak(s);
+        })
+        .await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let username = |i: usize| {
+            if i == 0 {
+                USER.to_owned()
+            } else {
+                format!("{USER}-{i}")
+            }
+        };
+        let mut pc = ProviderConfig::new("warden-test", CLIENT_SECRET);
+        for (i, channel) in channels.iter().enumerate() {
+            pc = pc.with_account(*channel, Account::new(username(i), PASSWORD));
+        }
+        pc.bind = "127.0.0.1:0".parse().unwrap();
+        let provider = warden::provider::start(pc, stop.clone()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("client-secret");
+        std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
+        let oauth = warden::provider::oauth_client(
+            &provider.base_url(),
+            "warden-test",
+            SecretRef::File(secret_file),
+        )
+        .unwrap();
+        let mut config = toml::Table::new();
+        config.insert(
+            "token_store".into(),
+            format!("sqlite://{}/warden.db", dir.path().display()).into(),
+        );
+        let mut providers = toml::Table::new();
+        providers.insert("sim".into(), toml::Value::try_from(&oauth).unwrap());
+        config.insert("providers".into(), providers.into());
+        let mut table = toml::Table::new();
+        let mut env = broker.env();
+        for (i, channel) in channels.iter().enumerate() {
+            // Credentials are references to the environment, never inline.
+            let user_var = format!("T_USER_{i}");
+            let mut credentials = toml::Table::new();
+            credentials.insert("username".into(), format!("env:{user_var}").into());
+            credentials.insert("password".into(), "env:T_ACME_PASS".into());
+            let mut entry = toml::Table::new();
+            entry.insert("provider".into(), "sim".into());
+            entry.insert("credentials".into(), credentials.into());
+            table.insert((*channel).to_owned(), entry.into());
+            env.push((user_var, username(i)));
+        }
+        config.insert("channels".into(), table.into());
+        let mut handler = toml::Table::new();
+        handler.insert("method".into(), "POST".into());
+        handler.insert(
+            "url".into(),
+            format!("{}/api/channels/{{channel}}/posts", provider.base_url()).into(),
+        );
+        let mut handlers = toml::Table::new();
+        handlers.insert("post.publish".into(), handler.into());
+        config.insert("handlers".into(), handlers.into());
+        let path = dir.path().join("warden.toml");
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+
+        let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        env.extend([
+            ("WARDEN_CONFIG".to_owned(), path.display().to_string()),
+            ("WARDEN_TOKEN_KEY".to_owned(), key),
+            ("T_ACME_PASS".to_owned(), password_in_config.to_owned()),
+            ("WARDEN_PARK_TTL".to_owned(), "2s".to_owned()),
+            ("WARDEN_REAUTH__LOGIN_TIMEOUT".to_owned(), "20s".to_owned()),
+            ("WARDEN_REAUTH__MAX_ATTEMPTS".to_owned(), "2".to_owned()),
+            (
+                "WARDEN_REAUTH__ARTIFACTS_DIR".to_owned(),
+                dir.path().join("artifacts").display().to_string(),
+            ),
+            ("PLAYWRIGHT_NO_SIGNAL_HANDLER".to_owned(), "1".to_owned()),
+        ]);
+        let mut stack = Self {
+            broker,
+            provider,
+            _stop: stop.drop_guard(),
+            dir,
+            env,
+            channels: channels.iter().map(|c| (*c).to_owned()).collect(),
+            seeded: Vec::new(),
+        };
+        for channel in channels {
+            stack.seed_token(channel);
+        }
+        stack
+    }
+
+    /// A valid token for `channel`, stored through the CLI as an operator would.
+    fn seed_token(&mut self, channel: &str) {
+        let t = self.provider.state.mint_tokens(channel).unwrap();
+        self.seeded
+            .extend([t.access_token.clone(), t.refresh_token.clone()]);
+        let input = format!("{}\n{}\n", t.access_token, t.refresh_token);
+        let out = self.cli_stdin(&["token", "set", "--channel", channel], &input);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs the CLI with this stack's environment and `input` on its stdin.
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+        cmd.args(args)
+            .env("WARDEN_LOG_FORMAT", "json")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Spawns the real binary with this stack's environment plus `extra`.
+    pub fn spawn(&self, args: &[&str], extra: &[(&str, &str)]) -> WardenProc {
+        let mut env = self.env.clone();
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        WardenProc::spawn(args, &env)
+    }
+
+    /// The environment as `run_cli` takes it.
+    pub fn env_ref(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+
+    /// A `post.publish` task body for `channel`, as any producer would write it.
+    pub fn post(id: &str, channel: &str, text: &str) -> serde_json::Value {
+        json!({"id": id, "type": "post.publish", "channel": channel, "payload": {"text": text}})
+    }
+
+    /// Publishes `n` posts on [`MAIN`]; returns their ids.
+    pub async fn publish_posts(&self, n: usize) -> Vec<String> {
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = uuid::Uuid::new_v4().to_string();
+            let body = Self::post(&id, MAIN, &format!("post {i}"));
+            self.broker
+                .publish_raw("post.publish", body.to_string().as_bytes(), &id)
+                .await;
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Makes every browser login hang: the flow first waits for an element
+    /// the provider never shows, until the login timeout.
+    pub fn hang_logins(&self) {
+        let path = self.dir.path().join("warden.toml");
+        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let flow = config["providers"]["sim"]["login_flow"]
+            .as_array_mut()
+            .unwrap();
+        flow.insert(
+            0,
+            toml::toml! { action = "wait_for" selector = "#never" }.into(),
+        );
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// Publishes `n` revocation requests for [`MAIN`]'s version 1, as a worker would.
+    pub async fn request_reauth(&self, n: usize) {
+        let ch = self.broker.conn.create_channel().await.unwrap();
+        for i in 0..n {
+            let body = json!({"channel": MAIN, "failed_version": 1, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
+            ch.basic_publish(
+                "".into(),
+                self.broker.topology.reauth().into(),
+                Default::default(),
+                body.to_string().as_bytes(),
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        let _ = ch.close(200, "bye".into()).await;
+    }
+
+    /// The provider's counters for `channel`.
+    pub fn stats_of(&self, channel: &str) -> warden::provider::ChannelStats {
+        self.provider
+            .state
+            .stats()
+            .channels
+            .get(channel)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The provider's counters for [`MAIN`].
+    pub fn stats(&self) -> warden::provider::ChannelStats {
+        self.stats_of(MAIN)
+    }
+}
