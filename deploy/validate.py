@@ -565,9 +565,11 @@ def chart_invariants(label: str, values: dict[str, Any], rendered: dict[str, str
         pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         if pre != cv["preStopSleepSeconds"]:
             problems.append(f"{comp}: preStop sleep {pre} != {cv['preStopSleepSeconds']}")
-    if duration_seconds(cfg["taskTimeout"]) + duration_seconds(cfg["shutdownGrace"]) >= duration_seconds(
+    prefetch = cfg.get("prefetch") or 4 * cfg["concurrency"]
+    rounds = -(-prefetch // cfg["concurrency"])  # a delivery beyond the slots waits for one
+    if rounds * duration_seconds(cfg["taskTimeout"]) + duration_seconds(cfg["shutdownGrace"]) >= duration_seconds(
             merged["broker"]["consumerTimeout"]):
-        problems.append("taskTimeout + shutdownGrace reach the broker's consumer_timeout")
+        problems.append("ceil(prefetch / concurrency) x taskTimeout + shutdownGrace reach the broker's consumer_timeout")
     R.check(f"{label}: terminationGracePeriodSeconds >= preStop + work bound + shutdownGrace + margin", problems,
             ", ".join(f"{c['name']}={p.get('terminationGracePeriodSeconds')}s" for _, p, c in workload_containers(docs)))
 

@@ -38,8 +38,14 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// Name prefix of every exchange and queue (`{prefix}.tasks`, ...).
     pub prefix: String,
-    /// How many tasks run at once in one process; also the broker prefetch.
+    /// How many handlers run at once in one process.
     pub concurrency: u16,
+    /// How many unacknowledged deliveries the broker may hand this process
+    /// (the AMQP prefetch); at least `concurrency`. Unset, four times the
+    /// concurrency: a finished task waiting for its publisher confirms and its
+    /// ack then frees its handler slot at once, and the next deliveries are
+    /// already here. Bodies held are bounded by `prefetch x max_body_bytes`.
+    pub prefetch: Option<u16>,
     /// Longest a handler may run before the attempt counts as a transient failure.
     #[serde(with = "humantime_serde")]
     pub task_timeout: Duration,
@@ -189,6 +195,7 @@ impl Default for Settings {
             amqp_url: SecretString::from("amqp://guest:guest@127.0.0.1:5672/%2f"),
             prefix: "warden".into(),
             concurrency: 64,
+            prefetch: None,
             task_timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
@@ -312,6 +319,14 @@ impl Settings {
         }
         if self.concurrency == 0 {
             return bad("concurrency", "must be at least 1");
+        }
+        if let Some(prefetch) = self.prefetch
+            && prefetch < self.concurrency
+        {
+            return bad(
+                "prefetch",
+                "must be at least concurrency, or handler slots wait for deliveries that cannot come",
+            );
         }
         if self.task_timeout.is_zero() {
             return bad("task_timeout", "must be greater than zero");
@@ -437,6 +452,13 @@ impl Settings {
         self.token_store.is_some() || !self.channels.is_empty() || !self.handlers.is_empty()
     }
 
+    /// The AMQP prefetch: `prefetch`, or four times `concurrency`.
+    #[must_use]
+    pub fn prefetch(&self) -> u16 {
+        self.prefetch
+            .unwrap_or_else(|| self.concurrency.saturating_mul(4))
+    }
+
     /// Every environment variable warden reads for its settings, for deployment
     /// checks (`warden config env-keys`). Providers, channels and handlers are
     /// tables of the TOML file and have no fixed variable names.
@@ -517,6 +539,25 @@ mod tests {
             assert_eq!(s.prefix, "fromfile");
             assert_eq!(s.concurrency, 7);
             assert_eq!(s.retry.max_attempts, 9);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_prefetch_defaults_to_four_rounds_of_handlers_and_never_falls_below_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WARDEN_CONCURRENCY", "10");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.prefetch(), 40);
+            jail.set_env("WARDEN_PREFETCH", "10");
+            let s = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(s.prefetch(), 10);
+            jail.set_env("WARDEN_PREFETCH", "9");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(
+                err.contains("prefetch") && err.contains("concurrency"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -253,7 +253,11 @@ async fn sigterm_or_sigkill_of_warden_reauth_mid_login_leaves_no_chromium_or_nod
         wait_for(
             Duration::from_secs(10),
             "every Chromium and node process of the killed warden to exit",
-            || browsers.iter().all(|(pid, _)| !alive(*pid)),
+            || {
+                browsers
+                    .iter()
+                    .all(|(pid, _)| !provider_browser::alive(*pid))
+            },
         )
         .await;
         // The abandoned request went back to the queue, and shutting down is
@@ -267,14 +271,6 @@ async fn sigterm_or_sigkill_of_warden_reauth_mid_login_leaves_no_chromium_or_nod
         let (_, out, _) = run_cli(&["channels", "--json"], &stack.env_ref());
         assert!(!out.contains("reauth_failed"), "{signal}: {out}");
     }
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie awaiting its reaper).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
 }
 
 fn walk(dir: &std::path::Path) -> Vec<String> {

@@ -36,6 +36,7 @@ async fn cutting_the_connection_five_times_loses_no_task() {
     let worker = broker.spawn_worker(&[
         ("WARDEN_AMQP_URL", url.as_str()),
         ("WARDEN_CONCURRENCY", "32"),
+        ("WARDEN_PREFETCH", "128"),
     ]);
     worker.wait_ready(READY).await;
 
@@ -75,8 +76,8 @@ async fn cutting_the_connection_five_times_loses_no_task() {
     eprintln!("2000 tasks, 5 cuts: lost 0, duplicates {dups}");
     assert!(proxy.accepted() >= 6, "reconnected after every cut");
     assert!(
-        dups <= 5 * 32,
-        "duplicates stay within the in-flight window at each cut: {dups}"
+        dups <= 5 * 128,
+        "duplicates stay within the in-flight window (the prefetch) at each cut: {dups}"
     );
     worker.wait_ready(READY).await;
     let (_, metrics) = worker.get("/metrics").await.unwrap();
@@ -110,7 +111,7 @@ async fn a_consumer_the_broker_cancels_declares_its_queue_again_and_goes_on() {
     })
     .await;
     eventually(READY, "the worker consuming its queue again", || async {
-        support::consumer_count(&broker.ch, &tasks).await == Some(1)
+        support::consumer_count(&broker.conn, &tasks).await == Some(1)
     })
     .await;
     let second = broker.publish("builtin.noop", json!({})).await;

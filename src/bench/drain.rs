@@ -61,7 +61,7 @@ impl Tracing {
 /// How a drain of the worker is configured.
 #[derive(Debug, Clone, Copy)]
 pub struct DrainConfig {
-    /// Tasks at once, which is also the prefetch.
+    /// Handlers at once (the prefetch is the default, four times this).
     pub concurrency: u16,
     /// `task.*` events published (and stored in the bench's sink queue).
     pub events: bool,

@@ -270,7 +270,10 @@ async fn session(
             },
         }
     };
-    health.set_draining();
+    if result.is_ok() {
+        // Shutting down. A lost session is not: the next one is ready again.
+        health.set_draining();
+    }
     let _ = ch
         .basic_cancel(tag.into(), BasicCancelOptions::default())
         .await;

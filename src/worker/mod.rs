@@ -25,7 +25,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -209,7 +209,7 @@ impl Worker {
             .map_err(|e| e.to_string())?;
         // Prefetch is applied on every new channel: it does not survive reconnects.
         consume
-            .basic_qos(s.concurrency, BasicQosOptions::default())
+            .basic_qos(s.prefetch(), BasicQosOptions::default())
             .await
             .map_err(|e| e.to_string())?;
         let tag = crate::broker::connection_name(s, "worker");
@@ -254,6 +254,12 @@ impl Worker {
         let tracker = TaskTracker::new();
         let mut tick =
             tokio::time::interval((s.liveness_limit / 4).max(Duration::from_millis(250)));
+        // A delivery is taken from the consumer only with a handler slot in
+        // hand; the task gives the slot back when its handler is done, before
+        // it waits for confirms. Deliveries beyond the slots wait in lapin's
+        // buffer, unstarted: at shutdown the broker simply gets them back.
+        let slots = Arc::new(Semaphore::new(usize::from(s.concurrency)));
+        let mut slot: Option<OwnedSemaphorePermit> = None;
 
         let end = loop {
             self.health.beat();
@@ -263,10 +269,14 @@ impl Worker {
                 () = shutdown.cancelled() => break SessionEnd::Shutdown,
                 () = abandon.cancelled() => break SessionEnd::Lost("a copy or event could not be published".into()),
                 _ = tick.tick() => {}
-                next = consumer.next() => match next {
+                permit = slots.clone().acquire_owned(), if slot.is_none() => {
+                    slot = permit.ok();
+                }
+                next = consumer.next(), if slot.is_some() => match next {
                     Some(Ok(delivery)) => {
                         let _ = acks.send(ack::AckMsg::Started(delivery.delivery_tag));
-                        tracker.spawn(process::process(ctx.clone(), delivery, acks.clone(), abandon.clone()));
+                        let permit = slot.take().expect("guarded by slot.is_some()");
+                        tracker.spawn(process::process(ctx.clone(), delivery, permit, acks.clone(), abandon.clone()));
                     }
                     Some(Err(e)) => break SessionEnd::Lost(format!("consumer error: {e}")),
                     None => break SessionEnd::Lost("the broker cancelled the consumer".into()),

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -44,11 +45,13 @@ impl Ran {
 }
 
 /// Processes one delivery and reports it to the acker once its copies are
-/// confirmed. If `abandon` fires first the delivery is left unacked, so the
-/// broker hands it out again.
+/// confirmed; `slot` is its handler slot, given back as soon as the handler is
+/// done. If `abandon` fires first the delivery is left unacked, so the broker
+/// hands it out again.
 pub(super) async fn process(
     ctx: Arc<SessionCtx>,
     delivery: Delivery,
+    slot: OwnedSemaphorePermit,
     acks: UnboundedSender<AckMsg>,
     abandon: CancellationToken,
 ) {
@@ -58,6 +61,9 @@ pub(super) async fn process(
     let span = crate::trace::process_span(&delivery, attempt);
     let work = async {
         let ran = run(&ctx, &delivery).await;
+        // The handler is done: its slot goes to the next delivery while this
+        // one waits for its confirms.
+        drop(slot);
         let outcome = decide(ran.verdict, ran.attempt, ctx.policy);
         crate::trace::record_outcome(&span, ran.task.as_ref(), ran.verdict, outcome);
         let settled = settle(&ctx, &delivery, &ran, outcome).await;

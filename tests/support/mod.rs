@@ -339,36 +339,34 @@ impl EventTap {
     }
 }
 
+/// `queue` as a passive declaration sees it; `None` if it does not exist
+/// (which closes `ch`).
+async fn passive(ch: &Channel, queue: &str) -> Option<lapin::Queue> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .ok()
+}
+
 /// Ready messages in `queue`, asked on `ch`; `None` if it does not exist
 /// (which closes `ch`).
 pub async fn message_count(ch: &Channel, queue: &str) -> Option<u32> {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .ok()
-    .map(|q| q.message_count())
+    passive(ch, queue).await.map(|q| q.message_count())
 }
 
-/// Consumers on `queue`, asked on `ch`; `None` if it does not exist (which
-/// closes `ch`).
-pub async fn consumer_count(ch: &Channel, queue: &str) -> Option<u32> {
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .ok()
-    .map(|q| q.consumer_count())
+/// Consumers on `queue`; `None` if it does not exist. Asks on a channel of
+/// its own, since a passive declaration of a missing queue closes it.
+pub async fn consumer_count(conn: &Connection, queue: &str) -> Option<u32> {
+    let ch = conn.create_channel().await.ok()?;
+    let count = passive(&ch, queue).await.map(|q| q.consumer_count());
+    let _ = ch.close(200, "bye".into()).await;
+    count
 }
 
 /// Deletes `queue` under its consumers, so the broker cancels them

@@ -133,6 +133,14 @@ pub fn browser_descendants() -> Vec<(u32, String)> {
     found
 }
 
+/// Whether `pid` is a live process (not gone, not a zombie awaiting its reaper).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// Polls `check` until it holds or `limit` passes; returns whether it held.
 pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();

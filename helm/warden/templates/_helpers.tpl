@@ -127,8 +127,17 @@ config.deliveryLimit on each, so an explicit override below the derived value is
 {{- $timeout := include "warden.seconds" $v.config.taskTimeout | int64 -}}
 {{- $grace := include "warden.seconds" $v.config.shutdownGrace | int64 -}}
 {{- $consumer := include "warden.seconds" $v.broker.consumerTimeout | int64 -}}
-{{- if ge (add $timeout $grace 60) $consumer -}}
-{{- fail (printf "config.taskTimeout + config.shutdownGrace + 60s (%ds) must stay below broker.consumerTimeout (%ds): RabbitMQ would close the channel on a slow task and redeliver every in-flight task of the pod" (add $timeout $grace 60) $consumer) -}}
+{{- $concurrency := $v.config.concurrency | int64 -}}
+{{- $prefetch := $v.config.prefetch | default (mul 4 $concurrency) | int64 -}}
+{{- if lt $prefetch $concurrency -}}
+{{- fail (printf "config.prefetch (%d) must be at least config.concurrency (%d): handler slots would wait for deliveries that cannot come" $prefetch $concurrency) -}}
+{{- end -}}
+{{- /* A delivery beyond the handler slots waits for a slot: at worst one taskTimeout per
+       full round of slots ahead of it, then its own attempt. */ -}}
+{{- $rounds := div (add $prefetch (sub $concurrency 1)) $concurrency -}}
+{{- $longest := add (mul $rounds $timeout) $grace 60 -}}
+{{- if ge $longest $consumer -}}
+{{- fail (printf "ceil(prefetch / concurrency) x config.taskTimeout + config.shutdownGrace + 60s (%ds) must stay below broker.consumerTimeout (%ds): RabbitMQ would close the channel on a delivery left unacked that long and redeliver every in-flight task of the pod; lower config.prefetch or config.taskTimeout" $longest $consumer) -}}
 {{- end -}}
 {{- if and $v.autoscaling.keda.enabled $v.autoscaling.hpa.enabled -}}
 {{- fail "autoscaling.keda and autoscaling.hpa are mutually exclusive: KEDA creates its own HPA for the worker" -}}
