@@ -16,11 +16,12 @@ test: services
 bench: services
 	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --release --quiet -- bench $(BENCH_ARGS)
 
-## The chaos suite at size N (tasks), release build: kills, cuts, a blackhole and
-## broker-side closes while N tasks flow; prints lost/duplicates/faults.
+## The chaos suite at size N (tasks), release build: kills, cuts, a blackhole,
+## broker-side closes, consumer cancels, token revocations and Chromium killed
+## mid-login while N tasks flow; prints lost/duplicates/faults.
 N ?= 100000
 chaos: services
-	WARDEN_CHAOS_N=$(N) $(CARGO) test --release --test chaos -- --nocapture
+	eval "$$(bash scripts/setup-playwright.sh)" && WARDEN_CHAOS_N=$(N) $(CARGO) test --release --test chaos -- --nocapture
 
 services:
 	@bash scripts/ensure-services.sh
