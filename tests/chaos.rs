@@ -349,8 +349,8 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                     // A quiet moment: the producer holds back and everything
                     // published so far ends, so no queue holds work.
                     paused.store(true, Ordering::SeqCst);
-                    let so_far: Vec<String> = published.lock().unwrap().clone();
-                    let so_far: Vec<String> = so_far.into_iter().chain(extra.clone()).collect();
+                    let mut so_far: Vec<String> = published.lock().unwrap().clone();
+                    so_far.extend(extra.iter().cloned());
                     tap.wait_terminal(&so_far, Duration::from_secs(120)).await;
                     let cancelled = |p: &WardenProc| {
                         p.logs()
