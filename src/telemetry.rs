@@ -255,7 +255,7 @@ impl Drop for Telemetry {
 /// export task (on the tokio runtime) has flushed, which must not happen on a
 /// runtime thread, and a stuck collector must not hold up the process's exit.
 fn shutdown_on_thread(provider: SdkTracerProvider, done: impl FnOnce() + Send + 'static) {
-    crate::trace::set_enabled(false);
+    crate::trace::install(None);
     let spawned = std::thread::Builder::new()
         .name("otel-shutdown".into())
         .spawn(move || {
@@ -294,7 +294,7 @@ pub fn init_with(format: LogFormat, otlp: Option<&OtlpSettings>) -> Telemetry {
     };
     let tracer = provider.as_ref().map(|p| p.tracer("warden"));
     // Already initialised (a test calling twice) is fine.
-    let installed = subscriber(format, std::io::stderr, tracer)
+    let installed = subscriber(format, std::io::stderr, tracer.clone())
         .try_init()
         .is_ok();
     if installed {
@@ -304,7 +304,7 @@ pub fn init_with(format: LogFormat, otlp: Option<&OtlpSettings>) -> Telemetry {
                 opentelemetry_sdk::propagation::TraceContextPropagator::new(),
             );
         }
-        crate::trace::set_enabled(provider.is_some());
+        crate::trace::install(tracer);
     }
     if let Some(e) = error {
         tracing::warn!(error = %e, "cannot export traces; continuing without them");
@@ -375,6 +375,8 @@ fn trace_filter() -> Targets {
     Targets::new()
         .with_default(LevelFilter::INFO)
         .with_target("lapin", LevelFilter::WARN)
+        // A delivery's exported span is built by `trace::ProcessSpan` itself.
+        .with_target(crate::trace::LOG_ONLY_TARGET, LevelFilter::OFF)
         .with_target("opentelemetry", LevelFilter::OFF)
         .with_target("opentelemetry_sdk", LevelFilter::OFF)
         .with_target("opentelemetry_otlp", LevelFilter::OFF)

@@ -358,6 +358,19 @@ async fn one_trace_runs_from_the_producer_through_the_revocation_and_re_login_to
         "{}",
         support::otel::summary(&collector.spans)
     );
+    let relogin = ours
+        .iter()
+        .find(|s| s.span_id == login.parent_span_id)
+        .unwrap();
+    assert_eq!(
+        support::otel::attr(relogin, "warden.channel").as_deref(),
+        Some("acme-main"),
+        "the re-auth's process span names its channel"
+    );
+    assert_eq!(
+        support::otel::attr(relogin, "warden.outcome").as_deref(),
+        Some("healed")
+    );
     let everything = support::otel::summary(&collector.spans) + &format!("{:?}", collector.spans);
     for secret in [PASSWORD, CLIENT_SECRET] {
         assert!(

@@ -33,6 +33,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
+use opentelemetry::KeyValue;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -301,6 +302,20 @@ async fn handle_delivery(
     publish: &Channel,
     delivery: Delivery,
 ) -> Result<(), PublishError> {
+    // Continue the trace of the task whose 401 asked for this re-auth: the
+    // login, the token exchange, the notice, the event and the released tasks
+    // are all part of it.
+    let span = crate::trace::ProcessSpan::start(&delivery, 1);
+    span.wrap(handle_request(ctx, publish, &delivery, &span))
+        .await
+}
+
+async fn handle_request(
+    ctx: &Ctx,
+    publish: &Channel,
+    delivery: &Delivery,
+    span: &crate::trace::ProcessSpan,
+) -> Result<(), PublishError> {
     let request: RevocationRequest = match serde_json::from_slice(&delivery.data) {
         Ok(r) => r,
         Err(e) => {
@@ -308,7 +323,7 @@ async fn handle_delivery(
             dead_letter(
                 ctx,
                 publish,
-                &delivery,
+                delivery,
                 &format!("unreadable re-auth request: {e}"),
                 "malformed",
             )
@@ -318,13 +333,9 @@ async fn handle_delivery(
         }
     };
     let started = Instant::now();
-    // Continue the trace of the task whose 401 asked for this re-auth.
-    let span = crate::trace::process_span(&delivery, 1);
-    span.record("warden.channel", request.channel.as_str());
-    let handled = heal(ctx, publish, &request)
-        .instrument(span.clone())
-        .await?;
-    span.record("warden.outcome", handled.as_str());
+    span.set_attributes([KeyValue::new("warden.channel", request.channel.clone())]);
+    let handled = heal(ctx, publish, &request).await?;
+    span.set_attributes([KeyValue::new("warden.outcome", handled.as_str())]);
     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     match &handled {
         Handled::Healed { mode, version } => {
@@ -359,7 +370,7 @@ async fn handle_delivery(
         Handled::Failed(why) => {
             tracing::error!(channel = %request.channel, error = %why, "re-authentication failed; the channel's tasks will be dead-lettered");
             event(ctx, publish, FAILED, &request, None, Some(why.clone()), ms).await?;
-            dead_letter(ctx, publish, &delivery, why, "reauth_failed").await?;
+            dead_letter(ctx, publish, delivery, why, "reauth_failed").await?;
             release_parked(ctx, publish, &request.channel).await?;
         }
         Handled::AlreadyHealed | Handled::AlreadyFailed => {

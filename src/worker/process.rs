@@ -13,7 +13,6 @@ use lapin::types::FieldTable;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::SessionCtx;
 use super::ack::AckMsg;
@@ -58,19 +57,18 @@ pub(super) async fn process(
     ctx.metrics.in_flight.inc();
     let tag = delivery.delivery_tag;
     let attempt = envelope::attempt_of(delivery.properties.headers().as_ref());
-    let span = crate::trace::process_span(&delivery, attempt);
-    let work = async {
+    let span = crate::trace::ProcessSpan::start(&delivery, attempt);
+    let work = span.wrap(async {
         let ran = run(&ctx, &delivery).await;
         // The handler is done: its slot goes to the next delivery while this
         // one waits for its confirms.
         drop(slot);
         let outcome = decide(ran.verdict, ran.attempt, ctx.policy);
-        crate::trace::record_outcome(&span, ran.task.as_ref(), ran.verdict, outcome);
+        span.record_outcome(ran.task.as_ref(), ran.verdict, outcome);
         let settled = settle(&ctx, &delivery, &ran, outcome).await;
-        crate::trace::record_settled(&span, outcome, &settled);
+        span.record_settled(outcome, &settled);
         settled
-    }
-    .instrument(span.clone());
+    });
     tokio::select! {
         biased;
         () = abandon.cancelled() => {}
