@@ -276,7 +276,7 @@ def check_dockerfiles(strict_paths: bool, env_keys: set[str]) -> dict[str, dict[
                         (pending if src in PENDING_PATHS else problems).append(src)
                     elif is_ignored(src, patterns):
                         problems.append(f"{src} is excluded by the .dockerignore")
-        needed = ["Cargo.toml", "Cargo.lock", "src/main.rs", "src/lib.rs", ".cargo/config.toml"]
+        needed = ["Cargo.toml", "Cargo.lock", "build.rs", "src/main.rs", "src/lib.rs", ".cargo/config.toml"]
         if (ROOT / "migrations").is_dir():
             needed.append("migrations")
         for rel_needed in needed:
