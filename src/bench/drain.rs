@@ -10,13 +10,20 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use futures::stream::FuturesOrdered;
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
 use super::env::{BenchEnv, NOOP, Poller, STALL};
+use crate::events::{Event, SUCCEEDED};
 use crate::handler::Registry;
 use crate::metrics::TaskLabels;
+use crate::publish::PERSISTENT;
 use crate::worker::Worker;
 
 /// How often the bench looks at the worker's counters while it drains. The
@@ -211,5 +218,108 @@ pub async fn raw(
     let _ = ch.close(200, "done".into()).await;
     let _ = conn.close(200, "done".into()).await;
     env.expect_drained(&raw_label(prefetch, acks)).await?;
+    Ok(Drained::new(n, elapsed))
+}
+
+/// The row label of [`raw_events`].
+#[must_use]
+pub fn raw_events_label(prefetch: u16, every: u64) -> String {
+    format!(
+        "raw lapin prefetch {prefetch}, one confirmed event per message, multiple ack every {every}"
+    )
+}
+
+/// The least a consumer can do with events on: take `n` messages from
+/// `{p}.tasks`, publish one `task.succeeded` event for each (persistent, with
+/// confirms, into the bench's quorum sink, as warden does) and acknowledge a
+/// message only once its event is confirmed, with a `multiple` ack every
+/// `every`. The same broker work as warden's events-on drain without a worker:
+/// the ceiling that drain is bounded by.
+///
+/// # Errors
+/// Broker errors, a nack, a stall, or messages left unacknowledged.
+pub async fn raw_events(
+    env: &BenchEnv,
+    prefetch: u16,
+    every: u64,
+    n: u64,
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<Drained> {
+    let conn =
+        crate::broker::connect(&env.settings, "bench-raw-events", Duration::from_secs(5)).await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let publish = conn.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut consumer = ch
+        .basic_consume(
+            env.topology.tasks().into(),
+            "bench-raw-events".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let exchange = env.topology.events();
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(PERSISTENT);
+    let started = Instant::now();
+    let (mut got, mut confirmed) = (0u64, 0u64);
+    // Confirms come back in publish order, so the oldest one settles the
+    // longest run of deliveries.
+    let mut confirms = FuturesOrdered::new();
+    while confirmed < n {
+        tokio::select! {
+            next = tokio::time::timeout(STALL, consumer.next()), if got < n => {
+                let delivery = match next {
+                    Ok(Some(Ok(d))) => d,
+                    Ok(Some(Err(e))) => return Err(e.into()),
+                    Ok(None) => anyhow::bail!("the broker cancelled the raw consumer"),
+                    Err(_) => anyhow::bail!("raw consumer: no delivery for {STALL:?} after {got}"),
+                };
+                got += 1;
+                let event = Event {
+                    id: format!("raw-{got}"),
+                    kind: NOOP.to_owned(),
+                    channel: None,
+                    attempt: 1,
+                    reason: None,
+                    error: None,
+                    duration_ms: 0,
+                    at: chrono::Utc::now(),
+                };
+                let body = serde_json::to_vec(&event)?;
+                let confirm = publish
+                    .basic_publish(
+                        exchange.as_str().into(),
+                        SUCCEEDED.into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props.clone(),
+                    )
+                    .await?;
+                let tag = delivery.delivery_tag;
+                confirms.push_back(async move { (tag, confirm.await) });
+            }
+            Some((tag, confirm)) = confirms.next(), if !confirms.is_empty() => {
+                anyhow::ensure!(confirm?.is_ack(), "the broker nacked an event");
+                confirmed += 1;
+                if confirmed.is_multiple_of(every) || confirmed == n {
+                    ch.basic_ack(tag, BasicAckOptions { multiple: true }).await?;
+                }
+                if confirmed.is_multiple_of(4096) {
+                    progress(confirmed);
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = publish.close(200, "done".into()).await;
+    let _ = ch.close(200, "done".into()).await;
+    let _ = conn.close(200, "done".into()).await;
+    env.expect_drained(&raw_events_label(prefetch, every))
+        .await?;
     Ok(Drained::new(n, elapsed))
 }

@@ -7,7 +7,7 @@
 //! | scenario | what runs | figure |
 //! |---|---|---|
 //! | `drain` | `Worker::run` in this process on N waiting `builtin.noop` tasks, concurrency 1/16/64/256, events off/on | msg/s, × ceiling |
-//! | `baseline` | raw lapin consumers: prefetch 64 with `multiple` acks every 32, prefetch 64 awaiting each ack | msg/s, × ceiling |
+//! | `baseline` | raw lapin consumers: prefetch 64 with `multiple` acks every 32, prefetch 64 awaiting each ack, and prefetch 1000 publishing a confirmed event per message before acking it (the broker work of warden's events-on drain, without warden) | msg/s, × ceiling |
 //! | `latency` | the worker with a bench-only handler, tasks published at a steady 1k/s then 10k/s | p50/p99/max publish→handler start and publish→ack |
 //! | `publish` | `Publisher::publish_all` of N tasks vs a raw confirming publisher | msg/s, × raw |
 //! | `backlog` | one `warden worker` process (c=256) on 10k, 100k (1M with `--backlog-max`) waiting | msg/s, × ceiling; peak RSS |
@@ -92,7 +92,8 @@ pub const DRAIN_TRACING: &[drain::Tracing] = &[Tracing::Off];
 
 const CEILING: &str = "ceiling";
 const CEILING_PREFETCH: u16 = 1000;
-const CEILING_ACKS: Acks = Acks::Coalesced(500);
+const CEILING_EVERY: u64 = 500;
+const CEILING_ACKS: Acks = Acks::Coalesced(CEILING_EVERY);
 const RAW_PUBLISHER: &str = "raw publisher";
 const BACKLOGS: [u64; 3] = [10_000, 100_000, 1_000_000];
 const BACKLOG_CONCURRENCY: u16 = 256;
@@ -108,6 +109,8 @@ const EXPORT_OFF: &str = "export off";
 enum Step {
     Ceiling,
     Raw(u16, Acks),
+    /// The raw consumer publishing a confirmed event per message.
+    RawEvents,
     Drain(DrainConfig),
     Backlog(u64),
     Replicas(usize),
@@ -125,6 +128,7 @@ impl Step {
         match self {
             Step::Ceiling => "ceiling (raw lapin, prefetch 1000)".into(),
             Step::Raw(p, a) => drain::raw_label(p, a),
+            Step::RawEvents => drain::raw_events_label(CEILING_PREFETCH, CEILING_EVERY),
             Step::Drain(c) => c.label(),
             Step::Backlog(n) => format!("backlog of {n}"),
             Step::Replicas(k) => format!("{k} worker process(es)"),
@@ -163,6 +167,7 @@ fn plan(args: &BenchArgs) -> Vec<Step> {
         if has(Scenario::Baseline) {
             measured.push(Step::Raw(64, Acks::Coalesced(32)));
             measured.push(Step::Raw(64, Acks::EachAwaited));
+            measured.push(Step::RawEvents);
         }
         if has(Scenario::Drain) {
             for &tracing in DRAIN_TRACING {
@@ -267,6 +272,22 @@ impl Ctx {
             Step::Raw(prefetch, acks) => {
                 self.prefill(n).await?;
                 let d = drain::raw(&self.env, prefetch, acks, n, self.counter(&what, n)).await?;
+                out.sample(
+                    ("baseline", &what, "drain rate", "msg/s"),
+                    Some(CEILING),
+                    d.rate,
+                );
+            }
+            Step::RawEvents => {
+                self.prefill(n).await?;
+                let d = drain::raw_events(
+                    &self.env,
+                    CEILING_PREFETCH,
+                    CEILING_EVERY,
+                    n,
+                    self.counter(&what, n),
+                )
+                .await?;
                 out.sample(
                     ("baseline", &what, "drain rate", "msg/s"),
                     Some(CEILING),
@@ -673,7 +694,7 @@ fn notes() -> Vec<String> {
     [
         "ceiling = raw lapin consumer, prefetch 1000, one multiple ack per 500 messages; each ratio divides by the mean of the ceiling runs just before and after it",
         "drain: Worker::run in this process; the clock runs from the worker reporting ready to the last task settled; the queue must be empty afterwards",
-        "events=on publishes task.succeeded for every task into a quorum queue standing in for a dashboard",
+        "events=on publishes task.succeeded for every task into a quorum queue standing in for a dashboard; the raw consumer with one confirmed event per message does the same broker work without warden: the bound of any events-on drain",
         "tracing: a `warden worker` process exporting every span over OTLP/HTTP to a sink in the bench that counts requests without decoding them; its ratio divides by the export-off runs just before and after",
         "backlog and replicas run the real `warden worker` binary; peak RSS is its VmHWM",
         "latency: publish→ack is when the worker's basic.ack passes a relay in front of the broker",
@@ -705,8 +726,8 @@ mod tests {
         assert!(kinds.first().copied().unwrap());
         assert!(kinds.last().copied().unwrap());
         assert!(kinds.windows(2).all(|w| w[0] || w[1]), "{steps:?}");
-        // 2 raw + 4 concurrencies × events off/on, per round.
-        assert_eq!(kinds.iter().filter(|c| !**c).count(), 2 * (2 + 8));
+        // 3 raw + 4 concurrencies × events off/on, per round.
+        assert_eq!(kinds.iter().filter(|c| !**c).count(), 2 * (3 + 8));
     }
 
     #[test]
