@@ -72,8 +72,17 @@ async fn a_small_bench_reports_positive_rates_and_ratios_and_deletes_its_prefix(
         assert_eq!(r["unit"], "msg/s");
     }
     let baseline = rows(&report, "baseline");
-    // The ceiling, the coalescing raw consumer and the naive one.
-    assert_eq!(baseline.len(), 3, "{baseline:#?}");
+    // The ceiling, the coalescing raw consumer, the naive one, and the one
+    // publishing a confirmed event per message (the events-on bound).
+    assert_eq!(baseline.len(), 4, "{baseline:#?}");
+    assert!(
+        baseline.iter().any(|r| r["variant"]
+            .as_str()
+            .unwrap()
+            .contains("one confirmed event per message")
+            && r["ratio"]["median"].as_f64().unwrap() > 0.0),
+        "{baseline:#?}"
+    );
     assert!(
         baseline
             .iter()
