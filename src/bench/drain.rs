@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use lapin::BasicProperties;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use super::env::{BenchEnv, NOOP, Poller, STALL};
@@ -178,26 +179,11 @@ pub async fn raw(
     n: u64,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Drained> {
-    let conn = crate::broker::connect(&env.settings, "bench-raw", Duration::from_secs(5)).await?;
-    let ch = conn.create_channel().await?;
-    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
-    let mut consumer = ch
-        .basic_consume(
-            env.topology.tasks().into(),
-            "bench-raw".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (conn, ch, mut consumer) = raw_consumer(env, "bench-raw", prefetch).await?;
     let started = Instant::now();
     let mut got = 0u64;
     while got < n {
-        let delivery = match tokio::time::timeout(STALL, consumer.next()).await {
-            Ok(Some(Ok(d))) => d,
-            Ok(Some(Err(e))) => return Err(e.into()),
-            Ok(None) => anyhow::bail!("the broker cancelled the raw consumer"),
-            Err(_) => anyhow::bail!("raw consumer: no delivery for {STALL:?} after {got}"),
-        };
+        let delivery = next_delivery(&mut consumer, got).await?;
         got += 1;
         match acks {
             Acks::EachAwaited => {
@@ -245,21 +231,10 @@ pub async fn raw_events(
     n: u64,
     mut progress: impl FnMut(u64),
 ) -> anyhow::Result<Drained> {
-    let conn =
-        crate::broker::connect(&env.settings, "bench-raw-events", Duration::from_secs(5)).await?;
-    let ch = conn.create_channel().await?;
-    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let (conn, ch, mut consumer) = raw_consumer(env, "bench-raw-events", prefetch).await?;
     let publish = conn.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let mut consumer = ch
-        .basic_consume(
-            env.topology.tasks().into(),
-            "bench-raw-events".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
         .await?;
     let exchange = env.topology.events();
     let props = BasicProperties::default()
@@ -272,13 +247,8 @@ pub async fn raw_events(
     let mut confirms = FuturesOrdered::new();
     while confirmed < n {
         tokio::select! {
-            next = tokio::time::timeout(STALL, consumer.next()), if got < n => {
-                let delivery = match next {
-                    Ok(Some(Ok(d))) => d,
-                    Ok(Some(Err(e))) => return Err(e.into()),
-                    Ok(None) => anyhow::bail!("the broker cancelled the raw consumer"),
-                    Err(_) => anyhow::bail!("raw consumer: no delivery for {STALL:?} after {got}"),
-                };
+            next = next_delivery(&mut consumer, got), if got < n => {
+                let delivery = next?;
                 got += 1;
                 let event = Event {
                     id: format!("raw-{got}"),
@@ -322,4 +292,35 @@ pub async fn raw_events(
     env.expect_drained(&raw_events_label(prefetch, every))
         .await?;
     Ok(Drained::new(n, elapsed))
+}
+
+/// A connection and channel consuming `{p}.tasks` at `prefetch`, as `name`.
+async fn raw_consumer(
+    env: &BenchEnv,
+    name: &str,
+    prefetch: u16,
+) -> anyhow::Result<(Connection, Channel, Consumer)> {
+    let conn = crate::broker::connect(&env.settings, name, Duration::from_secs(5)).await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let consumer = ch
+        .basic_consume(
+            env.topology.tasks().into(),
+            name.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((conn, ch, consumer))
+}
+
+/// The raw consumer's next delivery, the `got + 1`th; an error if the broker
+/// cancels it or nothing comes for [`STALL`].
+async fn next_delivery(consumer: &mut Consumer, got: u64) -> anyhow::Result<Delivery> {
+    match tokio::time::timeout(STALL, consumer.next()).await {
+        Ok(Some(Ok(d))) => Ok(d),
+        Ok(Some(Err(e))) => Err(e.into()),
+        Ok(None) => anyhow::bail!("the broker cancelled the raw consumer"),
+        Err(_) => anyhow::bail!("raw consumer: no delivery for {STALL:?} after {got}"),
+    }
 }
