@@ -26,8 +26,10 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry::{Key, KeyValue};
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData,
+};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::filter::{FilterExt, FilterFn, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::format::Writer;
@@ -110,8 +112,8 @@ impl OtlpSettings {
         from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
     }
 
-    /// Builds a tracer provider exporting in batches from a task on the current
-    /// tokio runtime. Sampler, span limits and batching follow the standard
+    /// Builds a tracer provider exporting in batches from the SDK's batch
+    /// thread, each request running on the current tokio runtime. Sampler, span limits and batching follow the standard
     /// `OTEL_TRACES_SAMPLER*`, `OTEL_SPAN_*` and `OTEL_BSP_*` variables.
     ///
     /// # Errors
@@ -139,13 +141,65 @@ impl OtlpSettings {
                 b.build()?
             }
         };
-        let batch = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+        let batch = BatchSpanProcessor::builder(OnRuntime::new(exporter))
             .with_batch_config(BatchConfigBuilder::default().build())
             .build();
         Ok(SdkTracerProvider::builder()
             .with_span_processor(batch)
             .with_resource(resource())
             .build())
+    }
+}
+
+/// An exporter whose requests run on the tokio runtime it was built on.
+///
+/// The SDK's batch processor keeps finished spans in a plain channel and wakes
+/// its own thread once per batch (512 spans by default), where it blocks on
+/// each export. The OTLP clients (hyper, tonic) need a tokio runtime, so the
+/// export itself is handed to the runtime and awaited from that thread. The
+/// processor built for async runtimes instead wakes its task once per span,
+/// a thread hand-off on every task warden runs.
+#[derive(Debug)]
+struct OnRuntime<E> {
+    inner: std::sync::Arc<E>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl<E> OnRuntime<E> {
+    /// Wraps `inner`; must be called on the runtime the exports should use.
+    fn new(inner: E) -> Self {
+        Self {
+            inner: std::sync::Arc::new(inner),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::trace::SpanExporter
+    for OnRuntime<E>
+{
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let inner = self.inner.clone();
+        self.runtime
+            .spawn(async move { inner.export(batch).await })
+            .await
+            .map_err(|e| OTelSdkError::InternalFailure(format!("the export task failed: {e}")))?
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        // Called once, by the processor's thread, before any export: nothing
+        // else holds the exporter yet.
+        if let Some(inner) = std::sync::Arc::get_mut(&mut self.inner) {
+            inner.set_resource(resource);
+        }
     }
 }
 

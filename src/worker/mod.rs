@@ -25,7 +25,7 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -104,7 +104,13 @@ pub async fn run(
         worker.admin_state(),
         admin_stop.clone(),
     ));
-    worker.run(shutdown).await;
+    // On a runtime thread, not the caller's (in `main`, the thread that only
+    // blocks on the whole command): a task spawned from a runtime thread goes
+    // to that thread's own queue, one spawned from outside goes through the
+    // shared queue and wakes a parked thread for every delivery (measured:
+    // about 0.6 thread switches per task inline, 0.5 spawned).
+    let consuming = worker.clone();
+    tokio::spawn(async move { consuming.run(shutdown).await }).await?;
     admin_stop.cancel();
     admin.await??;
     Ok(())
@@ -246,8 +252,8 @@ impl Worker {
                 .map_err(|e| format!("listening on {}: {e}", ctx.topology.tokens()))?;
             tokio::spawn(forget_refreshed(notices, channels.clone()));
         }
-        let (acks, ack_rx) = mpsc::unbounded_channel();
-        let acker = tokio::spawn(ack::run(consume.clone(), ack_rx));
+        let acks = Arc::new(ack::Ledger::new(ack::Coalesce::for_prefetch(s.prefetch())));
+        let acker = tokio::spawn(ack::run(consume.clone(), acks.clone()));
         // Cancelled when this session can no longer settle anything: running tasks
         // then stop and the broker redelivers their messages.
         let abandon = CancellationToken::new();
@@ -261,20 +267,25 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(usize::from(s.concurrency)));
         let mut slot: Option<OwnedSemaphorePermit> = None;
 
+        // Made once, not per delivery: each one registers a waiter with its token.
+        let stopping = shutdown.cancelled();
+        let abandoned = abandon.cancelled();
+        tokio::pin!(stopping, abandoned);
+
         let end = loop {
             self.health.beat();
             crate::admin::stall_point().await;
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break SessionEnd::Shutdown,
-                () = abandon.cancelled() => break SessionEnd::Lost("a copy or event could not be published".into()),
+                () = &mut stopping => break SessionEnd::Shutdown,
+                () = &mut abandoned => break SessionEnd::Lost("a copy or event could not be published".into()),
                 _ = tick.tick() => {}
                 permit = slots.clone().acquire_owned(), if slot.is_none() => {
                     slot = permit.ok();
                 }
                 next = consumer.next(), if slot.is_some() => match next {
                     Some(Ok(delivery)) => {
-                        let _ = acks.send(ack::AckMsg::Started(delivery.delivery_tag));
+                        acks.started(delivery.delivery_tag);
                         let permit = slot.take().expect("guarded by slot.is_some()");
                         tracker.spawn(process::process(ctx.clone(), delivery, permit, acks.clone(), abandon.clone()));
                     }
@@ -286,6 +297,7 @@ impl Worker {
 
         if let SessionEnd::Lost(_) = end {
             abandon.cancel();
+            acks.close();
             return Ok(end);
         }
 
@@ -311,7 +323,7 @@ impl Worker {
             abandon.cancel();
             tracker.wait().await;
         }
-        drop(acks);
+        acks.close();
         drop(ctx);
         let _ = acker.await;
         let _ = publish.close(200, "shutdown".into()).await;

@@ -11,11 +11,10 @@ use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use super::SessionCtx;
-use super::ack::AckMsg;
+use super::ack::Ledger;
 use crate::channels::{ChannelState, ChannelToken, RevocationRequest};
 use crate::envelope::{self, Reject, Task};
 use crate::events::{self, Event};
@@ -51,7 +50,7 @@ pub(super) async fn process(
     ctx: Arc<SessionCtx>,
     delivery: Delivery,
     slot: OwnedSemaphorePermit,
-    acks: UnboundedSender<AckMsg>,
+    acks: Arc<Ledger>,
     abandon: CancellationToken,
 ) {
     ctx.metrics.in_flight.inc();
@@ -74,7 +73,7 @@ pub(super) async fn process(
         () = abandon.cancelled() => {}
         result = work => match result {
             Ok(()) => {
-                let _ = acks.send(AckMsg::Done(tag));
+                acks.settled(tag);
             }
             Err(e) => {
                 tracing::error!(error = %e, "could not settle a task; the broker will redeliver it");
