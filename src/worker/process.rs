@@ -245,32 +245,16 @@ async fn settle(
         })
         .inc();
 
-    let id = match &ran.task {
-        Some(t) => t.id.clone(),
-        None => delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default(),
-    };
-    let kind = ran.task.as_ref().map_or_else(
-        || delivery.routing_key.as_str().to_owned(),
-        |t| t.kind.clone(),
-    );
-    let channel = ran.task.as_ref().and_then(|t| t.channel.clone());
-    let mut event = Event {
-        id,
-        kind,
-        channel: channel.clone(),
-        attempt: ran.attempt,
-        reason: None,
-        error: ran.error().map(str::to_owned),
-        duration_ms: ran.elapsed_ms,
-        at: Utc::now(),
-    };
+    let channel = ran.task.as_ref().and_then(|t| t.channel.as_deref());
+    // Set by the outcomes whose event carries a reason.
+    let mut reason: Option<String> = None;
     let topo = &ctx.topology;
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    // Only a copy needs the headers; an ack (the common case) copies nothing.
+    let mut headers = if outcome == Outcome::Ack {
+        FieldTable::default()
+    } else {
+        delivery.properties.headers().clone().unwrap_or_default()
+    };
     let error = ran.error().unwrap_or("");
     let (copy, routing_key) = match outcome {
         Outcome::Ack => {
@@ -302,7 +286,7 @@ async fn settle(
                 topo.tier_delays()[tier],
                 0.75 + 0.25 * rand::random::<f64>(),
             );
-            event.reason = Some(route);
+            reason = Some(route);
             let expiration = Some(delay.as_millis().to_string());
             (
                 Some(Copy {
@@ -317,8 +301,9 @@ async fn settle(
             announce_revocation,
         } => {
             if announce_revocation
-                && let (Some(ch), Some(task)) = (channel.as_deref(), ran.task.as_ref())
-                && revoke(ctx, ch, task, ran).await? == AfterRevocation::AlreadyHealed
+                && let (Some(ch), Some(task)) = (channel, ran.task.as_ref())
+                // Boxed: a rare path, kept out of the size of every task's future.
+                && Box::pin(revoke(ctx, ch, task, ran)).await? == AfterRevocation::AlreadyHealed
             {
                 // Another worker's re-auth finished between our call and now:
                 // run the task again at once, without using an attempt.
@@ -336,7 +321,7 @@ async fn settle(
                 )
             } else {
                 tracing::info!(
-                    channel = channel.as_deref().unwrap_or(""),
+                    channel = channel.unwrap_or(""),
                     "channel awaits re-authentication; task parked"
                 );
                 ctx.metrics.parked.inc();
@@ -358,15 +343,15 @@ async fn settle(
                 )
             }
         }
-        Outcome::Dead(reason) => {
-            log_dead(reason, error);
+        Outcome::Dead(why) => {
+            log_dead(why, error);
             ctx.metrics
                 .dead_letters
                 .get_or_create(&ReasonLabel {
-                    reason: reason.as_str(),
+                    reason: why.as_str(),
                 })
                 .inc();
-            envelope::set_text(&mut headers, envelope::REASON_HEADER, reason.as_str());
+            envelope::set_text(&mut headers, envelope::REASON_HEADER, why.as_str());
             envelope::set_text(&mut headers, envelope::ERROR_HEADER, error);
             envelope::set_int(
                 &mut headers,
@@ -383,7 +368,7 @@ async fn settle(
                 envelope::ROUTING_KEY_HEADER,
                 delivery.routing_key.as_str(),
             );
-            event.reason = Some(reason.as_str().to_owned());
+            reason = Some(why.as_str().to_owned());
             (
                 Some(Copy {
                     exchange: topo.dead(),
@@ -411,6 +396,27 @@ async fn settle(
         if !ctx.settings.events {
             return Ok(());
         }
+        let event = Event {
+            id: match &ran.task {
+                Some(t) => t.id.clone(),
+                None => delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|m| m.as_str().to_owned())
+                    .unwrap_or_default(),
+            },
+            kind: ran.task.as_ref().map_or_else(
+                || delivery.routing_key.as_str().to_owned(),
+                |t| t.kind.clone(),
+            ),
+            channel: channel.map(str::to_owned),
+            attempt: ran.attempt,
+            reason,
+            error: ran.error().map(str::to_owned),
+            duration_ms: ran.elapsed_ms,
+            at: Utc::now(),
+        };
         events::publish(&ctx.publish, &topo.events(), routing_key, &event).await
     };
     tokio::try_join!(copy, event)?;
