@@ -141,7 +141,11 @@ impl OtlpSettings {
                 b.build()?
             }
         };
-        let batch = BatchSpanProcessor::builder(OnRuntime::new(exporter))
+        let exporter = OnRuntime::new(
+            exporter,
+            export_timeout(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty())),
+        );
+        let batch = BatchSpanProcessor::builder(exporter)
             .with_batch_config(BatchConfigBuilder::default().build())
             .build();
         Ok(SdkTracerProvider::builder()
@@ -159,31 +163,48 @@ impl OtlpSettings {
 /// export itself is handed to the runtime and awaited from that thread. The
 /// processor built for async runtimes instead wakes its task once per span,
 /// a thread hand-off on every task warden runs.
+///
+/// The SDK's thread ignores `OTEL_BSP_EXPORT_TIMEOUT`, so the limit is applied
+/// here: an export that outlives it is dropped and reported as timed out.
 #[derive(Debug)]
 struct OnRuntime<E> {
     inner: std::sync::Arc<E>,
     runtime: tokio::runtime::Handle,
+    timeout: Duration,
 }
 
 impl<E> OnRuntime<E> {
     /// Wraps `inner`; must be called on the runtime the exports should use.
-    fn new(inner: E) -> Self {
+    fn new(inner: E, timeout: Duration) -> Self {
         Self {
             inner: std::sync::Arc::new(inner),
             runtime: tokio::runtime::Handle::current(),
+            timeout,
         }
     }
+}
+
+/// `OTEL_BSP_EXPORT_TIMEOUT` (milliseconds), 30 s by default as the
+/// specification says; an unreadable value counts as unset, as in the SDK.
+fn export_timeout(get: impl Fn(&str) -> Option<String>) -> Duration {
+    get("OTEL_BSP_EXPORT_TIMEOUT")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(30), Duration::from_millis)
 }
 
 impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::trace::SpanExporter
     for OnRuntime<E>
 {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let inner = self.inner.clone();
+        let (inner, timeout) = (self.inner.clone(), self.timeout);
+        // The timer belongs inside the task: this future is polled by the
+        // SDK's thread, which has no tokio timer.
+        let export = async move { tokio::time::timeout(timeout, inner.export(batch)).await };
         self.runtime
-            .spawn(async move { inner.export(batch).await })
+            .spawn(export)
             .await
             .map_err(|e| OTelSdkError::InternalFailure(format!("the export task failed: {e}")))?
+            .map_err(|_| OTelSdkError::Timeout(timeout))?
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -508,6 +529,45 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn the_export_timeout_is_read_in_milliseconds_and_defaults_to_thirty_seconds() {
+        assert_eq!(export_timeout(lookup(&[])), Duration::from_secs(30));
+        assert_eq!(
+            export_timeout(lookup(&[("OTEL_BSP_EXPORT_TIMEOUT", "2500")])),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(
+            export_timeout(lookup(&[("OTEL_BSP_EXPORT_TIMEOUT", "soon")])),
+            Duration::from_secs(30)
+        );
+    }
+
+    /// A collector that never answers.
+    #[derive(Debug)]
+    struct Unanswered;
+
+    impl opentelemetry_sdk::trace::SpanExporter for Unanswered {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            std::future::pending().await
+        }
+    }
+
+    #[test]
+    fn an_export_the_collector_never_answers_gives_up_at_the_export_timeout() {
+        use opentelemetry_sdk::trace::SpanExporter as _;
+        let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+        let exporter = {
+            let _on = runtime.enter();
+            OnRuntime::new(Unanswered, Duration::from_millis(50))
+        };
+        // Polled from a plain thread, as the SDK's batch thread does.
+        let result = futures::executor::block_on(exporter.export(Vec::new()));
+        assert!(
+            matches!(result, Err(OTelSdkError::Timeout(t)) if t == Duration::from_millis(50)),
+            "{result:?}"
+        );
     }
 
     #[test]
