@@ -7,9 +7,7 @@
 //! its replacement is confirmed by the broker.
 
 use chrono::{DateTime, Utc};
-use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use serde::Serialize;
@@ -172,21 +170,6 @@ impl DeadQueue {
         })
     }
 
-    async fn count(&self) -> lapin::Result<u32> {
-        let q = self
-            .ch
-            .queue_declare(
-                self.topology.dead().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(q.message_count())
-    }
-
     /// Visits every message currently in the queue, unacknowledged; `visit`
     /// returns whether to remove it (after doing what it needs, e.g. a
     /// confirmed republish). Everything kept goes back, in order.
@@ -195,10 +178,15 @@ impl DeadQueue {
         F: FnMut(lapin::message::BasicGetMessage, DeadLetter) -> Fut,
         Fut: std::future::Future<Output = anyhow::Result<bool>>,
     {
-        let n = self.count().await?;
         let mut kept = Vec::new();
         let mut result = Ok(());
-        for _ in 0..n {
+        // What the first get says is left bounds the visit, so dead letters
+        // arriving meanwhile are not chased. That count comes from the dequeue
+        // itself: a passive declare's count can still miss letters that an
+        // earlier visit has just handed back, since a quorum queue applies
+        // returns asynchronously (a second `dlq list` at once saw none).
+        let mut left: Option<u32> = None;
+        while left != Some(0) {
             let Some(msg) = self
                 .ch
                 .basic_get(
@@ -209,6 +197,7 @@ impl DeadQueue {
             else {
                 break;
             };
+            left = Some(left.map_or(msg.message_count, |l| l.saturating_sub(1)));
             let tag = msg.delivery.delivery_tag;
             let d = describe(
                 &msg.delivery.data,

@@ -179,6 +179,16 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     let (_, second, _) = run_cli(&["dlq", "list", "--json", "--limit", "1000"], &env);
     assert_eq!(first, second, "listing neither loses nor reorders");
     assert_eq!(first.lines().count(), 105);
+    // Back to back in one process, before the broker has applied the previous
+    // listing's returns, every letter is still seen.
+    for round in 0..3 {
+        let dq = warden::dlq::DeadQueue::open(&broker.settings)
+            .await
+            .unwrap();
+        let listed = dq.list(None).await.unwrap().len();
+        dq.close().await;
+        assert_eq!(listed, 105, "listing {round} right after another");
+    }
     // The broker counts returned messages as ready again once it has processed
     // the returns, a moment after the CLI exits.
     eventually(
