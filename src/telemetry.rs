@@ -109,12 +109,13 @@ impl OtlpSettings {
     /// they can be logged once the subscriber exists.
     #[must_use]
     pub fn from_env() -> (Option<Self>, Vec<String>) {
-        from_lookup(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        from_lookup(env_var)
     }
 
     /// Builds a tracer provider exporting in batches from the SDK's batch
-    /// thread, each request running on the current tokio runtime. Sampler, span limits and batching follow the standard
-    /// `OTEL_TRACES_SAMPLER*`, `OTEL_SPAN_*` and `OTEL_BSP_*` variables.
+    /// thread, each request running on the current tokio runtime. Sampler,
+    /// span limits and batching follow the standard `OTEL_TRACES_SAMPLER*`,
+    /// `OTEL_SPAN_*` and `OTEL_BSP_*` variables.
     ///
     /// # Errors
     /// The exporter cannot be built (a malformed endpoint, say) or there is no
@@ -141,10 +142,7 @@ impl OtlpSettings {
                 b.build()?
             }
         };
-        let exporter = OnRuntime::new(
-            exporter,
-            export_timeout(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty())),
-        );
+        let exporter = OnRuntime::new(exporter, export_timeout(env_var));
         let batch = BatchSpanProcessor::builder(exporter)
             .with_batch_config(BatchConfigBuilder::default().build())
             .build();
@@ -222,6 +220,11 @@ impl<E: opentelemetry_sdk::trace::SpanExporter + 'static> opentelemetry_sdk::tra
             inner.set_resource(resource);
         }
     }
+}
+
+/// An environment variable, with an empty value counting as unset.
+fn env_var(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.trim().is_empty())
 }
 
 fn from_lookup(get: impl Fn(&str) -> Option<String>) -> (Option<OtlpSettings>, Vec<String>) {

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lapin::Channel;
@@ -197,7 +197,7 @@ impl Ledger {
 /// Sends the ledger's acks until it is closed, then what is left. Returns
 /// early if the channel fails; the broker then redelivers whatever was not
 /// acked.
-pub async fn run(ch: Channel, ledger: std::sync::Arc<Ledger>) {
+pub async fn run(ch: Channel, ledger: Arc<Ledger>) {
     while !ledger.closed() {
         ledger.wake.notified().await;
         let (held, due) = ledger.state();
