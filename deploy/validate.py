@@ -565,7 +565,7 @@ def chart_invariants(label: str, values: dict[str, Any], rendered: dict[str, str
         pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
         if pre != cv["preStopSleepSeconds"]:
             problems.append(f"{comp}: preStop sleep {pre} != {cv['preStopSleepSeconds']}")
-    prefetch = cfg.get("prefetch") or 4 * cfg["concurrency"]
+    prefetch = cfg.get("prefetch") or cfg["concurrency"] + min(3 * cfg["concurrency"], 256)  # Settings::prefetch
     rounds = -(-prefetch // cfg["concurrency"])  # a delivery beyond the slots waits for one
     if rounds * duration_seconds(cfg["taskTimeout"]) + duration_seconds(cfg["shutdownGrace"]) >= duration_seconds(
             merged["broker"]["consumerTimeout"]):

@@ -128,7 +128,8 @@ config.deliveryLimit on each, so an explicit override below the derived value is
 {{- $grace := include "warden.seconds" $v.config.shutdownGrace | int64 -}}
 {{- $consumer := include "warden.seconds" $v.broker.consumerTimeout | int64 -}}
 {{- $concurrency := $v.config.concurrency | int64 -}}
-{{- $prefetch := $v.config.prefetch | default (mul 4 $concurrency) | int64 -}}
+{{- /* The worker's default (Settings::prefetch): the slots plus a refill window of up to 256. */ -}}
+{{- $prefetch := $v.config.prefetch | default (add $concurrency (min (mul 3 $concurrency) 256)) | int64 -}}
 {{- if lt $prefetch $concurrency -}}
 {{- fail (printf "config.prefetch (%d) must be at least config.concurrency (%d): handler slots would wait for deliveries that cannot come" $prefetch $concurrency) -}}
 {{- end -}}
