@@ -1,5 +1,5 @@
 # The two commands README starts with, and a few more.
-.PHONY: run test services lint deny bench chaos
+.PHONY: run test services lint deny bench chaos cluster cluster-stop cluster-chaos
 
 CARGO ?= cargo
 
@@ -33,3 +33,11 @@ lint:
 # Licences, bans, sources, and RustSec advisories where GitHub is reachable.
 deny:
 	@bash scripts/deny.sh
+
+## A 3-node RabbitMQ cluster of its own (ports 5701-5703, beside the machine's
+## broker, which it never touches); prints the WARDEN_AMQP_URL list for it.
+cluster:
+	@bash scripts/cluster.sh start
+
+cluster-stop:
+	@bash scripts/cluster.sh stop

@@ -12,6 +12,7 @@ use backon::{ExponentialBuilder, Retryable};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
+use rand::seq::SliceRandom;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -29,27 +30,75 @@ pub struct Unreachable {
     pub detail: String,
 }
 
-/// Opens one connection, failing after `timeout`.
+/// The broker addresses in `raw`: one AMQP URI, or several separated by
+/// commas (the nodes of a cluster), each trimmed, empty entries dropped.
+///
+/// Several addresses are how warden reaches a RabbitMQ cluster without a load
+/// balancer in front of it: each connect tries them in a fresh random order
+/// ([`connect`]), so replicas spread over the nodes and a dead node only costs
+/// a refused attempt.
+#[must_use]
+pub fn addresses(raw: &str) -> Vec<&str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// Opens one connection, failing after `timeout` per address.
+///
+/// `settings.amqp_url` may list several addresses ([`addresses`]); they are
+/// tried in a shuffled order, and the first that answers wins. Shuffling on
+/// every connect rather than rotating from a fixed start spreads replicas
+/// that all start at once, and after a node dies the survivors take its
+/// clients in about equal shares.
 ///
 /// `role` names the connection in the broker's management views
 /// (`warden-worker@host:pid`), so an operator, or a chaos test, can find it.
 ///
 /// # Errors
-/// [`Unreachable`] with the redacted URL.
+/// [`Unreachable`] with the redacted URL(s) and each address's failure.
 pub async fn connect(
     settings: &Settings,
     role: &str,
     timeout: Duration,
 ) -> Result<Connection, Unreachable> {
-    let unreachable = |detail: String| Unreachable {
+    let raw = settings.amqp_url.expose_secret();
+    let mut order = addresses(raw);
+    order.shuffle(&mut rand::rng());
+    let mut failures = Vec::with_capacity(order.len());
+    for address in &order {
+        match connect_one(settings, address, role, timeout).await {
+            Ok(conn) => return Ok(conn),
+            Err(detail) if order.len() == 1 => {
+                return Err(Unreachable {
+                    url: settings.amqp_url_redacted(),
+                    detail,
+                });
+            }
+            Err(detail) => {
+                failures.push(format!("{}: {detail}", crate::config::redact_url(address)))
+            }
+        }
+    }
+    Err(Unreachable {
         url: settings.amqp_url_redacted(),
-        detail,
-    };
-    let mut uri: AMQPUri = settings
-        .amqp_url
-        .expose_secret()
-        .parse()
-        .map_err(unreachable)?;
+        detail: if failures.is_empty() {
+            "no broker address given".into()
+        } else {
+            failures.join("; ")
+        },
+    })
+}
+
+/// Opens a connection to one address; the error is the reason, secret-free.
+async fn connect_one(
+    settings: &Settings,
+    address: &str,
+    role: &str,
+    timeout: Duration,
+) -> Result<Connection, String> {
+    let mut uri: AMQPUri = address.parse()?;
     uri.query.heartbeat = Some(u16::try_from(settings.heartbeat.as_secs()).unwrap_or(u16::MAX));
     uri.query.connection_timeout = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     // lapin keeps a receive and a send buffer of 32 frames each per
@@ -63,15 +112,15 @@ pub async fn connect(
     uri.query.frame_max = uri.query.frame_max.or(Some(DEFAULT_FRAME_MAX));
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name(settings, role).into());
-    let tls = tls_config(&settings.tls).map_err(unreachable)?;
-    let runtime = lapin::runtime::default_runtime().map_err(|e| unreachable(e.to_string()))?;
+    let tls = tls_config(&settings.tls)?;
+    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
     let connecting = Connection::connect_uri_with_config(uri, props, tls, runtime);
     match tokio::time::timeout(timeout, connecting).await {
-        Ok(result) => result.map_err(|e| unreachable(e.to_string())),
-        Err(_) => Err(unreachable(format!(
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
             "no answer within {}",
             humantime::format_duration(timeout)
-        ))),
+        )),
     }
 }
 
@@ -211,5 +260,43 @@ mod tests {
             [0, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000]
         );
         assert_eq!(l.lost("x", Duration::from_secs(60)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_comma_separated_url_names_every_node_and_ignores_blanks() {
+        assert_eq!(
+            addresses(" amqp://a:5672/%2f, amqp://b:5672/%2f,,amqp://c/ "),
+            ["amqp://a:5672/%2f", "amqp://b:5672/%2f", "amqp://c/"]
+        );
+        assert_eq!(addresses("amqp://one"), ["amqp://one"]);
+        assert!(addresses(" , ").is_empty());
+    }
+
+    #[tokio::test]
+    async fn connect_tries_every_address_and_names_each_failure_without_passwords() {
+        // Two ports nothing listens on (bound then dropped, so refused at once).
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let (a, b) = (free(), free());
+        let settings = Settings {
+            amqp_url: format!(
+                "amqp://u:sekrit@127.0.0.1:{a}/%2f,amqp://u:sekrit@127.0.0.1:{b}/%2f"
+            )
+            .into(),
+            ..Settings::default()
+        };
+        let err = connect(&settings, "test", Duration::from_secs(2))
+            .await
+            .expect_err("nothing listens");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(":{a}/")) && text.contains(&format!(":{b}/")),
+            "{text}"
+        );
+        assert!(!text.contains("sekrit"), "{text}");
     }
 }

@@ -304,11 +304,26 @@ impl Settings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("`{key}` {why}")));
         let url = self.amqp_url.expose_secret();
-        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-            return bad("amqp_url", "must start with amqp:// or amqps://");
+        // A comma-separated list names the nodes of one cluster
+        // (`broker::addresses`): each must be a valid URI, and all of one
+        // scheme, since the TLS settings apply to every connection.
+        let addresses = crate::broker::addresses(url);
+        if addresses.is_empty() {
+            return bad("amqp_url", "must name at least one broker address");
         }
-        if url.parse::<lapin::uri::AMQPUri>().is_err() {
-            return bad("amqp_url", "is not a valid AMQP URI");
+        for address in &addresses {
+            if !(address.starts_with("amqp://") || address.starts_with("amqps://")) {
+                return bad("amqp_url", "must start with amqp:// or amqps://");
+            }
+            if address.parse::<lapin::uri::AMQPUri>().is_err() {
+                return bad("amqp_url", "is not a valid AMQP URI");
+            }
+        }
+        if addresses
+            .iter()
+            .any(|a| a.starts_with("amqps://") != url.trim_start().starts_with("amqps://"))
+        {
+            return bad("amqp_url", "mixes amqp:// and amqps:// addresses");
         }
         if self.prefix.is_empty()
             || self.prefix.len() > 100
@@ -413,7 +428,7 @@ impl Settings {
             }
         }
         let tls_set = self.tls.ca_file.is_some() || self.tls.cert_file.is_some();
-        if tls_set && !url.starts_with("amqps://") {
+        if tls_set && !url.trim_start().starts_with("amqps://") {
             return bad("tls", "is only used with an amqps:// amqp_url");
         }
         if self.reauth.max_attempts == 0 {
@@ -442,7 +457,11 @@ impl Settings {
     /// The broker URL with its password replaced, safe to log.
     #[must_use]
     pub fn amqp_url_redacted(&self) -> String {
-        redact_url(self.amqp_url.expose_secret())
+        crate::broker::addresses(self.amqp_url.expose_secret())
+            .into_iter()
+            .map(redact_url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The token store URL, with its embedded default.
