@@ -41,3 +41,10 @@ cluster:
 
 cluster-stop:
 	@bash scripts/cluster.sh stop
+
+## The cluster chaos test at size N on the 3-node cluster (started and stopped
+## by the test when not running): the leader of {p}.tasks and of a retry queue
+## SIGKILLed and brought back, then a rolling restart; prints lost/duplicates
+## and the time to ready after each fault.
+cluster-chaos: services
+	eval "$$(bash scripts/setup-playwright.sh)" && WARDEN_CLUSTER_CHAOS_N=$(N) $(CARGO) test --release --test cluster -- --nocapture

@@ -109,7 +109,9 @@ start_node() { # n: start detached, wait until it answers
   alive "$n" && return 0
   port_open "$(amqp_port "$n")" && die "port $(amqp_port "$n") is taken by something else"
   rm -f "$d/pid"
-  as_rabbitmq "$n" sh -c 'exec '"$RMQ_BIN"'/rabbitmq-server >>"$RABBITMQ_LOG_BASE/stdout.log" 2>&1' </dev/null &
+  as_rabbitmq "$n" sh -c 'exec '"$RMQ_BIN"'/rabbitmq-server >>"$RABBITMQ_LOG_BASE/stdout.log" 2>&1' </dev/null >/dev/null 2>&1 &
+  # (runuser stays the node's parent: with the caller's stdout it would hold
+  # a pipe open, and a caller reading to the end would wait forever)
   disown
 }
 

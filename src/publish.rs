@@ -160,6 +160,15 @@ pub async fn publish_copy_confirmed(
 /// headers: for messages that carry the current context themselves (see
 /// [`crate::events::publish`]).
 ///
+/// A nack is retried on the same channel, at most [`NACK_RETRIES`] times with
+/// a doubling pause from [`NACK_BACKOFF`]: a quorum queue whose leader is
+/// being elected after a node died refuses a message for a moment and then
+/// takes it. Ending the session on the first nack (as warden did) redelivered
+/// everything in flight to the worker, a second time for tasks already
+/// redelivered by the node's loss. A broker that keeps refusing (a full
+/// `reject-publish` queue) still ends in [`PublishError::Nacked`], after about
+/// a second and a half.
+///
 /// # Errors
 /// [`PublishError`] when the broker did not take the message.
 pub async fn publish_and_confirm(
@@ -170,32 +179,55 @@ pub async fn publish_and_confirm(
     properties: BasicProperties,
     mandatory: bool,
 ) -> Result<(), PublishError> {
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions {
-                mandatory,
-                ..Default::default()
-            },
-            body,
-            properties,
-        )
-        .await?
-        .await?;
-    if confirm.is_nack() {
-        return Err(PublishError::Nacked {
-            exchange: exchange.into(),
-        });
+    let mut pause = NACK_BACKOFF;
+    for retry in 0..=NACK_RETRIES {
+        let confirm = ch
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions {
+                    mandatory,
+                    ..Default::default()
+                },
+                body,
+                properties.clone(),
+            )
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            if retry == NACK_RETRIES {
+                break;
+            }
+            tracing::debug!(exchange, retry = retry + 1, pause = ?pause, "the broker nacked a publish; retrying on the same channel");
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            continue;
+        }
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Returned {
+                exchange: exchange.into(),
+                routing_key: routing_key.into(),
+            });
+        }
+        return Ok(());
     }
-    if confirm.take_message().is_some() {
-        return Err(PublishError::Returned {
-            exchange: exchange.into(),
-            routing_key: routing_key.into(),
-        });
-    }
-    Ok(())
+    tracing::warn!(
+        exchange,
+        retries = NACK_RETRIES,
+        "the broker kept refusing a publish"
+    );
+    Err(PublishError::Nacked {
+        exchange: exchange.into(),
+    })
 }
+
+/// How often a nacked publish is sent again before it counts as refused.
+pub const NACK_RETRIES: u32 = 5;
+
+/// The first pause before a nacked publish is sent again; each further one
+/// doubles (50, 100, 200, 400, 800 ms: about 1.5 s in all, longer than a
+/// quorum leader election on a 3-node cluster takes).
+pub const NACK_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Publishes tasks to `{prefix}.tasks` with pipelined confirms.
 #[derive(Debug)]

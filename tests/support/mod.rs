@@ -24,6 +24,23 @@ use warden::topology::Topology;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
+static BROKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Points every helper of this test binary at another broker: a cluster's
+/// comma-separated address list (`scripts/cluster.sh url`). Set once, before
+/// the first [`TestBroker`]; workers spawned from it get the list too.
+pub fn use_broker(urls: &str) {
+    assert!(
+        BROKER.set(urls.to_owned()).is_ok(),
+        "use_broker is set once"
+    );
+}
+
+/// The broker the helpers use: [`AMQP_URL`] unless [`use_broker`] said otherwise.
+pub fn amqp_url() -> &'static str {
+    BROKER.get().map_or(AMQP_URL, String::as_str)
+}
+
 /// A unique prefix per test, so tests never see each other's messages.
 pub fn unique_prefix(test: &str) -> String {
     format!(
@@ -35,6 +52,7 @@ pub fn unique_prefix(test: &str) -> String {
 pub fn settings(prefix: &str) -> Settings {
     Settings {
         prefix: prefix.to_owned(),
+        amqp_url: amqp_url().to_owned().into(),
         ..Settings::default()
     }
 }
@@ -70,9 +88,15 @@ where
 }
 
 pub async fn connect() -> (Connection, Channel) {
-    let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("broker at 127.0.0.1:5672");
+    // The first node of a cluster that answers (a test may have one down).
+    let mut conn = None;
+    for url in warden::broker::addresses(amqp_url()) {
+        if let Ok(c) = Connection::connect(url, ConnectionProperties::default()).await {
+            conn = Some(c);
+            break;
+        }
+    }
+    let conn = conn.unwrap_or_else(|| panic!("no broker answers at {}", amqp_url()));
     let ch = conn.create_channel().await.expect("channel");
     (conn, ch)
 }
@@ -178,6 +202,7 @@ impl TestBroker {
     /// Environment for a worker child process on this prefix.
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
+            ("WARDEN_AMQP_URL".into(), amqp_url().to_owned()),
             ("WARDEN_PREFIX".into(), self.prefix.clone()),
             ("WARDEN_FAULT_HANDLERS".into(), "true".into()),
             (
