@@ -13,6 +13,7 @@
 #   scripts/cluster.sh start-node N # start node N again (after kill), wait until it is back
 #   scripts/cluster.sh restart N    # stop node N cleanly and start it again (a rolling upgrade step)
 #   scripts/cluster.sh leader QUEUE # the node number (1-3) leading a quorum queue
+#   scripts/cluster.sh members QUEUE # how many nodes hold a replica of a quorum queue
 #
 # Environment: WARDEN_CLUSTER_DIR (default /tmp/warden-cluster), WARDEN_CLUSTER_PORT
 # (first AMQP port, default 5701; nodes use PORT, PORT+1, PORT+2 and distribution
@@ -206,6 +207,16 @@ cmd_leader() { # the node number leading quorum queue $1 (in vhost /)
   die "leader $leader is not one of this cluster's nodes"
 }
 
+cmd_members() { # how many replicas quorum queue $1 (in vhost /) has
+  local n
+  for n in "${NODES[@]}"; do
+    alive "$n" || continue
+    ctl "$n" list_queues name members --no-table-headers 2>/dev/null |
+      awk -v q="$1" '$1 == q {print gsub(/@/, "@")}' | grep . && return 0
+  done
+  die "no quorum queue $1"
+}
+
 node_arg() { [[ "${1:-}" =~ ^[123]$ ]] || die "expected a node number 1-3"; echo "$1"; }
 
 case "${1:-}" in
@@ -217,5 +228,6 @@ case "${1:-}" in
   start-node) cmd_start_node "$(node_arg "${2:-}")" ;;
   restart) cmd_restart "$(node_arg "${2:-}")" ;;
   leader) [[ -n "${2:-}" ]] || die "leader needs a queue name"; cmd_leader "$2" ;;
+  members) [[ -n "${2:-}" ]] || die "members needs a queue name"; cmd_members "$2" ;;
   *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
 esac

@@ -297,6 +297,22 @@ async fn on_a_three_node_cluster_a_leader_killed_and_a_rolling_restart_lose_no_t
     let reauth = stack.spawn(&["reauth"], &[]);
     let procs = [&workers[0], &workers[1], &reauth];
     all_ready(&procs, "start").await;
+    // warden leaves the replica count to the broker (x-quorum-initial-group-size
+    // unset): every queue it declares, retry and dead-letter paths included, has
+    // a replica on each of the three nodes, so any one node can go.
+    for queue in [
+        topology.tasks(),
+        topology.retry_queue(0),
+        topology.parked(),
+        topology.dead(),
+        topology.reauth(),
+    ] {
+        assert_eq!(
+            cluster.run(&["members", &queue]),
+            "3",
+            "replicas of {queue}"
+        );
+    }
 
     let mut expected: HashMap<String, Expect> = HashMap::new();
     let mut batches: Vec<Vec<Task>> = Vec::new();
