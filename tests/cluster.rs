@@ -562,3 +562,27 @@ async fn a_broker_that_keeps_refusing_ends_in_nacked_after_the_bounded_backoff()
         t0.elapsed()
     );
 }
+
+#[test]
+fn config_check_takes_a_list_of_broker_addresses_and_names_a_bad_one() {
+    let list = "amqp://u:pw1@n1:5672/%2f, amqp://u:pw2@n2:5672/%2f,amqp://u:pw3@n3:5672/%2f";
+    let (code, out, err) = support::run_cli(&["config", "check"], &[("WARDEN_AMQP_URL", list)]);
+    assert_eq!(code, 0, "{err}");
+    // Every address is shown, none with its password.
+    for node in ["n1", "n2", "n3"] {
+        assert!(out.contains(&format!("@{node}:5672")), "{out}");
+    }
+    assert!(!out.contains("pw1") && !out.contains("pw3"), "{out}");
+    for (bad, why) in [
+        ("amqp://n1:5672/%2f,http://n2", "must start with amqp://"),
+        (
+            "amqp://n1:5672/%2f,amqps://n2:5671/%2f",
+            "mixes amqp:// and amqps://",
+        ),
+        (" , ", "at least one broker address"),
+    ] {
+        let (code, _, err) = support::run_cli(&["config", "check"], &[("WARDEN_AMQP_URL", bad)]);
+        assert_eq!(code, 64, "{bad}: {err}");
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
