@@ -881,8 +881,8 @@ def check_extras() -> None:
             image = m.group(1)
             if "@sha256:" not in image and (":" not in image or image.endswith(":latest")):
                 problems.append(f"{df.name}: {image} is neither digest- nor version-pinned")
-        for label in ("title", "source", "version", "revision", "licenses"):
-            if f"org.opencontainers.image.{label}" not in text and label != "source":
+        for label in ("title", "description", "version", "revision", "licenses"):
+            if f"org.opencontainers.image.{label}" not in text:
                 problems.append(f"{df.name}: no OCI label org.opencontainers.image.{label}")
     R.check("Dockerfiles: base images pinned, update procedure, OCI labels", problems)
 
