@@ -116,6 +116,13 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
     if tasks.is_empty() {
         anyhow::bail!("nothing to publish");
     }
+    // The limits the worker enforces, checked here so that a task the broker
+    // could not carry (an id or type over 255 bytes) is a clear error, not a
+    // panic in the AMQP encoder.
+    for (i, task) in tasks.iter().enumerate() {
+        task.check()
+            .map_err(|e| anyhow::anyhow!("task {}: {e}", i + 1))?;
+    }
     let total = tasks.len();
     let publisher = Publisher::connect(settings).await?;
     let bar = if total >= PROGRESS_THRESHOLD && std::io::stderr().is_terminal() {
@@ -405,7 +412,20 @@ fn parse_token_input(input: &str) -> anyhow::Result<crate::store::TokenSet> {
             refresh_token: j.refresh_token.map(SecretString::from),
             expires_at: j
                 .expires_in
-                .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s)),
+                .map(|s| {
+                    u64::try_from(s)
+                        .ok()
+                        .map(std::time::Duration::from_secs)
+                        .filter(|d| *d <= crate::store::MAX_TOKEN_LIFETIME)
+                        .map(|d| crate::store::expiry_after(chrono::Utc::now(), d))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "expires_in {s} is out of range (0 to {} seconds)",
+                                crate::store::MAX_TOKEN_LIFETIME.as_secs()
+                            )
+                        })
+                })
+                .transpose()?,
         });
     }
     let mut lines = input.lines().map(str::trim).filter(|l| !l.is_empty());

@@ -91,8 +91,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Token store URL: `sqlite://path.db` or `postgres://…`. Needed by
     /// `warden reauth` and by workers that run tasks for channels; when unset
-    /// those use `sqlite://warden.db`.
-    pub token_store: Option<String>,
+    /// those use `sqlite://warden.db`. A PostgreSQL URL can hold a password,
+    /// so it is a secret like the broker URL: see [`Settings::redacted_json`].
+    #[serde(serialize_with = "serialize_exposed_opt")]
+    pub token_store: Option<SecretString>,
     /// OAuth providers by name (TOML only), with their login flows.
     pub providers: BTreeMap<String, crate::reauth::flow::OAuthProvider>,
     /// Channels (third-party accounts) by name (TOML only).
@@ -253,15 +255,41 @@ fn serialize_exposed<S: serde::Serializer>(url: &SecretString, s: S) -> Result<S
     s.serialize_str(url.expose_secret())
 }
 
+fn serialize_exposed_opt<S: serde::Serializer>(
+    url: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_some(url.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
 /// Replaces the password of a URL with `***`, for logs and `topology` output.
 #[must_use]
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            // libpq also takes the password as a query parameter.
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         Err(_) => "<unparseable url>".into(),
     }
 }
@@ -372,7 +400,7 @@ impl Settings {
         if self.heartbeat.as_secs() == 0 || self.heartbeat.as_secs() > u64::from(u16::MAX) {
             return bad("heartbeat", "must be between 1s and 65535s");
         }
-        if let Some(url) = &self.token_store
+        if let Some(url) = self.token_store.as_ref().map(ExposeSecret::expose_secret)
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
                 || url.starts_with("postgresql://"))
@@ -436,6 +464,9 @@ impl Settings {
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         v["amqp_url"] = self.amqp_url_redacted().into();
+        if let Some(url) = &self.token_store {
+            v["token_store"] = redact_url(url.expose_secret()).into();
+        }
         v
     }
 
@@ -448,7 +479,9 @@ impl Settings {
     /// The token store URL, with its embedded default.
     #[must_use]
     pub fn token_store_url(&self) -> &str {
-        self.token_store.as_deref().unwrap_or("sqlite://warden.db")
+        self.token_store
+            .as_ref()
+            .map_or("sqlite://warden.db", ExposeSecret::expose_secret)
     }
 
     /// Does this worker run tasks for channels (and so need the token store)?
@@ -598,6 +631,23 @@ mod tests {
         let s = redact_url("amqp://user:hunter2@host:5672/%2f");
         assert!(!s.contains("hunter2"));
         assert!(s.contains("user"));
+    }
+
+    #[test]
+    fn config_check_redacts_the_token_store_password() {
+        for url in [
+            "postgres://warden:hunter2@db:5432/warden",
+            "postgres://warden@db/warden?sslmode=require&password=hunter2",
+        ] {
+            let settings = Settings {
+                token_store: Some(SecretString::from(url)),
+                ..Settings::default()
+            };
+            let shown = settings.redacted_json().to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("db"), "{shown}");
+            assert!(!format!("{settings:?}").contains("hunter2"));
+        }
     }
 
     #[test]

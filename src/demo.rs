@@ -96,10 +96,11 @@ impl ReauthDemo {
                 method: "POST".into(),
                 url: format!("{}/api/channels/{{channel}}/posts", provider.base_url()),
                 timeout: Duration::from_secs(10),
+                plain_http: false,
             },
         );
         let url = format!("sqlite://{}/demo.db", dir.path().display());
-        settings.token_store = Some(url.clone());
+        settings.token_store = Some(secrecy::SecretString::from(url.clone()));
         let store = crate::store::connect(&url, crate::store::Keyring::generate()).await?;
         let t = provider
             .state

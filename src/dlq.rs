@@ -118,7 +118,10 @@ pub fn describe(
             .map(|m| m.to_string())
             .or_else(|| task.as_ref().map(|t| t.id.clone()))
             .unwrap_or_default(),
+        // A forged key too long for a routing key is ignored: replay
+        // publishes under `kind`, and the AMQP encoder panics past 255 bytes.
         kind: envelope::header_text(h, envelope::ROUTING_KEY_HEADER)
+            .filter(|k| k.len() <= envelope::MAX_SHORT_BYTES)
             .or_else(|| task.as_ref().map(|t| t.kind.clone()))
             .unwrap_or_else(|| routing_key.to_owned()),
         channel: task.and_then(|t| t.channel),

@@ -33,6 +33,15 @@ pub const PARKED_AT_HEADER: &str = "x-warden-parked-at";
 /// Attempt numbers above this are treated as forged and clamped.
 const MAX_ATTEMPT_HEADER: i64 = 1_000_000;
 
+/// Longest task `id` and `type`, in bytes: both travel as AMQP short strings
+/// (the `message_id` and the routing key), which hold at most 255 bytes.
+pub const MAX_SHORT_BYTES: usize = 255;
+
+/// Longest `channel`, in bytes. Channel names come from task bodies, so this
+/// bounds what a hostile producer can make a worker look up and cache, and it
+/// leaves room for `@<version>` in the 255-byte message id of a re-auth request.
+pub const MAX_CHANNEL_BYTES: usize = 200;
+
 /// A decoded task, as a handler sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
@@ -103,16 +112,44 @@ impl Task {
         }
         let task: Task =
             serde_json::from_slice(body).map_err(|e| Reject::Malformed(e.to_string()))?;
-        if task.id.trim().is_empty() {
+        task.check()?;
+        Ok(task)
+    }
+
+    /// Checks the fields the wire contract bounds: a non-empty `id` and `type` of
+    /// at most [`MAX_SHORT_BYTES`], and a `channel` of at most
+    /// [`MAX_CHANNEL_BYTES`]. Producers (`warden publish`) call it before
+    /// publishing, the worker after parsing.
+    ///
+    /// # Errors
+    /// [`Reject::Malformed`] naming the field.
+    pub fn check(&self) -> Result<(), Reject> {
+        if self.id.trim().is_empty() {
             return Err(Reject::Malformed("`id` is empty".into()));
         }
-        if task.kind.trim().is_empty() {
+        if self.id.len() > MAX_SHORT_BYTES {
+            return Err(Reject::Malformed(format!(
+                "`id` is longer than {MAX_SHORT_BYTES} bytes"
+            )));
+        }
+        if self.kind.trim().is_empty() {
             return Err(Reject::Malformed("`type` is empty".into()));
         }
-        if task.kind.len() > 255 {
-            return Err(Reject::Malformed("`type` is longer than 255 bytes".into()));
+        if self.kind.len() > MAX_SHORT_BYTES {
+            return Err(Reject::Malformed(format!(
+                "`type` is longer than {MAX_SHORT_BYTES} bytes"
+            )));
         }
-        Ok(task)
+        if self
+            .channel
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CHANNEL_BYTES)
+        {
+            return Err(Reject::Malformed(format!(
+                "`channel` is longer than {MAX_CHANNEL_BYTES} bytes"
+            )));
+        }
+        Ok(())
     }
 
     /// The body as producers publish it.
@@ -166,6 +203,17 @@ pub fn text_of(value: &AMQPValue) -> Option<String> {
 #[must_use]
 pub fn header_text(headers: Option<&FieldTable>, name: &str) -> Option<String> {
     headers.and_then(|h| h.inner().get(name)).and_then(text_of)
+}
+
+/// When a parked task was first parked, from [`PARKED_AT_HEADER`]. A time in
+/// the future is clamped to now: a forged header must not make a parked task
+/// wait for ever. Missing or unreadable values are `None`, and the worker then
+/// stamps the copy with the current time, so the wait is bounded either way.
+#[must_use]
+pub fn parked_at(headers: Option<&FieldTable>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    header_text(headers, PARKED_AT_HEADER)
+        .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc).min(now))
 }
 
 /// Sets a long-string header.
@@ -240,6 +288,44 @@ mod tests {
         assert!(matches!(
             Task::decode(body.as_bytes(), usize::MAX),
             Err(Reject::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_forged_future_parked_at_is_clamped_to_now() {
+        let now = Utc::now();
+        let mut h = FieldTable::default();
+        set_text(&mut h, PARKED_AT_HEADER, "9999-12-31T23:59:59Z");
+        assert_eq!(parked_at(Some(&h), now), Some(now));
+        set_text(&mut h, PARKED_AT_HEADER, "2020-01-01T00:00:00Z");
+        assert_eq!(
+            parked_at(Some(&h), now).unwrap().to_rfc3339(),
+            "2020-01-01T00:00:00+00:00"
+        );
+        set_text(&mut h, PARKED_AT_HEADER, "not a time");
+        assert_eq!(parked_at(Some(&h), now), None);
+    }
+
+    #[test]
+    fn field_lengths_are_bounded_by_the_wire_contract() {
+        let task = |id: &str, kind: &str, channel: Option<&str>| {
+            let mut t = Task::new(kind, serde_json::json!({}));
+            t.id = id.to_owned();
+            t.channel = channel.map(str::to_owned);
+            Task::decode(&t.to_body(), usize::MAX)
+        };
+        assert!(task(&"i".repeat(255), "t", Some(&"c".repeat(200))).is_ok());
+        assert!(matches!(
+            task(&"i".repeat(256), "t", None),
+            Err(Reject::Malformed(_))
+        ));
+        assert!(matches!(
+            task("i", &"t".repeat(256), None),
+            Err(Reject::Malformed(_))
+        ));
+        assert!(matches!(
+            task("i", "t", Some(&"c".repeat(201))),
+            Err(Reject::Malformed(m)) if m.contains("channel")
         ));
     }
 

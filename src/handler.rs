@@ -81,8 +81,7 @@ impl Registry {
     /// this does not happen with loaded settings).
     pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, String> {
         let mut r = Self::builtin(settings.fault_handlers);
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+        let client = crate::outbound::client_builder()
             .build()
             .map_err(|e| e.to_string())?;
         for (kind, config) in &settings.handlers {

@@ -35,6 +35,10 @@ pub struct HttpHandlerConfig {
     /// Per-request timeout (a timeout is a transient failure).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Allows `http://` to a host that is not loopback (a private network,
+    /// such as the compose demo). Off: the bearer token goes out over https only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
 }
 
 fn default_method() -> String {
@@ -61,8 +65,10 @@ impl HttpHandler {
     pub fn new(config: HttpHandlerConfig, client: reqwest::Client) -> Result<Self, String> {
         let method = reqwest::Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("method {:?} is not an HTTP method", config.method))?;
-        url::Url::parse(&config.url.replace("{channel}", "c"))
+        let url = url::Url::parse(&config.url.replace("{channel}", "c"))
             .map_err(|e| format!("url {:?} is not a URL: {e}", config.url))?;
+        crate::outbound::check_url(&url, config.plain_http)
+            .map_err(|e| format!("url {:?}: {e}", config.url))?;
         Ok(Self {
             config,
             method,
@@ -84,6 +90,14 @@ impl Handler for HttpHandler {
                 "channel {channel:?} has no token; seed one with `warden token set --channel {channel}`"
             )));
         };
+        // URL-encoding leaves `.` and `..` as they are, and a URL parser then
+        // resolves them as path segments: a channel named `..` would walk up
+        // the platform's path. Such a name is never a real account.
+        if channel.trim_matches('.').is_empty() {
+            return Err(TaskError::permanent(format!(
+                "channel {channel:?} cannot be put into a URL path"
+            )));
+        }
         let encoded: String = url::form_urlencoded::byte_serialize(channel.as_bytes()).collect();
         let url = self.config.url.replace("{channel}", &encoded);
         let response = self
@@ -118,13 +132,19 @@ impl Handler for HttpHandler {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
-                let body = r.text().await.unwrap_or_default();
-                classify(
-                    status,
-                    retry_after,
+                // A bounded prefix: enough to classify and quote, never the
+                // whole of whatever the platform streams back.
+                let body = crate::outbound::read_prefix(r, crate::outbound::MAX_RESPONSE_BYTES)
+                    .await
+                    .unwrap_or_default();
+                let body = String::from_utf8_lossy(&body);
+                // A platform echoing the request must not put the token into the
+                // error message, which travels into dead letters and logs.
+                let text = crate::outbound::scrub(
                     &format!("{www_auth} {body}"),
-                    token.version,
-                )
+                    token.access_token.expose_secret(),
+                );
+                classify(status, retry_after, &text, token.version)
             }
         }
     }

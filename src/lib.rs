@@ -13,6 +13,7 @@
 //! | [`outcome`] | error kinds and the pure [`outcome::decide`] function |
 //! | [`handler`] | the [`Handler`] trait, the registry and the built-in handlers |
 //! | [`http_handler`] | task types mapped to HTTP calls made for a channel |
+//! | [`outbound`] | the policy for outbound HTTP that carries a secret: no redirects, https, bounded reads |
 //! | [`channels`] | per-process channel status/token cache; revocation and refresh messages |
 //! | [`topology`] | every exchange and queue, declared idempotently in one place |
 //! | [`broker`] | connecting, with backoff |
@@ -45,6 +46,7 @@ pub mod events;
 pub mod handler;
 pub mod http_handler;
 pub mod metrics;
+pub mod outbound;
 pub mod outcome;
 pub mod provider;
 pub mod publish;

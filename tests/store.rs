@@ -710,6 +710,39 @@ async fn reopening_runs_migrations_once_and_keeps_the_data(db: &Backend) {
     );
 }
 
+async fn an_expiry_past_year_9999_is_clamped_and_every_channel_still_lists(db: &Backend) {
+    let store = db.open(Keyring::generate()).await;
+    store
+        .put_token("sane", "demo", &tokens("t", None))
+        .await
+        .unwrap();
+    // What `Utc::now() + expires_in` gave for an `expires_in` around 3e11.
+    let far = TokenSet {
+        expires_at: Some(DateTime::<Utc>::MAX_UTC),
+        ..tokens("far", None)
+    };
+    store.put_token("far", "demo", &far).await.unwrap();
+    let listed = store
+        .list()
+        .await
+        .expect("one odd row must not break the listing");
+    assert_eq!(listed.len(), 2);
+    let expires = listed
+        .iter()
+        .find(|r| r.channel == "far")
+        .and_then(|r| r.token_expires_at)
+        .unwrap();
+    assert!(
+        expires <= Utc::now() + chrono::Duration::days(11 * 366),
+        "{expires}"
+    );
+    let (set, _) = store.token("far").await.unwrap().unwrap();
+    assert_eq!(
+        set.expires_at.map(|t| t.timestamp()),
+        Some(expires.timestamp())
+    );
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -743,6 +776,7 @@ store_suite!(
     a_wrong_key_gives_a_clear_error,
     a_ciphertext_moved_to_another_channel_fails_authentication,
     reopening_runs_migrations_once_and_keeps_the_data,
+    an_expiry_past_year_9999_is_clamped_and_every_channel_still_lists,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -347,6 +347,9 @@ pub fn oauth_client(
         error_selector: Some(".error[role=alert]".into()),
         totp: TotpSettings::default(),
         pkce: true,
+        // The simulator serves plain http wherever it is bound (the compose
+        // demo names it by a service host); there is no real secret to protect.
+        plain_http: true,
     };
     provider
         .validate()

@@ -170,7 +170,9 @@ pub async fn run(
         store,
         driver: driver.clone(),
         metrics: metrics.clone(),
-        http: reqwest::Client::builder()
+        // No redirects: a 307/308 from the token endpoint would re-post the
+        // client secret to wherever it points.
+        http: crate::outbound::client_builder()
             .timeout(Duration::from_secs(30))
             .build()?,
     });
@@ -610,10 +612,11 @@ async fn store_tokens(
         access_token: tokens.access_token,
         // Providers that do not rotate refresh tokens keep the old one valid.
         refresh_token: tokens.refresh_token.or(old_refresh),
+        // Clamped: a provider's `expires_in` is input, and a huge one must not
+        // overflow a date (a panic here left the request unacked).
         expires_at: tokens
             .expires_in
-            .and_then(|d| chrono::Duration::from_std(d).ok())
-            .map(|d| Utc::now() + d),
+            .map(|d| crate::store::expiry_after(Utc::now(), d)),
     };
     debug_assert!(!set.access_token.expose_secret().is_empty());
     ctx.store

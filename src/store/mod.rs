@@ -133,6 +133,28 @@ pub struct TokenSet {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Longest token lifetime warden records (ten years). Providers and operators
+/// can claim any `expires_in`; past this it means "does not expire soon", and
+/// the clamp keeps every stored time a valid four-digit year in both backends
+/// (a year past 9999 made one SQLite row unreadable for `warden channels`).
+pub const MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(10 * 366 * 86_400);
+
+/// When a token that lives `lifetime` from `now` expires, with lifetimes past
+/// [`MAX_TOKEN_LIFETIME`] clamped, so no `expires_in` can overflow a date.
+#[must_use]
+pub fn expiry_after(now: DateTime<Utc>, lifetime: std::time::Duration) -> DateTime<Utc> {
+    let lifetime = chrono::Duration::from_std(lifetime.min(MAX_TOKEN_LIFETIME))
+        .unwrap_or_else(|_| chrono::Duration::zero());
+    now.checked_add_signed(lifetime).unwrap_or(now)
+}
+
+/// `expires_at` as stored: at most [`MAX_TOKEN_LIFETIME`] from now, whatever a
+/// caller of [`TokenStore::put_token`] built.
+fn stored_expiry(expires_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    expires_at.map(|t| t.min(expiry_after(Utc::now(), MAX_TOKEN_LIFETIME)))
+}
+
 impl TokenSet {
     /// A token set with only an access token.
     #[must_use]
@@ -177,7 +199,7 @@ fn seal(keys: &Keyring, channel: &str, tokens: &TokenSet) -> Result<crypto::Seal
             .refresh_token
             .as_ref()
             .map(ExposeSecret::expose_secret),
-        expires_at: tokens.expires_at,
+        expires_at: stored_expiry(tokens.expires_at),
     };
     let json = Zeroizing::new(serde_json::to_vec(&payload).expect("token payload serializes"));
     Ok(keys.encrypt(channel, &json))

@@ -19,7 +19,7 @@ use sqlx::{Connection as _, Executor as _, Row};
 use super::crypto::Sealed;
 use super::{
     ChannelRecord, ConnectOptions, Keyring, MAX_LEASE_TTL, StoreError, TokenSet, TokenStore,
-    clip_error, open, seal, status_from_db, version_from_db, version_to_db,
+    clip_error, open, seal, status_from_db, stored_expiry, version_from_db, version_to_db,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -183,7 +183,7 @@ impl TokenStore for PgStore {
         .bind(provider)
         .bind(sealed.key_id)
         .bind(sealed.blob)
-        .bind(tokens.expires_at)
+        .bind(stored_expiry(tokens.expires_at))
         .fetch_one(&self.pool)
         .await?;
         version_from_db(channel, version)

@@ -18,7 +18,7 @@ use sqlx::{Executor as _, Row};
 use super::crypto::Sealed;
 use super::{
     ChannelRecord, ConnectOptions, Keyring, MAX_LEASE_TTL, StoreError, TokenSet, TokenStore,
-    clip_error, open, seal, status_from_db, version_from_db, version_to_db,
+    clip_error, open, seal, status_from_db, stored_expiry, version_from_db, version_to_db,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -213,7 +213,7 @@ impl TokenStore for SqliteStore {
         .bind(provider)
         .bind(sealed.key_id)
         .bind(sealed.blob)
-        .bind(tokens.expires_at.map(ts))
+        .bind(stored_expiry(tokens.expires_at).map(ts))
         .bind(ts(Utc::now()))
         .fetch_one(&self.pool)
         .await?;

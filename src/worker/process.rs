@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::FutureExt;
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
@@ -184,10 +184,9 @@ async fn channel_gate(
             ))),
         )),
         Ok(ChannelState::Pending) => {
-            let parked_at = envelope::header_text(headers, envelope::PARKED_AT_HEADER)
-                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&Utc));
-            let waited = parked_at.map(|t| (Utc::now() - t).to_std().unwrap_or_default());
+            let now = Utc::now();
+            let waited =
+                envelope::parked_at(headers, now).map(|t| (now - t).to_std().unwrap_or_default());
             if waited.is_some_and(|w| w > ctx.settings.max_park) {
                 Err((
                     Verdict::ParkExpired,
@@ -325,13 +324,15 @@ async fn settle(
                     "channel awaits re-authentication; task parked"
                 );
                 ctx.metrics.parked.inc();
-                if envelope::header_text(Some(&headers), envelope::PARKED_AT_HEADER).is_none() {
-                    envelope::set_text(
-                        &mut headers,
-                        envelope::PARKED_AT_HEADER,
-                        &Utc::now().to_rfc3339(),
-                    );
-                }
+                // Always rewritten: a forged future or unreadable time is
+                // replaced, so every park is bounded by `max_park`.
+                let now = Utc::now();
+                let since = envelope::parked_at(Some(&headers), now).unwrap_or(now);
+                envelope::set_text(
+                    &mut headers,
+                    envelope::PARKED_AT_HEADER,
+                    &since.to_rfc3339(),
+                );
                 envelope::set_text(&mut headers, envelope::DELAY_HEADER, PARKED_ROUTE);
                 (
                     Some(Copy {
