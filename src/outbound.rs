@@ -105,6 +105,167 @@ mod tests {
         assert!(check("ftp://127.0.0.1/x", true).is_err());
     }
 
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+
+    use crate::channels::ChannelToken;
+    use crate::envelope::Task;
+    use crate::handler::{Handler as _, TaskContext};
+    use crate::http_handler::{HttpHandler, HttpHandlerConfig};
+    use crate::outcome::ErrorKind;
+
+    const TOKEN: &str = "tok-0123456789";
+
+    /// A platform on loopback: `/redirect` answers 307 to `/elsewhere` (which
+    /// counts its hits), `/echo` sends the request's headers back in a 400,
+    /// `/huge` streams 8 MiB with a 500, `/api/*` answers 204.
+    async fn platform() -> (String, Arc<AtomicUsize>) {
+        let elsewhere = Arc::new(AtomicUsize::new(0));
+        let hits = elsewhere.clone();
+        let app = axum::Router::new()
+            .route(
+                "/redirect",
+                axum::routing::post(|| async {
+                    (StatusCode::TEMPORARY_REDIRECT, [("location", "/elsewhere")])
+                }),
+            )
+            .route(
+                "/elsewhere",
+                axum::routing::post(move || {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    async { StatusCode::NO_CONTENT }
+                }),
+            )
+            .route(
+                "/echo",
+                axum::routing::post(|headers: HeaderMap| async move {
+                    (StatusCode::BAD_REQUEST, format!("{headers:?}")).into_response()
+                }),
+            )
+            .route(
+                "/huge",
+                axum::routing::post(|| async {
+                    (StatusCode::INTERNAL_SERVER_ERROR, vec![b'x'; 8 << 20])
+                }),
+            )
+            .route(
+                "/api/{*rest}",
+                axum::routing::post(|| async { StatusCode::NO_CONTENT }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (base, elsewhere)
+    }
+
+    async fn call(url: String, channel: &str) -> Result<(), crate::outcome::TaskError> {
+        let handler = HttpHandler::new(
+            HttpHandlerConfig {
+                method: "POST".into(),
+                url,
+                timeout: std::time::Duration::from_secs(10),
+                plain_http: false,
+            },
+            client_builder().build().unwrap(),
+        )
+        .unwrap();
+        let task = Task {
+            channel: Some(channel.to_owned()),
+            ..Task::new("post", serde_json::json!({}))
+        };
+        let ctx = TaskContext {
+            attempt: 1,
+            redelivered: false,
+            token: Some(ChannelToken {
+                access_token: TOKEN.into(),
+                version: 1,
+            }),
+        };
+        handler.handle(&task, &ctx).await
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_so_the_token_is_not_re_posted() {
+        let (base, elsewhere) = platform().await;
+        let e = call(format!("{base}/redirect"), "acme").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Permanent, "{}", e.message);
+        assert!(e.message.contains("307"), "{}", e.message);
+        assert_eq!(
+            elsewhere.load(Ordering::SeqCst),
+            0,
+            "the redirect was followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_echoed_token_never_reaches_the_error_message() {
+        let (base, _) = platform().await;
+        let e = call(format!("{base}/echo"), "acme").await.unwrap_err();
+        assert!(e.message.contains("[redacted]"), "{}", e.message);
+        assert!(!e.message.contains(TOKEN), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_huge_error_body_is_read_only_up_to_the_bound() {
+        let (base, _) = platform().await;
+        let e = call(format!("{base}/huge"), "acme").await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Transient);
+        let response = client_builder()
+            .build()
+            .unwrap()
+            .post(format!("{base}/huge"))
+            .send()
+            .await
+            .unwrap();
+        let body = read_prefix(response, MAX_RESPONSE_BYTES).await.unwrap();
+        assert_eq!(body.len(), MAX_RESPONSE_BYTES);
+    }
+
+    #[tokio::test]
+    async fn dot_channels_cannot_walk_the_url_path() {
+        let (base, _) = platform().await;
+        for channel in ["..", ".", "...", "ok"] {
+            let r = call(format!("{base}/api/channels/{{channel}}/posts"), channel).await;
+            if channel == "ok" {
+                assert!(r.is_ok(), "{r:?}");
+            } else {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind, ErrorKind::Permanent, "{channel}: {}", e.message);
+                assert!(e.message.contains("URL path"), "{channel}: {}", e.message);
+            }
+        }
+    }
+
+    #[test]
+    fn a_handler_url_without_tls_to_a_remote_host_is_refused_at_load() {
+        let config = |url: &str, plain_http| HttpHandlerConfig {
+            method: "POST".into(),
+            url: url.into(),
+            timeout: std::time::Duration::from_secs(1),
+            plain_http,
+        };
+        let client = reqwest::Client::new();
+        let e = HttpHandler::new(
+            config("http://api.example.com/{channel}", false),
+            client.clone(),
+        )
+        .unwrap_err();
+        assert!(e.contains("https"), "{e}");
+        assert!(
+            HttpHandler::new(
+                config("http://api.example.com/{channel}", true),
+                client.clone()
+            )
+            .is_ok()
+        );
+        assert!(
+            HttpHandler::new(config("https://api.example.com/{channel}", false), client).is_ok()
+        );
+    }
+
     #[test]
     fn scrub_removes_every_copy_of_the_secret() {
         assert_eq!(

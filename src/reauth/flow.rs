@@ -915,6 +915,25 @@ mod tests {
     "##;
 
     #[test]
+    fn a_plain_http_token_endpoint_is_refused_unless_loopback_or_opted_in() {
+        let remote = PROVIDER.replace(
+            "https://id.example.com/oauth/token",
+            "http://id.example.com/oauth/token",
+        );
+        let provider: OAuthProvider = parse(&remote).unwrap();
+        let e = provider.validate().unwrap_err().to_string();
+        assert!(e.contains("token_url") && e.contains("https"), "{e}");
+        let opted_in: OAuthProvider = parse(&format!("plain_http = true\n{remote}")).unwrap();
+        opted_in.validate().unwrap();
+        let loopback: OAuthProvider = parse(&PROVIDER.replace(
+            "https://id.example.com/oauth/token",
+            "http://127.0.0.1:8765/oauth/token",
+        ))
+        .unwrap();
+        loopback.validate().unwrap();
+    }
+
+    #[test]
     fn a_provider_with_every_step_kind_parses_from_toml() {
         let provider: OAuthProvider = parse(PROVIDER).unwrap();
         provider.validate().unwrap();
