@@ -193,6 +193,10 @@ pub enum TokenCommand {
         #[arg(long)]
         provider: Option<String>,
     },
+    /// Re-encrypt every stored token under the current key
+    /// (`WARDEN_TOKEN_KEY`), reading old rows with `WARDEN_TOKEN_KEY_PREVIOUS`;
+    /// afterwards the previous keys can be retired.
+    Rekey,
 }
 
 /// `warden config …`.

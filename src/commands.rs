@@ -382,7 +382,10 @@ pub async fn channels(settings: &Settings, json: bool) -> anyhow::Result<()> {
 /// # Errors
 /// Empty input, an unknown provider, or store errors.
 pub async fn token(settings: &Settings, command: crate::cli::TokenCommand) -> anyhow::Result<()> {
-    let crate::cli::TokenCommand::Set { channel, provider } = command;
+    let (channel, provider) = match command {
+        crate::cli::TokenCommand::Set { channel, provider } => (channel, provider),
+        crate::cli::TokenCommand::Rekey => return token_rekey(settings).await,
+    };
     let provider = provider
         .or_else(|| settings.channels.get(&channel).map(|c| c.provider.clone()))
         .ok_or_else(|| anyhow::anyhow!("channel {channel:?} is not configured; pass --provider"))?;
@@ -392,6 +395,19 @@ pub async fn token(settings: &Settings, command: crate::cli::TokenCommand) -> an
     let store = crate::channels::open_store(settings).await?;
     let version = store.put_token(&channel, &provider, &tokens).await?;
     println!("stored a token for {channel} (version {version}, status active)");
+    Ok(())
+}
+
+/// `warden token rekey`: every row under the current key, so the previous keys can go.
+async fn token_rekey(settings: &Settings) -> anyhow::Result<()> {
+    let store = crate::channels::open_store(settings).await?;
+    let rewritten = store.reencrypt_all().await?;
+    store.close().await;
+    println!(
+        "re-encrypted {rewritten} token(s) under key {}; every stored token is now under it, so {} can be emptied",
+        crate::store::Keyring::from_env()?.current_id(),
+        crate::store::crypto::KEY_PREVIOUS_ENV
+    );
     Ok(())
 }
 

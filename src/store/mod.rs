@@ -188,7 +188,12 @@ struct SealedPayloadIn {
 }
 
 /// Seals a token set for a channel with the keyring's current key.
-fn seal(keys: &Keyring, channel: &str, tokens: &TokenSet) -> Result<crypto::Sealed, StoreError> {
+fn seal(
+    keys: &Keyring,
+    channel: &str,
+    version: u64,
+    tokens: &TokenSet,
+) -> Result<crypto::Sealed, StoreError> {
     if tokens.access_token.expose_secret().is_empty() {
         return Err(StoreError::EmptyAccessToken);
     }
@@ -202,13 +207,18 @@ fn seal(keys: &Keyring, channel: &str, tokens: &TokenSet) -> Result<crypto::Seal
         expires_at: stored_expiry(tokens.expires_at),
     };
     let json = Zeroizing::new(serde_json::to_vec(&payload).expect("token payload serializes"));
-    Ok(keys.encrypt(channel, &json))
+    Ok(keys.encrypt(channel, version, &json))
 }
 
 /// Opens a channel's sealed token set.
-fn open(keys: &Keyring, channel: &str, sealed: &crypto::Sealed) -> Result<TokenSet, StoreError> {
+fn open(
+    keys: &Keyring,
+    channel: &str,
+    version: u64,
+    sealed: &crypto::Sealed,
+) -> Result<TokenSet, StoreError> {
     let json = keys
-        .decrypt(channel, sealed)
+        .decrypt(channel, version, sealed)
         .map_err(|source| StoreError::Decrypt {
             channel: channel.to_owned(),
             source,
@@ -495,7 +505,7 @@ mod tests {
             refresh_token: Some("r".into()),
             expires_at: Some(expires),
         };
-        let opened = open(&keys, "c", &seal(&keys, "c", &tokens).unwrap()).unwrap();
+        let opened = open(&keys, "c", 1, &seal(&keys, "c", 1, &tokens).unwrap()).unwrap();
         assert_eq!(opened.access_token.expose_secret(), "a");
         assert_eq!(opened.refresh_token.unwrap().expose_secret(), "r");
         assert_eq!(opened.expires_at, Some(expires));
@@ -505,7 +515,7 @@ mod tests {
     fn empty_access_tokens_are_refused() {
         let keys = Keyring::generate();
         assert!(matches!(
-            seal(&keys, "c", &TokenSet::new("")),
+            seal(&keys, "c", 1, &TokenSet::new("")),
             Err(StoreError::EmptyAccessToken)
         ));
     }
