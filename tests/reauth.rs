@@ -379,3 +379,42 @@ async fn one_trace_runs_from_the_producer_through_the_revocation_and_re_login_to
         );
     }
 }
+
+#[tokio::test]
+async fn the_password_never_reaches_the_logs_even_with_rust_log_at_trace() {
+    require_browser();
+    let _one_at_a_time = BROWSER.lock().await;
+    let stack = Stack::new("tracelog", PASSWORD).await;
+    let tap = stack.broker.tap().await;
+    let worker = stack.spawn(&["worker"], &[]);
+    // The narrowest directive for playwright's protocol log: it used to win over warden's cap.
+    let reauth = stack.spawn(
+        &["reauth"],
+        &[(
+            "RUST_LOG",
+            "trace,lapin=info,playwright_rs::server::connection=trace",
+        )],
+    );
+    worker.wait_ready(READY).await;
+    reauth.wait_ready(READY).await;
+
+    stack.provider.state.revoke("acme-main"); // only a browser login heals
+    let ids = stack.publish_posts(1).await;
+    tap.wait_terminal(&ids, Duration::from_secs(90)).await;
+    assert_eq!(tap.terminal()[&ids[0]], ["task.succeeded"]);
+    assert_eq!(stack.stats().logins, 1, "the password was typed");
+
+    let logs = reauth.logs();
+    assert!(
+        logs.contains("\"level\":\"TRACE\""),
+        "trace logging is on: {} bytes",
+        logs.len()
+    );
+    for secret in [PASSWORD, CLIENT_SECRET] {
+        assert!(
+            !logs.contains(secret),
+            "a secret leaked into the trace logs"
+        );
+    }
+    drop((worker, reauth));
+}

@@ -12,13 +12,15 @@
 //!   crate's pending calls never resolve, so the driver's own timeouts are not enough.
 //! - The authorization code is read from `context.on_request`, which sees every redirect hop,
 //!   rather than from `route()`, which does not see the 302 that carries the code.
-//! - Navigation is restricted twice: `route("**/*")` aborts requests to hosts outside the
-//!   allowlist, and `on_request` fails the login if a redirect hop (invisible to `route`)
-//!   heads elsewhere.
+//! - Navigation is restricted three times: `route("**/*")` aborts requests to hosts outside
+//!   the allowlist, `on_request` fails the login if a redirect hop (invisible to `route`)
+//!   heads elsewhere, and Chromium's own resolver resolves no host outside the allowlists
+//!   (`--host-resolver-rules`), so a redirect hop fails before a byte leaves. WebSockets,
+//!   which `route` does not see either, go through `route_web_socket` and the same check.
 //! - Chromium is launched with a marker in its environment, so the driver can find its own
 //!   processes (and only those) to report them or to kill stragglers after a teardown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -96,6 +98,11 @@ pub struct LoginDriverConfig {
     pub launch_timeout: Duration,
     /// Logins running at once; further ones wait (within their own timeout).
     pub max_concurrent_logins: usize,
+    /// Hosts Chromium resolves (`allowed_hosts` entries, ports ignored): those of every
+    /// configured provider, so one browser serves them all. A login whose provider names
+    /// another host relaunches the browser with that host added. Chromium resolves nothing
+    /// else, so a redirect hop off the allowlist fails before a request leaves.
+    pub resolvable_hosts: Vec<String>,
 }
 
 impl Default for LoginDriverConfig {
@@ -106,6 +113,7 @@ impl Default for LoginDriverConfig {
             artifacts_dir: None,
             launch_timeout: Duration::from_secs(30),
             max_concurrent_logins: 2,
+            resolvable_hosts: Vec::new(),
         }
     }
 }
@@ -211,6 +219,8 @@ struct Running {
     poisoned: Arc<AtomicBool>,
     /// Turns true when Playwright reports the browser disconnected.
     gone: watch::Receiver<bool>,
+    /// The hosts its `--host-resolver-rules` let it resolve.
+    hosts: BTreeSet<String>,
 }
 
 /// What a login needs of the running browser.
@@ -311,7 +321,7 @@ impl LoginDriver {
     /// # Errors
     /// Returns [`LoginErrorKind::Other`] when the driver or browser cannot start.
     pub async fn warm_up(&self) -> Result<(), LoginError> {
-        self.browser().await.map(|_| ())
+        self.handles(&BTreeSet::new()).await.map(|_| ())
     }
 
     /// Pid of this driver's main Chromium process (the one Playwright launched), if running.
@@ -364,7 +374,7 @@ impl LoginDriver {
         let mut attempt = 0;
         let (context, handles) = loop {
             attempt += 1;
-            let handles = timeout_at(deadline, self.handles())
+            let handles = timeout_at(deadline, self.handles(&resolvable_hosts(provider)))
                 .await
                 .map_err(|_| timed_out())??;
             let opened = timeout_at(
@@ -462,13 +472,9 @@ impl LoginDriver {
         result
     }
 
-    async fn browser(&self) -> Result<Browser, LoginError> {
-        self.handles().await.map(|h| h.browser)
-    }
-
-    /// The running browser, (re)launching it when there is none, it disconnected, or a
-    /// login poisoned it.
-    async fn handles(&self) -> Result<Handles, LoginError> {
+    /// The running browser, (re)launching it when there is none, it disconnected, a login
+    /// poisoned it, or it cannot resolve one of `hosts`.
+    async fn handles(&self, hosts: &BTreeSet<String>) -> Result<Handles, LoginError> {
         let mut running = self.running.lock().await;
         if self.closed.load(Ordering::SeqCst) {
             return Err(LoginError::new(
@@ -479,21 +485,34 @@ impl LoginDriver {
         if let Some(r) = running.as_ref()
             && r.browser.is_connected()
             && !r.poisoned.load(Ordering::SeqCst)
+            && hosts.is_subset(&r.hosts)
         {
             return Ok(r.handles());
         }
+        let mut wanted: BTreeSet<String> = self
+            .config
+            .resolvable_hosts
+            .iter()
+            .filter_map(|h| resolver_host(h))
+            .collect();
+        wanted.extend(hosts.iter().cloned());
         if let Some(old) = running.take() {
-            tracing::warn!("browser or driver died; relaunching");
+            if hosts.is_subset(&old.hosts) {
+                tracing::warn!("browser or driver died; relaunching");
+            } else {
+                tracing::info!("a provider names hosts the browser cannot resolve; relaunching");
+            }
+            wanted.extend(old.hosts.iter().cloned());
             teardown(old).await;
             self.kill_stragglers();
         }
-        let fresh = self.launch().await?;
+        let fresh = self.launch(wanted).await?;
         let handles = fresh.handles();
         *running = Some(fresh);
         Ok(handles)
     }
 
-    async fn launch(&self) -> Result<Running, LoginError> {
+    async fn launch(&self, hosts: BTreeSet<String>) -> Result<Running, LoginError> {
         let started = Instant::now();
         let limit = self.config.launch_timeout;
         let launch_error = |what: &str, e: &dyn std::fmt::Display| {
@@ -505,6 +524,7 @@ impl LoginDriver {
             Err(_) => return Err(launch_error("the Playwright driver", &"timed out")),
         };
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+        args.push(format!("--host-resolver-rules={}", resolver_rules(&hosts)));
         args.extend(self.config.extra_args.iter().cloned());
         let mut env: HashMap<String, String> = std::env::vars()
             .filter(|(k, _)| BROWSER_ENV.contains(&k.as_str()) || k.starts_with("LC_"))
@@ -557,6 +577,7 @@ impl LoginDriver {
             browser,
             poisoned: Arc::new(AtomicBool::new(false)),
             gone,
+            hosts,
         })
     }
 
@@ -638,6 +659,41 @@ impl LoginDriver {
         tracing::info!(dir = %dir.display(), "saved login failure artifacts");
         Some(dir)
     }
+}
+
+/// The host part of an `allowed_hosts` entry (`host`, `host:port`, `*.domain`, `[v6]:port`),
+/// lower-cased, as Chromium's resolver rules name hosts.
+fn resolver_host(entry: &str) -> Option<String> {
+    let entry = entry.trim().to_ascii_lowercase();
+    let host = if let Some(rest) = entry.strip_prefix('[') {
+        format!("[{}]", rest.split(']').next()?)
+    } else {
+        match entry.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h.to_owned(),
+            _ => entry,
+        }
+    };
+    // Commas and spaces separate rules: such an entry names no host anyway.
+    (!host.is_empty() && !host.contains([',', ' '])).then_some(host)
+}
+
+/// The hosts a login with `provider` needs resolved: its allowlist, and the redirect URI's
+/// host (the code is read off that hop, so it must at least be attempted).
+fn resolvable_hosts(provider: &OAuthProvider) -> BTreeSet<String> {
+    provider
+        .allowed_hosts
+        .iter()
+        .filter_map(|h| resolver_host(h))
+        .chain(provider.redirect_uri.host_str().and_then(resolver_host))
+        .collect()
+}
+
+/// `--host-resolver-rules`: nothing resolves except `hosts`.
+fn resolver_rules(hosts: &BTreeSet<String>) -> String {
+    std::iter::once("MAP * ~NOTFOUND".to_owned())
+        .chain(hosts.iter().map(|h| format!("EXCLUDE {h}")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn teardown(running: Running) {
@@ -918,6 +974,33 @@ impl<'a> Session<'a> {
             })
             .await
             .map_err(|e| Failure::from_playwright("watch requests", &e))?;
+
+        // `route` never sees WebSockets: they get their own handler and the same check.
+        let (p, tx) = (Arc::clone(&provider), Arc::clone(&send));
+        context
+            .route_web_socket("**/*", move |ws| {
+                let (p, tx) = (Arc::clone(&p), Arc::clone(&tx));
+                async move {
+                    let parsed = Url::parse(ws.url()).ok();
+                    let allowed = parsed.as_ref().is_some_and(|u| {
+                        // The allowlist is written for http(s); ws(s) is the same origin.
+                        let mut http = u.clone();
+                        let scheme = if u.scheme() == "wss" { "https" } else { "http" };
+                        http.set_scheme(scheme).is_ok() && p.url_allowed(&http)
+                    });
+                    if allowed {
+                        return ws.connect_to_server().await;
+                    }
+                    let host = parsed
+                        .and_then(|u| u.host_str().map(str::to_owned))
+                        .unwrap_or_else(|| "a non-ws URL".to_owned());
+                    tracing::warn!(%host, "blocked a WebSocket outside allowed_hosts");
+                    tx(Signal::Blocked(host));
+                    ws.close(None).await
+                }
+            })
+            .await
+            .map_err(|e| Failure::from_playwright("restrict WebSockets", &e))?;
 
         let (p, tx) = (provider, send);
         context

@@ -158,6 +158,12 @@ pub async fn run(
     let driver = Arc::new(LoginDriver::new(LoginDriverConfig {
         chromium_path: settings.reauth.chromium_path.clone(),
         artifacts_dir: settings.reauth.artifacts_dir.clone(),
+        // One browser for every provider: launched able to resolve all their hosts.
+        resolvable_hosts: settings
+            .providers
+            .values()
+            .flat_map(|p| p.allowed_hosts.iter().cloned())
+            .collect(),
         ..LoginDriverConfig::default()
     }));
     let ctx = Arc::new(Ctx {
