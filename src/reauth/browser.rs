@@ -3,7 +3,9 @@
 //!
 //! Environment (see `scripts/setup-playwright.sh`, which prints both):
 //! - `PLAYWRIGHT_DRIVER_PATH`: a directory holding `node` and `package/` (playwright-core
-//!   1.64.0). playwright-rs reads it from the environment only.
+//!   1.64.0). playwright-rs reads it from the environment only, and starts the driver with
+//!   warden's whole environment (it offers no way to set it), so the script's `node` is a
+//!   shim that runs Node with an allowlisted environment instead.
 //! - `PLAYWRIGHT_NO_SIGNAL_HANDLER=1`: otherwise playwright-rs installs a SIGINT handler that
 //!   exits with 130, skipping warden's graceful shutdown.
 //!
