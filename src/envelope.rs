@@ -42,6 +42,10 @@ pub const MAX_SHORT_BYTES: usize = 255;
 /// leaves room for `@<version>` in the 255-byte message id of a re-auth request.
 pub const MAX_CHANNEL_BYTES: usize = 200;
 
+// `{channel}@{u64 version}` must fit an AMQP short string (the ShortString
+// conversion panics past 255 bytes, outside any `catch_unwind`).
+const _: () = assert!(MAX_CHANNEL_BYTES + 1 + 20 <= MAX_SHORT_BYTES);
+
 /// A decoded task, as a handler sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {

@@ -495,6 +495,26 @@ mod tests {
     }
 
     #[test]
+    fn any_lifetime_gives_an_expiry_within_ten_years_without_panicking() {
+        let now = Utc::now();
+        for secs in [0, 3_600, 300_000_000_000, 1_000_000_000_000_000, u64::MAX] {
+            let at = expiry_after(now, std::time::Duration::from_secs(secs));
+            assert!(
+                at >= now && at <= now + chrono::Duration::days(3_660),
+                "{secs}: {at}"
+            );
+        }
+        assert_eq!(
+            expiry_after(now, std::time::Duration::from_secs(3_600)),
+            now + chrono::Duration::hours(1)
+        );
+        assert!(
+            stored_expiry(Some(DateTime::<Utc>::MAX_UTC)).unwrap()
+                < now + chrono::Duration::days(3_700)
+        );
+    }
+
+    #[test]
     fn sealing_round_trips_every_field() {
         let keys = Keyring::generate();
         let expires = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456Z")
