@@ -466,3 +466,58 @@ fn children_named(parent: i32, name: &str) -> Vec<u32> {
     }
     found
 }
+
+#[tokio::test]
+async fn a_forged_future_parked_at_cannot_keep_a_task_parked_past_max_park() {
+    let stack = Stack::new("forgedpark", PASSWORD).await;
+    let env = |name: &str| {
+        stack
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    // The channel awaits a re-auth that never comes (no `warden reauth` runs).
+    let config: toml::Table = std::fs::read_to_string(env("WARDEN_CONFIG"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = warden::store::connect(
+        config["token_store"].as_str().unwrap(),
+        warden::store::Keyring::from_base64(&env("WARDEN_TOKEN_KEY")).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(store.mark_pending(stack::MAIN, 1).await.unwrap());
+    store.close().await;
+
+    let tap = stack.broker.tap().await;
+    let worker = stack.spawn(&["worker"], &[("WARDEN_MAX_PARK", "3s")]);
+    worker.wait_ready(READY).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut headers = lapin::types::FieldTable::default();
+    warden::envelope::set_text(
+        &mut headers,
+        warden::envelope::PARKED_AT_HEADER,
+        "9999-12-31T23:59:59Z",
+    );
+    stack
+        .broker
+        .publish_raw_with_headers(
+            "post.publish",
+            Stack::post(&id, stack::MAIN, "forged")
+                .to_string()
+                .as_bytes(),
+            &id,
+            headers,
+        )
+        .await;
+    tap.wait_terminal(std::slice::from_ref(&id), Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        tap.endings()[&id],
+        [("task.dead".to_owned(), Some("reauth_failed".to_owned()))]
+    );
+    drop(worker);
+}
