@@ -385,6 +385,14 @@ pub async fn token(settings: &Settings, command: crate::cli::TokenCommand) -> an
     let store = crate::channels::open_store(settings).await?;
     let version = store.put_token(&channel, &provider, &tokens).await?;
     println!("stored a token for {channel} (version {version}, status active)");
+    // Workers cache a failed channel for a while; without the notice a replay
+    // right after this would meet the cached state and die again.
+    if let Err(e) = crate::reauth::consumer::announce(settings, &channel, version).await {
+        eprintln!(
+            "warning: workers were not told ({e:#}); they use the new token within {}s",
+            crate::channels::CACHE_TTL.as_secs()
+        );
+    }
     Ok(())
 }
 

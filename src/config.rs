@@ -151,6 +151,17 @@ pub struct ReauthSettings {
     pub lease_ttl: Duration,
     /// Revocation requests handled at once.
     pub concurrency: u16,
+    /// Longest pause between two tries of a re-auth that failed for a reason
+    /// that is not the channel's (provider down, token store down, browser
+    /// crash). Pauses double from 1 s up to this, with jitter, until
+    /// `max_park`; it must leave a login time within `lease_ttl`.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Shortest time between two re-auths of one channel by one process, so
+    /// that a platform that keeps refusing fresh tokens cannot make warden log
+    /// in over and over.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
 }
 
 impl Default for ReauthSettings {
@@ -162,6 +173,8 @@ impl Default for ReauthSettings {
             max_attempts: 3,
             lease_ttl: Duration::from_secs(90),
             concurrency: 4,
+            retry_max_delay: Duration::from_secs(30),
+            min_interval: Duration::from_secs(60),
         }
     }
 }
@@ -426,6 +439,14 @@ impl Settings {
             return bad(
                 "reauth.lease_ttl",
                 "must be longer than reauth.login_timeout",
+            );
+        }
+        // The lease is renewed before each try, so it must cover the pause
+        // before a try and the try itself.
+        if self.reauth.retry_max_delay + self.reauth.login_timeout > self.reauth.lease_ttl {
+            return bad(
+                "reauth.retry_max_delay",
+                "plus reauth.login_timeout must not exceed reauth.lease_ttl",
             );
         }
         Ok(())

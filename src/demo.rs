@@ -96,6 +96,8 @@ impl ReauthDemo {
                 method: "POST".into(),
                 url: format!("{}/api/channels/{{channel}}/posts", provider.base_url()),
                 timeout: Duration::from_secs(10),
+                idempotency_header: "Idempotency-Key".into(),
+                revocation_in_body: false,
             },
         );
         let url = format!("sqlite://{}/demo.db", dir.path().display());

@@ -255,15 +255,22 @@ impl DeadQueue {
     }
 
     /// Moves matching dead letters back to `{prefix}.tasks` with attempts reset.
-    /// With `dry_run`, only says which. Returns the matching letters.
+    /// With `dry_run`, only says which. Returns the matching letters. Re-auth
+    /// requests (dead-lettered when a re-auth failed) are never replayed:
+    /// they stay for `purge`.
     ///
     /// # Errors
     /// Broker errors; letters replayed before the error stay replayed.
     pub async fn replay(&self, filter: &Filter, dry_run: bool) -> anyhow::Result<Vec<DeadLetter>> {
         let mut matched = Vec::new();
         let exchange = self.topology.tasks();
+        // A dead-lettered re-auth request is a record of a failed re-auth,
+        // not a task: in the task queue it would only die again as malformed.
+        let requests = self.topology.reauth();
         self.visit(|msg, d| {
-            let take = filter.matches(&d) && filter.limit.is_none_or(|l| matched.len() < l);
+            let take = d.kind != requests
+                && filter.matches(&d)
+                && filter.limit.is_none_or(|l| matched.len() < l);
             if take {
                 matched.push(d.clone());
             }

@@ -35,6 +35,16 @@ pub struct HttpHandlerConfig {
     /// Per-request timeout (a timeout is a transient failure).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Header that carries the task id, so the platform can recognise a call
+    /// repeated after a retry or a redelivery; empty sends none.
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    /// Also count a 4xx whose body mentions `invalid_token`, `token_revoked`
+    /// or "token has been revoked" as a revoked token. Off by default: a body
+    /// that echoes the task's payload could then fake a revocation. Turn it on
+    /// only for a platform that answers revocations so and never echoes input.
+    #[serde(default)]
+    pub revocation_in_body: bool,
 }
 
 fn default_method() -> String {
@@ -43,6 +53,10 @@ fn default_method() -> String {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
 }
 
 /// The handler for one configured task type.
@@ -63,6 +77,16 @@ impl HttpHandler {
             .map_err(|_| format!("method {:?} is not an HTTP method", config.method))?;
         url::Url::parse(&config.url.replace("{channel}", "c"))
             .map_err(|e| format!("url {:?} is not a URL: {e}", config.url))?;
+        if !config.idempotency_header.is_empty() {
+            reqwest::header::HeaderName::from_bytes(config.idempotency_header.as_bytes()).map_err(
+                |_| {
+                    format!(
+                        "idempotency_header {:?} is not a header name",
+                        config.idempotency_header
+                    )
+                },
+            )?;
+        }
         Ok(Self {
             config,
             method,
@@ -86,14 +110,16 @@ impl Handler for HttpHandler {
         };
         let encoded: String = url::form_urlencoded::byte_serialize(channel.as_bytes()).collect();
         let url = self.config.url.replace("{channel}", &encoded);
-        let response = self
+        let mut request = self
             .client
             .request(self.method.clone(), &url)
             .bearer_auth(token.access_token.expose_secret())
             .timeout(self.config.timeout)
-            .json(&task.payload)
-            .send()
-            .await;
+            .json(&task.payload);
+        if !self.config.idempotency_header.is_empty() {
+            request = request.header(self.config.idempotency_header.as_str(), task.id.as_str());
+        }
+        let response = request.send().await;
         match response {
             Err(e) if e.is_timeout() => Err(TaskError::new(
                 ErrorKind::Timeout,
@@ -122,7 +148,11 @@ impl Handler for HttpHandler {
                 classify(
                     status,
                     retry_after,
-                    &format!("{www_auth} {body}"),
+                    &Answer {
+                        www_authenticate: &www_auth,
+                        body: &body,
+                        revocation_in_body: self.config.revocation_in_body,
+                    },
                     token.version,
                 )
             }
@@ -130,10 +160,25 @@ impl Handler for HttpHandler {
     }
 }
 
+/// What a platform answered besides its status, as [`classify`] reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answer<'a> {
+    /// The `WWW-Authenticate` header, or empty.
+    pub www_authenticate: &'a str,
+    /// The body.
+    pub body: &'a str,
+    /// Whether a revocation error in a 4xx body counts (the handler's
+    /// `revocation_in_body`).
+    pub revocation_in_body: bool,
+}
+
 /// How a platform's answer maps to an error kind:
 /// - 2xx: success;
-/// - 401, or a body or `WWW-Authenticate` carrying `invalid_token` or a
-///   revocation error: the token was revoked;
+/// - 401, or a 4xx whose `WWW-Authenticate` is a Bearer challenge with
+///   `error="invalid_token"` (RFC 6750): the token was revoked. With
+///   `revocation_in_body`, also a 4xx body carrying `invalid_token` or a
+///   revocation error; never by default, since a body can echo the payload,
+///   which the producer controls;
 /// - 429 (honouring `Retry-After`), 408 and 5xx: transient;
 /// - any other 4xx: permanent.
 ///
@@ -142,18 +187,18 @@ impl Handler for HttpHandler {
 pub fn classify(
     status: StatusCode,
     retry_after: Option<Duration>,
-    body: &str,
+    answer: &Answer<'_>,
     token_version: u64,
 ) -> Result<(), TaskError> {
     if status.is_success() {
         return Ok(());
     }
-    let lower = body.to_ascii_lowercase();
-    let revoked_body = lower.contains("invalid_token")
-        || lower.contains("token_revoked")
-        || lower.contains("token has been revoked");
-    let summary = format!("platform answered {status}: {}", snippet(body));
-    if status == StatusCode::UNAUTHORIZED || (status.is_client_error() && revoked_body) {
+    let summary = format!("platform answered {status}: {}", snippet(answer.body));
+    let revoked = status == StatusCode::UNAUTHORIZED
+        || (status.is_client_error()
+            && (bearer_invalid_token(answer.www_authenticate)
+                || (answer.revocation_in_body && revoked_body(answer.body))));
+    if revoked {
         return Err(TaskError::token_revoked(token_version, summary));
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -169,6 +214,26 @@ pub fn classify(
     Err(TaskError::permanent(summary))
 }
 
+/// A `Bearer` challenge whose `error` parameter is `invalid_token`.
+fn bearer_invalid_token(www_authenticate: &str) -> bool {
+    let lower = www_authenticate.to_ascii_lowercase();
+    let Some(params) = lower.trim_start().strip_prefix("bearer") else {
+        return false;
+    };
+    params.split(',').any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim() == "error" && v.trim().trim_matches('"') == "invalid_token"
+        })
+    })
+}
+
+fn revoked_body(body: &str) -> bool {
+    let lower = body.to_ascii_lowercase();
+    lower.contains("invalid_token")
+        || lower.contains("token_revoked")
+        || lower.contains("token has been revoked")
+}
+
 /// The first line of a body, at most 200 characters, for error messages.
 fn snippet(body: &str) -> String {
     let line = body.trim().lines().next().unwrap_or("").trim();
@@ -180,9 +245,32 @@ mod tests {
     use super::*;
 
     fn kind(status: u16, body: &str) -> Option<ErrorKind> {
-        classify(StatusCode::from_u16(status).unwrap(), None, body, 7)
-            .err()
-            .map(|e| e.kind)
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            None,
+            &Answer {
+                body,
+                ..Answer::default()
+            },
+            7,
+        )
+        .err()
+        .map(|e| e.kind)
+    }
+
+    fn kind_with(status: u16, www_authenticate: &str, body: &str, in_body: bool) -> ErrorKind {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            None,
+            &Answer {
+                www_authenticate,
+                body,
+                revocation_in_body: in_body,
+            },
+            7,
+        )
+        .unwrap_err()
+        .kind
     }
 
     #[test]
@@ -191,12 +279,13 @@ mod tests {
         assert_eq!(kind(204, ""), None);
         assert_eq!(kind(401, ""), Some(ErrorKind::TokenRevoked));
         assert_eq!(
-            kind(400, r#"{"error":"invalid_token"}"#),
-            Some(ErrorKind::TokenRevoked)
-        );
-        assert_eq!(
-            kind(403, "Bearer error=\"invalid_token\""),
-            Some(ErrorKind::TokenRevoked)
+            kind_with(
+                403,
+                r#"Bearer realm="api", error="invalid_token""#,
+                "",
+                false
+            ),
+            ErrorKind::TokenRevoked
         );
         assert_eq!(kind(403, "forbidden"), Some(ErrorKind::Permanent));
         assert_eq!(kind(404, ""), Some(ErrorKind::Permanent));
@@ -208,8 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_echoes_a_revocation_error_is_not_one_unless_the_handler_opts_in() {
+        let echo = r#"{"error":"validation","input":{"text":"invalid_token token_revoked"}}"#;
+        assert_eq!(kind_with(400, "", echo, false), ErrorKind::Permanent);
+        assert_eq!(kind_with(403, "", echo, false), ErrorKind::Permanent);
+        // Another scheme's challenge, or another error, is not a revocation.
+        assert_eq!(
+            kind_with(400, r#"Basic error="invalid_token""#, "", false),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            kind_with(403, r#"Bearer error="insufficient_scope""#, "", false),
+            ErrorKind::Permanent
+        );
+        assert_eq!(kind_with(400, "", echo, true), ErrorKind::TokenRevoked);
+    }
+
+    #[test]
     fn a_revocation_reports_the_refused_token_version() {
-        let e = classify(StatusCode::UNAUTHORIZED, None, "", 42).unwrap_err();
+        let e = classify(StatusCode::UNAUTHORIZED, None, &Answer::default(), 42).unwrap_err();
         assert_eq!(e.token_version, Some(42));
     }
 
@@ -218,7 +324,7 @@ mod tests {
         let e = classify(
             StatusCode::TOO_MANY_REQUESTS,
             Some(Duration::from_secs(9)),
-            "",
+            &Answer::default(),
             1,
         )
         .unwrap_err();

@@ -51,6 +51,7 @@ pub mod publish;
 pub mod reauth;
 pub mod shutdown;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

@@ -59,6 +59,19 @@ pub struct ModeLabel {
     pub mode: &'static str,
 }
 
+/// A `why` label: why a re-auth request was acked without a login.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabel {
+    /// One of [`REAUTH_IGNORED`]'s names.
+    pub why: &'static str,
+}
+
+/// Why a re-auth request is ignored: the channel is not pending at the
+/// request's version (healed, failed, or never revoked at it: a forged or
+/// stale request), the channel is unknown to the store, or it is not
+/// configured in this process.
+pub const REAUTH_IGNORED: [&str; 3] = ["not_pending", "unknown_channel", "not_configured"];
+
 /// Re-auth mode: the refresh-token grant.
 pub const REAUTH_REFRESH: &str = "refresh";
 /// Re-auth mode: a browser login.
@@ -96,6 +109,12 @@ pub struct Metrics {
     pub browser_processes: Gauge,
     /// `warden_token_store_errors_total`: failed token store operations.
     pub token_store_errors: Counter,
+    /// `warden_reauth_requests_ignored_total{why}`: re-auth requests acked
+    /// without a login.
+    pub reauth_ignored: Family<WhyLabel, Counter>,
+    /// `warden_reauth_retries_total`: re-auth tries that failed for a reason
+    /// that is not the channel's and are tried again later.
+    pub reauth_retries: Counter,
 }
 
 impl Default for Metrics {
@@ -185,6 +204,21 @@ impl Metrics {
             "Token store operations that failed",
             token_store_errors.clone(),
         );
+        let reauth_ignored = Family::<WhyLabel, Counter>::default();
+        registry.register(
+            "reauth_requests_ignored",
+            "Re-auth requests acked without a login, by why",
+            reauth_ignored.clone(),
+        );
+        let reauth_retries = Counter::default();
+        registry.register(
+            "reauth_retries",
+            "Re-auth tries that failed transiently (provider, token store, browser) and are tried again",
+            reauth_retries.clone(),
+        );
+        for why in REAUTH_IGNORED {
+            drop(reauth_ignored.get_or_create(&WhyLabel { why }));
+        }
         // Series that exist from the start read as 0 on a dashboard, not as
         // "no data": every dead-letter reason and every re-auth result and mode.
         for reason in DeadReason::ALL {
@@ -212,6 +246,8 @@ impl Metrics {
             reauth_duration,
             browser_processes,
             token_store_errors,
+            reauth_ignored,
+            reauth_retries,
         }
     }
 

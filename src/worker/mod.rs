@@ -1,9 +1,10 @@
 //! `warden worker`: consumes `{prefix}.tasks` and never falls over.
 //!
 //! Shape, after mini-redis and crates.io's background worker:
-//! - [`run`] supervises broker sessions: connect with backoff, run a session,
-//!   and on any loss (connection, channel, consumer cancelled by the broker)
-//!   rebuild everything from scratch. Only `shutdown` ends it.
+//! - [`run`] hands its sessions to [`crate::supervisor`] (shared with
+//!   `warden reauth`): connect with backoff, run a session, and on any loss
+//!   (connection, channel, consumer cancelled by the broker) rebuild
+//!   everything from scratch. Only `shutdown` ends it.
 //! - A session is one `select!` over the consumer stream, the shutdown token and
 //!   a heartbeat tick. Every delivery runs in its own tokio task
 //!   ([`process::process`]), so a slow handler blocks nothing and a panic is an
@@ -156,34 +157,15 @@ impl Worker {
             handlers = ?self.registry.types(),
             "worker starting"
         );
-        let mut losses = crate::broker::SessionLosses::default();
-        loop {
-            self.health.beat();
-            let connecting =
-                crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown);
-            let Some(conn) = self.health.beating_while(connecting).await else {
-                break;
-            };
-            let started = std::time::Instant::now();
-            match self.session(&conn, &shutdown).await {
-                Ok(SessionEnd::Shutdown) => {
-                    close_connection(&conn).await;
-                    break;
-                }
-                Ok(SessionEnd::Lost(why)) | Err(why) => {
-                    self.health.set_session(false, false, false);
-                    self.metrics.consumer_up.set(0);
-                    self.metrics.reconnects.inc();
-                    let pause = losses.lost(&why, started.elapsed());
-                    close_connection(&conn).await;
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-            }
-        }
-        self.health.set_draining();
+        crate::supervisor::supervise(
+            &self.settings,
+            "worker",
+            &self.health,
+            &self.metrics,
+            self,
+            &shutdown,
+        )
+        .await;
         tracing::info!("worker stopped");
     }
 
@@ -332,6 +314,15 @@ impl Worker {
     }
 }
 
+impl crate::supervisor::Session for Worker {
+    async fn session(&self, conn: &Connection, shutdown: &CancellationToken) -> Result<(), String> {
+        match Worker::session(self, conn, shutdown).await {
+            Ok(SessionEnd::Shutdown) => Ok(()),
+            Ok(SessionEnd::Lost(why)) | Err(why) => Err(why),
+        }
+    }
+}
+
 /// An exclusive, server-named queue bound to `{prefix}.tokens`: this worker's
 /// copy of every "token refreshed" notice.
 async fn token_notices(conn: &Connection, topology: &Topology) -> lapin::Result<lapin::Consumer> {
@@ -345,14 +336,12 @@ async fn forget_refreshed(mut notices: lapin::Consumer, channels: Arc<Channels>)
     while let Some(Ok(d)) = notices.next().await {
         match serde_json::from_slice::<TokenRefreshed>(&d.data) {
             Ok(n) => {
-                tracing::info!(channel = %n.channel, version = n.version, "token refreshed; channel active again");
+                // A new token, or a re-auth that failed: either way the
+                // cached state is stale.
+                tracing::info!(channel = %n.channel, version = n.version, "channel changed; forgetting its cached state");
                 channels.invalidate(&n.channel);
             }
             Err(e) => tracing::warn!(error = %e, "ignoring an unreadable token notice"),
         }
     }
-}
-
-async fn close_connection(conn: &Connection) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
 }
