@@ -497,7 +497,13 @@ async fn heal(
     );
     // Past this, the parked tasks have expired anyway: stop trying.
     let deadline = Instant::now() + ctx.settings.max_park;
-    let mut backoff = Backoff::new(ctx.settings.reauth.retry_max_delay);
+    // The lease, renewed before each try, must outlast the pause and the try.
+    let r = &ctx.settings.reauth;
+    let mut backoff = Backoff::new(
+        r.retry_max_delay
+            .min(r.lease_ttl.saturating_sub(r.login_timeout))
+            .max(Duration::from_secs(1)),
+    );
     // Until this request holds the lease: look, try to take it, and if another
     // holder has it, wait and look again. Its heal usually lands meanwhile and
     // the look says so; if it died, its lease expires and this one takes over.
