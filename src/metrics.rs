@@ -99,7 +99,8 @@ pub struct Metrics {
     pub parked: Counter,
     /// `warden_broker_reconnects_total`.
     pub reconnects: Counter,
-    /// `warden_consumer_up`: 1 while consuming.
+    /// `warden_consumer_up`: 1 while consuming (tasks, or re-auth requests in
+    /// `warden reauth`).
     pub consumer_up: Gauge,
     /// `warden_reauth_attempts_total{result,mode}`: re-authentication attempts.
     pub reauth_attempts: Family<ReauthLabels, Counter>,
@@ -172,7 +173,7 @@ impl Metrics {
         let consumer_up = Gauge::default();
         registry.register(
             "consumer_up",
-            "1 while the task consumer is running",
+            "1 while the consumer (tasks, or re-auth requests) is running",
             consumer_up.clone(),
         );
         let reauth_attempts = Family::<ReauthLabels, Counter>::default();

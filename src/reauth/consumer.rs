@@ -257,6 +257,7 @@ async fn session(
         .await
         .map_err(|e| e.to_string())?;
     health.set_session(true, true, true);
+    ctx.metrics.consumer_up.set(1);
     tracing::info!(queue = %ctx.topology.reauth(), "consuming re-auth requests");
     let tracker = TaskTracker::new();
     let lost = CancellationToken::new();
