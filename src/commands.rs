@@ -427,18 +427,50 @@ fn parse_token_input(input: &str) -> anyhow::Result<crate::store::TokenSet> {
     })
 }
 
+/// Every `env:`/`file:` reference (channel credentials, provider client
+/// secrets) that cannot be read now, each named with what is wrong. Values
+/// are read and dropped, never printed.
+fn unreadable_secrets(settings: &Settings) -> Vec<String> {
+    let providers = settings.providers.iter().filter_map(|(name, p)| {
+        p.client_secret
+            .resolve()
+            .err()
+            .map(|e| format!("provider {name:?} client_secret: {e}"))
+    });
+    let credentials = settings.channels.iter().flat_map(|(channel, c)| {
+        c.credentials.iter().filter_map(move |(name, r)| {
+            r.resolve()
+                .err()
+                .map(|e| format!("channel {channel:?} credential {name:?}: {e}"))
+        })
+    });
+    providers.chain(credentials).collect()
+}
+
 /// `warden config …`.
 ///
 /// # Errors
-/// Never in practice; serialisation of the settings.
+/// `check`: a [`crate::config::ConfigError`] when a secret reference cannot
+/// be read.
 pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Check => {
+            let unreadable = unreadable_secrets(settings);
+            if !unreadable.is_empty() {
+                for line in &unreadable {
+                    eprintln!("{line}");
+                }
+                return Err(crate::config::ConfigError::new(format!(
+                    "{} secret reference(s) cannot be read (listed above)",
+                    unreadable.len()
+                ))
+                .into());
+            }
             println!("configuration is valid");
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&settings.redacted_json())?
-            );
+            let mut json = settings.redacted_json();
+            // The store in use, default included, rather than `null`.
+            json["token_store"] = crate::config::redact_url(settings.token_store_url()).into();
+            println!("{}", serde_json::to_string_pretty(&json)?);
         }
         ConfigCommand::EnvKeys => {
             for k in Settings::env_keys() {

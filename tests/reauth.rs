@@ -697,3 +697,30 @@ async fn a_platform_that_keeps_refusing_fresh_tokens_gets_one_reauth_per_min_int
     assert_eq!(stack.stats().token_grants.refresh_token as usize, healed);
     drop(worker);
 }
+
+#[tokio::test]
+async fn config_check_reads_every_secret_reference_and_names_each_one_missing() {
+    let stack = Stack::new("cfgcheck", PASSWORD).await;
+    let without: Vec<(&str, &str)> = stack
+        .env_ref()
+        .into_iter()
+        .filter(|(k, _)| *k != "T_ACME_PASS" && *k != "T_USER_0")
+        .collect();
+    let (code, out, err) = run_cli(&["config", "check"], &without);
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(!out.contains("configuration is valid"), "{out}");
+    for missing in [
+        r#"channel "acme-main" credential "password": environment variable T_ACME_PASS"#,
+        r#"channel "acme-main" credential "username": environment variable T_USER_0"#,
+    ] {
+        assert!(err.contains(missing), "{missing} not in {err}");
+    }
+    let (code, out, err) = run_cli(&["config", "check"], &stack.env_ref());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("configuration is valid"), "{out}");
+    // The store in use is shown, default or not; no secret value is.
+    assert!(out.contains(r#""token_store": "sqlite://"#), "{out}");
+    for secret in [PASSWORD, CLIENT_SECRET] {
+        assert!(!format!("{out}{err}").contains(secret), "{secret} printed");
+    }
+}
