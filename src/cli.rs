@@ -198,8 +198,15 @@ pub enum TokenCommand {
 /// `warden config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and print it (secrets redacted).
-    Check,
+    /// Validate the configuration, read every `env:`/`file:` secret reference
+    /// (naming each one that cannot be read), and print the configuration
+    /// with secrets redacted.
+    Check {
+        /// Do not read the secret references: for checking a file away from
+        /// the machine or pod that holds its secrets.
+        #[arg(long)]
+        skip_secrets: bool,
+    },
     /// Print every environment variable warden reads, one per line.
     EnvKeys,
 }

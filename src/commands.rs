@@ -454,8 +454,12 @@ fn unreadable_secrets(settings: &Settings) -> Vec<String> {
 /// be read.
 pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()> {
     match command {
-        ConfigCommand::Check => {
-            let unreadable = unreadable_secrets(settings);
+        ConfigCommand::Check { skip_secrets } => {
+            let unreadable = if *skip_secrets {
+                Vec::new()
+            } else {
+                unreadable_secrets(settings)
+            };
             if !unreadable.is_empty() {
                 for line in &unreadable {
                     eprintln!("{line}");
