@@ -727,3 +727,28 @@ async fn config_check_reads_every_secret_reference_and_names_each_one_missing() 
         assert!(!format!("{out}{err}").contains(secret), "{secret} printed");
     }
 }
+
+#[tokio::test]
+async fn the_platform_sees_the_dead_token_only_from_tasks_in_flight_at_the_first_401() {
+    let stack = Stack::new("inflight", PASSWORD).await;
+    let tap = stack.broker.tap().await;
+    let worker = stack.spawn(&["worker"], &[("WARDEN_CONCURRENCY", "4")]);
+    let reauth = stack.spawn(&["reauth"], &[]);
+    worker.wait_ready(READY).await;
+    reauth.wait_ready(READY).await;
+    stack.provider.state.revoke_access(MAIN);
+    let ids = stack.publish_posts(40).await;
+    tap.wait_terminal(&ids, Duration::from_secs(60)).await;
+    assert!(
+        ids.iter()
+            .all(|id| tap.terminal()[id] == ["task.succeeded"])
+    );
+    let s = stack.stats();
+    eprintln!("calls with the dead token: {}", s.api_rejected);
+    assert!(
+        (1..=4).contains(&s.api_rejected),
+        "{} calls with the dead token, one worker of 4 slots",
+        s.api_rejected
+    );
+    assert_eq!(s.token_grants.refresh_token, 1);
+}
