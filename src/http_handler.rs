@@ -314,6 +314,22 @@ mod tests {
     }
 
     #[test]
+    fn an_idempotency_header_that_is_no_header_name_is_refused() {
+        let config = |header: &str| HttpHandlerConfig {
+            method: "POST".into(),
+            url: "https://api.example/{channel}".into(),
+            timeout: Duration::from_secs(1),
+            idempotency_header: header.into(),
+            revocation_in_body: false,
+        };
+        let client = reqwest::Client::new();
+        assert!(HttpHandler::new(config("Idempotency-Key"), client.clone()).is_ok());
+        assert!(HttpHandler::new(config(""), client.clone()).is_ok());
+        let e = HttpHandler::new(config("Bad Header"), client).unwrap_err();
+        assert!(e.contains("idempotency_header"), "{e}");
+    }
+
+    #[test]
     fn a_revocation_reports_the_refused_token_version() {
         let e = classify(StatusCode::UNAUTHORIZED, None, &Answer::default(), 42).unwrap_err();
         assert_eq!(e.token_version, Some(42));

@@ -752,3 +752,23 @@ async fn the_platform_sees_the_dead_token_only_from_tasks_in_flight_at_the_first
     );
     assert_eq!(s.token_grants.refresh_token, 1);
 }
+
+#[tokio::test]
+async fn an_empty_idempotency_header_sends_none() {
+    let stack = Stack::new("idemoff", PASSWORD).await;
+    let path = stack.dir.path().join("warden.toml");
+    let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    config["handlers"]["post.publish"]
+        .as_table_mut()
+        .unwrap()
+        .insert("idempotency_header".into(), "".into());
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let tap = stack.broker.tap().await;
+    let worker = stack.spawn(&["worker"], &[]);
+    worker.wait_ready(READY).await;
+    let ids = stack.publish_posts(3).await;
+    tap.wait_terminal(&ids, Duration::from_secs(30)).await;
+    let s = stack.stats();
+    assert_eq!(s.api_ok, 3);
+    assert!(s.idempotency_keys.is_empty(), "{:?}", s.idempotency_keys);
+}

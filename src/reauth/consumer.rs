@@ -1147,3 +1147,44 @@ fn without(headers: Option<&FieldTable>, drop: &[&str]) -> FieldTable {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_provider_store_and_browser_trouble_is_transient() {
+        let transient = |e: HealError| e.is_transient();
+        assert!(transient(HealError::Provider("503".into())));
+        assert!(transient(HealError::Store("locked".into())));
+        assert!(transient(HealError::Browser("crashed".into())));
+        assert!(!transient(HealError::Credentials("bad password".into())));
+        assert!(!transient(HealError::Config("unset credential".into())));
+    }
+
+    #[test]
+    fn token_errors_map_to_the_heal_error_that_decides_what_happens() {
+        let rejected = |error: &str| TokenError::Rejected {
+            status: 400,
+            error: error.into(),
+            description: None,
+        };
+        let kind = |e: TokenError| HealError::token("code exchange", &e).kind();
+        assert_eq!(kind(rejected("invalid_grant")), "credentials");
+        assert_eq!(kind(rejected("invalid_client")), "config");
+        assert_eq!(kind(TokenError::Status(503)), "provider");
+        assert_eq!(kind(TokenError::Status(429)), "provider");
+        assert_eq!(kind(TokenError::Transport("refused".into())), "provider");
+        assert_eq!(kind(TokenError::Malformed("html".into())), "provider");
+    }
+
+    #[test]
+    fn pauses_double_up_to_the_cap_each_jittered_between_half_and_all() {
+        let mut b = Backoff::new(Duration::from_secs(8));
+        for full in [1, 2, 4, 8, 8, 8] {
+            let d = b.take();
+            let full = Duration::from_secs(full);
+            assert!(d >= full / 2 && d <= full, "{d:?} for {full:?}");
+        }
+    }
+}
