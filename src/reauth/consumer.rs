@@ -87,9 +87,8 @@ pub enum Handled {
     },
     /// Gave up; the channel is `reauth_failed`.
     Failed(String),
-    /// Could not heal for a reason that is not the channel's and will not
-    /// pass by itself (this process's configuration), or the token store was
-    /// down until `max_park`: the channel is left as it is.
+    /// The token store was down until `max_park`: nothing could be
+    /// recorded, and the channel is left as it is.
     NotHealed(String),
 }
 
@@ -376,7 +375,7 @@ async fn handle_request(
             release_parked(ctx, publish, &request.channel).await?;
         }
         Handled::NotHealed(why) => {
-            tracing::error!(channel = %request.channel, error = %why, "re-authentication not possible from this process; the channel stays pending until this is fixed");
+            tracing::error!(channel = %request.channel, error = %why, "the token store stayed unavailable until max_park; the channel stays pending");
         }
         Handled::Ignored { why } => {
             ctx.metrics
@@ -403,10 +402,10 @@ async fn handle_request(
 }
 
 /// Why one try to heal a channel failed. The kind decides what happens next:
-/// only [`HealError::Credentials`] fails the channel; the transient kinds are
-/// tried again later, with backoff, while the tasks stay parked;
-/// [`HealError::Config`] leaves the channel pending for an operator to fix
-/// this process's configuration.
+/// only [`HealError::Credentials`] fails the channel; every other kind is
+/// tried again later, with backoff, while the tasks stay parked, and logged
+/// as a warning when it may pass by itself ([`HealError::is_transient`]) or
+/// as an error when an operator must fix this process's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HealError {
     /// The provider stated that the channel cannot log in: its error element
@@ -606,12 +605,19 @@ async fn heal(
                 );
                 break fail(ctx, channel, &why, &mut backoff, deadline).await;
             }
-            Err(HealError::Config(why)) => break Handled::NotHealed(why),
             Err(e) => {
                 if matches!(e, HealError::Store(_)) {
                     ctx.metrics.token_store_errors.inc();
                 }
-                tracing::warn!(channel, kind = e.kind(), error = %e, "re-auth failed for a reason that is not the channel's; trying again later");
+                if e.is_transient() {
+                    tracing::warn!(channel, kind = e.kind(), error = %e, "re-auth failed for a reason that is not the channel's; trying again later");
+                } else {
+                    // Ours to fix, and not the channel's fault either: tried
+                    // again too, so a corrected secret file, or a restart
+                    // with a corrected configuration (the request is still
+                    // unacked, so it is redelivered), heals the channel.
+                    tracing::error!(channel, kind = e.kind(), error = %e, "re-auth impossible as configured; fix the configuration, trying again later");
+                }
                 match pause(ctx, &mut backoff, deadline).await {
                     Pause::Go => {}
                     Pause::Interrupted => break Handled::Interrupted,
