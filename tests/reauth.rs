@@ -471,18 +471,25 @@ async fn a_thousand_forged_reauth_requests_cause_no_login_and_fail_nothing() {
     // own or a future one, was not announced by a worker's compare-and-set.
     stack.publish_requests(u64::MAX, 500).await;
     stack.publish_requests(1, 500).await;
-    support::eventually(
-        Duration::from_secs(60),
-        "all 1,000 requests acked as ignored",
-        || async {
-            reauth
-                .metrics()
-                .await
-                .get(r#"warden_reauth_requests_ignored_total{why="not_pending"}"#)
-                == Some(&1000.0)
-        },
-    )
+    let ignored = r#"warden_reauth_requests_ignored_total{why="not_pending"}"#;
+    let all_acked = tokio::time::timeout(Duration::from_secs(60), async {
+        while reauth.metrics().await.get(ignored) != Some(&1000.0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
     .await;
+    assert!(
+        all_acked.is_ok(),
+        "not all 1,000 requests acked as ignored: {:?}\n{}",
+        reauth.metrics().await.get(ignored),
+        reauth
+            .logs()
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(
         stack
             .broker
