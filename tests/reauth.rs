@@ -779,3 +779,66 @@ async fn an_empty_idempotency_header_sends_none() {
     assert_eq!(s.api_ok, 3);
     assert!(s.idempotency_keys.is_empty(), "{:?}", s.idempotency_keys);
 }
+
+#[tokio::test]
+async fn an_outage_of_the_login_pages_is_waited_out_and_heals_with_one_browser_login() {
+    require_browser();
+    let _one_at_a_time = BROWSER.lock().await;
+    let stack = Stack::new("pageoutage", PASSWORD).await;
+    // Only an access token: a browser login is the only way back.
+    let t = stack.provider.state.mint_tokens(MAIN).unwrap();
+    let out = stack.cli_stdin(
+        &["token", "set", "--channel", MAIN],
+        &format!("{}\n", t.access_token),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let tap = stack.broker.tap().await;
+    let worker = stack.spawn(&["worker"], &[]);
+    let reauth = stack.spawn(
+        &["reauth"],
+        &[
+            ("WARDEN_REAUTH__LOGIN_TIMEOUT", "8s"),
+            ("WARDEN_REAUTH__RETRY_MAX_DELAY", "4s"),
+        ],
+    );
+    worker.wait_ready(READY).await;
+    reauth.wait_ready(READY).await;
+
+    stack.provider.state.set_outage(Some(503));
+    let outage = std::time::Instant::now();
+    stack.provider.state.revoke(MAIN);
+    let ids = stack.publish_posts(5).await;
+    // Both browser logins allowed (max_attempts = 2) meet the error page.
+    support::eventually(
+        Duration::from_secs(60),
+        "two browser logins on the error page",
+        || async {
+            reauth
+                .metrics()
+                .await
+                .get(r#"warden_reauth_attempts_total{result="failed",mode="browser"}"#)
+                >= Some(&2.0)
+        },
+    )
+    .await;
+    stack.provider.state.set_outage(None);
+    let lasted = outage.elapsed();
+    let ended = std::time::Instant::now();
+    tap.wait_terminal(&ids, Duration::from_secs(60)).await;
+    eprintln!(
+        "login pages down {lasted:?}; all tasks done {:?} after they came back",
+        ended.elapsed()
+    );
+    assert!(
+        ids.iter()
+            .all(|id| tap.terminal()[id] == ["task.succeeded"]),
+        "{:?}",
+        tap.terminal()
+    );
+    assert_eq!(stack.stats().logins, 1, "one login, after the outage");
+    assert_eq!(tap.count("reauth.failed"), 0);
+    assert_eq!(
+        stack.record().await.status,
+        warden::store::ChannelStatus::Active
+    );
+}
