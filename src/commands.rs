@@ -26,6 +26,14 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A sandbox is this executable started again by a worker, with the
+    // worker's own command line (`worker`, or `demo` and `bench`, which run
+    // workers inside them): whatever that says, it only runs tasks.
+    if let Some(socket) = crate::worker::sandbox::child_socket() {
+        let registry =
+            crate::handler::Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
+        return crate::worker::sandbox::child::serve(settings, registry, &socket).await;
+    }
     match command {
         Command::Worker => crate::worker::serve(settings, shutdown).await,
         Command::Reauth => reauth(settings, shutdown).await,

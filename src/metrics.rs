@@ -96,6 +96,15 @@ pub struct Metrics {
     pub browser_processes: Gauge,
     /// `warden_token_store_errors_total`: failed token store operations.
     pub token_store_errors: Counter,
+    /// `warden_sandbox_processes`: sandbox processes alive in this replica.
+    pub sandbox_processes: Gauge,
+    /// `warden_sandbox_starts_total`: sandbox processes started.
+    pub sandbox_starts: Counter,
+    /// `warden_sandbox_deaths_total`: sandbox processes that died, or were
+    /// killed past a hard deadline, with tasks in them.
+    pub sandbox_deaths: Counter,
+    /// `warden_suspects_total`: deliveries run in the sandbox.
+    pub suspects: Counter,
 }
 
 impl Default for Metrics {
@@ -185,6 +194,30 @@ impl Metrics {
             "Token store operations that failed",
             token_store_errors.clone(),
         );
+        let sandbox_processes = Gauge::default();
+        registry.register(
+            "sandbox_processes",
+            "Sandbox processes alive in this replica",
+            sandbox_processes.clone(),
+        );
+        let sandbox_starts = Counter::default();
+        registry.register(
+            "sandbox_starts",
+            "Sandbox processes started",
+            sandbox_starts.clone(),
+        );
+        let sandbox_deaths = Counter::default();
+        registry.register(
+            "sandbox_deaths",
+            "Sandbox processes that died, or were killed past a hard deadline, with tasks in them",
+            sandbox_deaths.clone(),
+        );
+        let suspects = Counter::default();
+        registry.register(
+            "suspects",
+            "Deliveries run in the sandbox (redelivered, retried from it, or isolated by type)",
+            suspects.clone(),
+        );
         // Series that exist from the start read as 0 on a dashboard, not as
         // "no data": every dead-letter reason and every re-auth result and mode.
         for reason in DeadReason::ALL {
@@ -212,6 +245,10 @@ impl Metrics {
             reauth_duration,
             browser_processes,
             token_store_errors,
+            sandbox_processes,
+            sandbox_starts,
+            sandbox_deaths,
+            suspects,
         }
     }
 
