@@ -50,6 +50,10 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// `migrate`: bring queues declared with other arguments (by an older
+        /// warden) to the current ones, keeping their messages.
+        #[command(subcommand)]
+        command: Option<TopologyCommand>,
     },
     /// Publish tasks with publisher confirms.
     Publish(PublishArgs),
@@ -145,6 +149,15 @@ pub struct DlqFilter {
     /// At most this many.
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// `warden topology …`.
+#[derive(Debug, Subcommand)]
+pub enum TopologyCommand {
+    /// Move the messages of every queue whose arguments differ from what this
+    /// warden declares aside, declare the queue anew, and move them back.
+    /// Stop the workers of the prefix first.
+    Migrate,
 }
 
 /// `warden dlq …`.

@@ -435,8 +435,9 @@ pub struct ArgumentMismatch {
 
 impl ArgumentMismatch {
     /// Reads RabbitMQ's message: `inequivalent arg 'A' for queue 'Q' in vhost
-    /// 'V': received the value 'X' of type 'T' but current is the value 'Y' of
-    /// type 'U'` (either side may be `none`).
+    /// 'V': received 'X' but current is 'Y'` (3.x), or `received the value 'X'
+    /// of type 'T' but current is the value 'Y' of type 'U'` (4.x); either
+    /// side may be `none`.
     #[must_use]
     pub fn parse(message: &str) -> Option<Self> {
         let quoted = |s: &str, after: &str| -> Option<String> {
@@ -447,10 +448,12 @@ impl ArgumentMismatch {
         let side = |s: &str, after: &str| -> Option<String> {
             let rest = &s[s.find(after)? + after.len()..];
             if rest.starts_with("none") {
-                Some("none".into())
-            } else {
-                quoted(rest, "the value ")
+                return Some("none".into());
             }
+            // 3.x: `received '20'`; 4.x: `received the value '20' of type …`.
+            let rest = rest.strip_prefix("the value ").unwrap_or(rest);
+            let rest = rest.strip_prefix('\'')?;
+            Some(rest[..rest.find('\'')?].to_owned())
         };
         Some(Self {
             argument: quoted(message, "inequivalent arg ")?,
@@ -507,6 +510,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((m.declared.as_str(), m.current.as_str()), ("none", "30000"));
+        let m = ArgumentMismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'w.tasks' in \
+             vhost '/': received '20' but current is '2'",
+        )
+        .unwrap();
+        assert_eq!((m.declared.as_str(), m.current.as_str()), ("20", "2"));
         assert!(ArgumentMismatch::parse("NOT_FOUND - no queue 'x'").is_none());
     }
 }

@@ -18,8 +18,9 @@
 //! - **Pinning the blame.** When a shared sandbox dies (or must be killed for
 //!   a task past its hard deadline), each task that was in it runs again
 //!   alone, in a fresh process of its own. A task that kills a sandbox it ran
-//!   in alone is the culprit: [`Outcome::Crashed`]. Nobody else is charged an
-//!   attempt or a delivery.
+//!   in alone (a fresh one, or a shared one that never ran anything else) is
+//!   the culprit: [`Outcome::Crashed`]. Nobody else is charged an attempt or
+//!   a delivery.
 //! - **What a process cannot enforce on itself.** A hard timeout (the process
 //!   is killed, the task gets a transient timeout) and a memory limit
 //!   (`sandbox_memory`, enforced in the child with `RLIMIT_DATA`).
@@ -179,7 +180,17 @@ impl Sandbox {
             Ok(proc) => proc,
             Err(e) => return Outcome::Unavailable(e),
         };
-        match shared.run(self.job(request), deadline).await {
+        let attempt = shared.run(self.job(request), deadline).await;
+        // A process that never ran anything else is as good as one started
+        // for this task alone: its verdict stands.
+        if shared.jobs_sent.load(Ordering::Acquire) == 1 {
+            match attempt {
+                Attempt::Died(how) => return Outcome::Crashed(how),
+                Attempt::TimedOut => return Outcome::TimedOut,
+                Attempt::Done(_) => {}
+            }
+        }
+        match attempt {
             Attempt::Done(result) => return Outcome::Ran(result),
             Attempt::Died(how) => {
                 tracing::debug!(task.id = %request.task.id, sandbox = %how, "the shared sandbox died with this task in it; running it again alone");
@@ -287,6 +298,8 @@ struct Proc {
     /// Hang up: it exits by itself, or is killed after a short grace.
     stop: CancellationToken,
     in_flight: AtomicUsize,
+    /// Jobs ever handed to this process.
+    jobs_sent: AtomicU64,
     last_used: Mutex<Instant>,
 }
 
@@ -341,6 +354,7 @@ impl Proc {
             kill: CancellationToken::new(),
             stop: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
+            jobs_sent: AtomicU64::new(0),
             last_used: Mutex::new(Instant::now()),
         });
         tokio::spawn(drive(
@@ -376,6 +390,7 @@ impl Proc {
 
     async fn run(&self, job: Job, deadline: Duration) -> Attempt {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.jobs_sent.fetch_add(1, Ordering::AcqRel);
         let attempt = self.run_inner(job, deadline).await;
         self.touch();
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
