@@ -117,7 +117,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,tracing,reauth"
+        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,tracing,suspects,reauth"
     )]
     pub scenarios: Vec<crate::bench::Scenario>,
     /// Rounds; every figure is reported as the median and spread over them.

@@ -29,10 +29,14 @@ pub async fn run(
     // A sandbox is this executable started again by a worker, with the
     // worker's own command line (`worker`, or `demo` and `bench`, which run
     // workers inside them): whatever that says, it only runs tasks.
+    // The worker sends its effective settings; those on the command line
+    // are only what got this process here.
     if let Some(socket) = crate::worker::sandbox::child_socket() {
-        let registry =
-            crate::handler::Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
-        return crate::worker::sandbox::child::serve(settings, registry, &socket).await;
+        drop(settings);
+        return crate::worker::sandbox::child::serve(&socket, |s| {
+            crate::handler::Registry::from_settings(s).map_err(anyhow::Error::msg)
+        })
+        .await;
     }
     match command {
         Command::Worker => crate::worker::serve(settings, shutdown).await,

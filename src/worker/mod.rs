@@ -81,10 +81,6 @@ pub struct Worker {
 /// The token store cannot be opened (when channels are used), or [`run`]'s.
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let registry = Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
-    if let Some(socket) = sandbox::child_socket() {
-        // A sandbox gets channel tokens from its worker; it opens no store.
-        return sandbox::child::serve(settings, registry, &socket).await;
-    }
     let channels = if settings.uses_channels() {
         Some(Arc::new(Channels::new(
             crate::channels::open_store(&settings).await?,
@@ -111,7 +107,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     if let Some(socket) = sandbox::child_socket() {
-        return sandbox::child::serve(settings, registry, &socket).await;
+        return sandbox::child::serve(&socket, move |_| Ok(registry)).await;
     }
     let mut worker = Worker::new(settings, registry);
     if let Some(c) = channels {

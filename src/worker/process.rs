@@ -218,7 +218,7 @@ async fn in_sandbox(
             return (
                 Verdict::Crashed,
                 Some(TaskError::permanent(format!(
-                    "the task killed the sandbox process it ran in alone: {how}"
+                    "its sandbox process, running it alone: {how}"
                 ))),
             );
         }

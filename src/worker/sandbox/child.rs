@@ -1,6 +1,8 @@
 //! The sandbox process: the worker's own executable, started with
-//! [`wire::SOCKET_ENV`] set. It connects back to the worker, runs every job it
-//! is sent with the same handlers and settings, answers each, and exits when
+//! [`wire::SOCKET_ENV`] set. It connects back to the worker, takes the
+//! worker's effective settings from its first message (a worker inside
+//! `warden demo` or `warden bench` has settings no command line holds), builds
+//! the same handlers, runs every job it is sent, answers each, and exits when
 //! the worker hangs up. It never touches the broker: if it dies, only the jobs
 //! in it are affected, and the worker decides what that means for them.
 
@@ -20,12 +22,30 @@ use crate::config::Settings;
 use crate::handler::{Registry, TaskContext, run_guarded};
 use crate::outcome::TaskError;
 
-/// Runs the sandbox until the worker closes the socket at `socket`.
+/// Runs the sandbox until the worker closes the socket at `socket`;
+/// `handlers` builds the handlers from the worker's settings.
 ///
 /// # Errors
 /// The worker is gone, or the socket or memory limit cannot be set up.
-pub async fn serve(settings: Settings, registry: Registry, socket: &Path) -> anyhow::Result<()> {
+pub async fn serve(
+    socket: &Path,
+    handlers: impl FnOnce(&Settings) -> anyhow::Result<Registry>,
+) -> anyhow::Result<()> {
     die_with_parent()?;
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to the worker at {}: {e}", socket.display()))?;
+    // Bodies are not known yet; settings are small.
+    let mut link = wire::link(stream, 0);
+    let hello = link
+        .next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("the worker hung up before sending its settings"))??;
+    let settings: Settings = serde_json::from_slice(&hello)?;
+    link.codec_mut()
+        .set_max_frame_length(wire::max_frame(settings.max_body_bytes));
+    let (mut to_worker, mut from_worker) = link.split::<Bytes>();
+    let registry = handlers(&settings)?;
     if let Some(limit) = settings.sandbox_memory {
         // Private writable memory (heap, anonymous maps, thread stacks): a
         // task that allocates past it gets a failed allocation, which aborts
@@ -35,11 +55,6 @@ pub async fn serve(settings: Settings, registry: Registry, socket: &Path) -> any
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_DATA, bytes, bytes)
             .map_err(|e| anyhow::anyhow!("setting the sandbox memory limit: {e}"))?;
     }
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to the worker at {}: {e}", socket.display()))?;
-    let (mut to_worker, mut from_worker) =
-        wire::link(stream, settings.max_body_bytes).split::<Bytes>();
     tracing::debug!(pid = std::process::id(), "sandbox ready");
 
     // Handlers finish in any order; one writer sends their answers.

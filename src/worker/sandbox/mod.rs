@@ -29,8 +29,9 @@
 //! that replaces the file on disk cannot mix versions) with the worker's
 //! arguments and environment plus [`wire::SOCKET_ENV`]; `warden`'s
 //! `commands::run` and [`crate::worker::run`] turn such a process into a
-//! sandbox before doing anything else. A binary built on the library therefore
-//! gets the sandbox, with its own handlers, without any code of its own.
+//! sandbox before doing anything else, and the worker sends it its effective
+//! settings first. A binary built on the library therefore gets the sandbox,
+//! with its own handlers, without any code of its own.
 
 pub mod child;
 pub mod wire;
@@ -344,6 +345,12 @@ impl Proc {
         // Connected: the socket file has done its job.
         drop(listener);
         drop(dir);
+        let mut link = wire::link(stream, inner.settings.max_body_bytes);
+        let hello = serde_json::to_vec(&*inner.settings)
+            .map_err(|e| format!("encoding the settings for the sandbox: {e}"))?;
+        link.send(Bytes::from(hello))
+            .await
+            .map_err(|e| format!("sending the sandbox its settings: {e}"))?;
         inner.metrics.sandbox_starts.inc();
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (ended_tx, ended) = watch::channel(None);
@@ -358,7 +365,7 @@ impl Proc {
             last_used: Mutex::new(Instant::now()),
         });
         tokio::spawn(drive(
-            wire::link(stream, inner.settings.max_body_bytes),
+            link,
             child,
             jobs_rx,
             ended_tx,

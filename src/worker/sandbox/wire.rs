@@ -1,6 +1,6 @@
 //! What the worker and its sandbox process say to each other: one JSON
-//! message per length-delimited frame over a Unix socket. The worker sends a
-//! [`Job`] per task; the sandbox answers each with a [`Done`] carrying the
+//! message per length-delimited frame over a Unix socket. The worker first
+//! sends its settings, then a [`Job`] per task; the sandbox answers each with a [`Done`] carrying the
 //! same `seq`, in whatever order the handlers finish.
 
 use serde::{Deserialize, Serialize};
@@ -69,8 +69,14 @@ pub type Link = Framed<UnixStream, LengthDelimitedCodec>;
 /// Frames `stream`, allowing messages a little larger than the largest body.
 pub fn link(stream: UnixStream, max_body_bytes: usize) -> Link {
     let codec = LengthDelimitedCodec::builder()
-        // JSON escaping can double a body; the rest of a job is small.
-        .max_frame_length(max_body_bytes.saturating_mul(2).saturating_add(64 * 1024))
+        .max_frame_length(max_frame(max_body_bytes))
         .new_codec();
     Framed::new(stream, codec)
+}
+
+/// The largest message: JSON escaping can double a body, and the rest of a
+/// job (or the settings the worker sends first) is small.
+#[must_use]
+pub fn max_frame(max_body_bytes: usize) -> usize {
+    max_body_bytes.saturating_mul(2).saturating_add(1024 * 1024)
 }
