@@ -363,4 +363,56 @@ mod tests {
         );
         assert_eq!(attempt_of(Some(&headers(AMQPValue::ShortUInt(2)))), 3);
     }
+
+    #[test]
+    fn a_copy_too_large_for_the_frame_drops_foreign_headers_largest_first_and_keeps_warden_s() {
+        let mut h = FieldTable::default();
+        set_text(&mut h, "x-small", "s");
+        set_text(&mut h, "x-big", &"b".repeat(5000));
+        set_text(&mut h, "x-bigger", &"b".repeat(9000));
+        set_text(&mut h, ERROR_HEADER, &"e".repeat(1000));
+        set_text(
+            &mut h,
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        );
+        let before = encoded_table_len(&h);
+        let (dropped, freed) = fit_headers(&mut h, before - 6000);
+        assert_eq!(dropped, ["x-bigger"]);
+        assert_eq!(encoded_table_len(&h), before - freed);
+        assert!(
+            h.contains_key("x-big")
+                && h.contains_key(ERROR_HEADER)
+                && h.contains_key("traceparent")
+        );
+        let (dropped, _) = fit_headers(&mut h, 10);
+        assert_eq!(
+            dropped,
+            ["x-big", "x-small"],
+            "warden's own headers and trace context stay"
+        );
+        assert_eq!(fit_headers(&mut h, usize::MAX), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn the_encoded_length_counts_every_byte_of_the_wire_format() {
+        let mut h = FieldTable::default();
+        // 4 (table length) + 1 + 1 (key) + 1 (type) + 4 + 3 (long string)
+        set_text(&mut h, "a", "xyz");
+        assert_eq!(encoded_table_len(&h), 14);
+        // + 1 + 1 + 1 + 8 (long long)
+        set_int(&mut h, "b", 7);
+        assert_eq!(encoded_table_len(&h), 25);
+    }
+
+    #[test]
+    fn a_copy_forgets_the_broker_s_delivery_count_of_the_original() {
+        let mut h = FieldTable::default();
+        set_int(&mut h, DELIVERY_COUNT_HEADER, 3);
+        set_text(&mut h, "x-other", "kept");
+        assert_eq!(earlier_deliveries(Some(&h)), 3);
+        let copy = copy_headers(Some(&h));
+        assert_eq!(earlier_deliveries(Some(&copy)), 0);
+        assert!(copy.contains_key("x-other"));
+    }
 }

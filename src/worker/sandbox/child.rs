@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_util::bytes::Bytes;
+use tracing::Instrument as _;
 
 use super::wire::{self, Done, Job};
 use crate::channels::ChannelToken;
@@ -71,14 +72,19 @@ pub async fn serve(
     });
     let registry = Arc::new(registry);
     let timeout = settings.task_timeout;
+    // Every line a handler logs here says it came from a sandbox.
+    let span = tracing::info_span!("sandbox", pid = std::process::id());
     while let Some(frame) = from_worker.next().await {
         let job: Job = serde_json::from_slice(&frame?)?;
         let (registry, done_tx) = (registry.clone(), done_tx.clone());
-        tokio::spawn(async move {
-            let seq = job.seq;
-            let result = run(&registry, job, timeout).await;
-            let _ = done_tx.send(Done { seq, result });
-        });
+        tokio::spawn(
+            async move {
+                let seq = job.seq;
+                let result = run(&registry, job, timeout).await;
+                let _ = done_tx.send(Done { seq, result });
+            }
+            .instrument(span.clone()),
+        );
     }
     // The worker hung up: it is stopping us, or it is gone. Jobs still
     // running are abandoned; their outcome is the worker's business.
