@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs};
+use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs, TopologyCommand};
 use crate::config::Settings;
 use crate::dlq::{DeadLetter, DeadQueue, Filter};
 use crate::envelope::Task;
@@ -26,13 +26,32 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A sandbox is this executable started again by a worker, with the
+    // worker's own command line (`worker`, or `demo` and `bench`, which run
+    // workers inside them): whatever that says, it only runs tasks.
+    // The worker sends its effective settings; those on the command line
+    // are only what got this process here.
+    if let Some(socket) = crate::worker::sandbox::child_socket() {
+        drop(settings);
+        return crate::worker::sandbox::child::serve(&socket, |s| {
+            crate::handler::Registry::from_settings(s).map_err(anyhow::Error::msg)
+        })
+        .await;
+    }
     match command {
         Command::Worker => crate::worker::serve(settings, shutdown).await,
         Command::Reauth => reauth(settings, shutdown).await,
         Command::DemoProvider { addr, file } => demo_provider(addr, file, shutdown).await,
         Command::Channels { json } => channels(&settings, json).await,
         Command::Token { command } => token(&settings, command).await,
-        Command::Topology { json } => topology(&settings, json).await,
+        Command::Topology {
+            json,
+            command: Some(TopologyCommand::Migrate),
+        } => migrate(&settings, json).await,
+        Command::Topology {
+            json,
+            command: None,
+        } => topology(&settings, json).await,
         Command::Publish(args) => publish(&settings, args).await,
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::Demo { noop, keep } => crate::demo::run(&settings, noop, keep).await,
@@ -88,6 +107,30 @@ pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
         ]);
     }
     println!("{table}");
+    Ok(())
+}
+
+/// `warden topology migrate`.
+///
+/// # Errors
+/// A queue still has consumers, or the broker refuses.
+pub async fn migrate(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let migrated = crate::migrate::run(settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&migrated)?);
+    } else if migrated.is_empty() {
+        println!(
+            "every queue of prefix {:?} already has the current arguments",
+            settings.prefix
+        );
+    } else {
+        for m in &migrated {
+            println!(
+                "{}: {} {} -> {}; {} message(s) moved aside and back",
+                m.queue, m.argument, m.from, m.to, m.messages
+            );
+        }
+    }
     Ok(())
 }
 

@@ -116,6 +116,15 @@ pub struct Metrics {
     /// `warden_reauth_retries_total`: re-auth tries that failed for a reason
     /// that is not the channel's and are tried again later.
     pub reauth_retries: Counter,
+    /// `warden_sandbox_processes`: sandbox processes alive in this replica.
+    pub sandbox_processes: Gauge,
+    /// `warden_sandbox_starts_total`: sandbox processes started.
+    pub sandbox_starts: Counter,
+    /// `warden_sandbox_deaths_total`: sandbox processes that died, or were
+    /// killed past a hard deadline, with tasks in them.
+    pub sandbox_deaths: Counter,
+    /// `warden_suspects_total`: deliveries run in the sandbox.
+    pub suspects: Counter,
 }
 
 impl Default for Metrics {
@@ -220,6 +229,30 @@ impl Metrics {
         for why in REAUTH_IGNORED {
             drop(reauth_ignored.get_or_create(&WhyLabel { why }));
         }
+        let sandbox_processes = Gauge::default();
+        registry.register(
+            "sandbox_processes",
+            "Sandbox processes alive in this replica",
+            sandbox_processes.clone(),
+        );
+        let sandbox_starts = Counter::default();
+        registry.register(
+            "sandbox_starts",
+            "Sandbox processes started",
+            sandbox_starts.clone(),
+        );
+        let sandbox_deaths = Counter::default();
+        registry.register(
+            "sandbox_deaths",
+            "Sandbox processes that died, or were killed past a hard deadline, with tasks in them",
+            sandbox_deaths.clone(),
+        );
+        let suspects = Counter::default();
+        registry.register(
+            "suspects",
+            "Deliveries run in the sandbox (redelivered, retried from it, or isolated by type)",
+            suspects.clone(),
+        );
         // Series that exist from the start read as 0 on a dashboard, not as
         // "no data": every dead-letter reason and every re-auth result and mode.
         for reason in DeadReason::ALL {
@@ -249,6 +282,10 @@ impl Metrics {
             token_store_errors,
             reauth_ignored,
             reauth_retries,
+            sandbox_processes,
+            sandbox_starts,
+            sandbox_deaths,
+            suspects,
         }
     }
 

@@ -170,7 +170,7 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
     // Cuts return everything in flight; a task may be in flight at several
     // faults. The delivery limit guards against poison, not under test here.
     let stack = Stack::with_channels("chaos", &CHANNELS, PASSWORD, |s| {
-        s.delivery_limit = 50;
+        s.delivery_limit = warden::config::BROKER_DELIVERY_LIMIT;
         s.retry.base_delay = Duration::from_millis(100);
     })
     .await;
