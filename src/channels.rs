@@ -71,8 +71,10 @@ pub struct RevocationRequest {
     pub at: DateTime<Utc>,
 }
 
-/// `{prefix}.tokens` message: "`channel` has a new token at `version`". Never
-/// carries the token itself.
+/// `{prefix}.tokens` message: "`channel` changed": a new token at `version`
+/// (a re-auth or `warden token set`), or a re-auth of `version` that failed.
+/// Workers drop their cached state of the channel either way. Never carries
+/// the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRefreshed {
     /// The channel.

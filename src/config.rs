@@ -60,11 +60,23 @@ pub struct Settings {
     /// broker for redelivery.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// How often the broker hands out one message before dead-lettering it as
-    /// `delivery_limit` (the queue's `x-delivery-limit` is this minus one, since
-    /// the broker counts returns). This is what stops a message that kills the
-    /// process from killing it forever.
+    /// How often one message may be handed out before the worker dead-letters
+    /// it as `delivery_limit` without running it, read from the broker's
+    /// `x-delivery-count`. A message that kills the worker is ended by the
+    /// sandbox after one crash; this only stops worker processes that keep
+    /// dying for some other reason. At most [`BROKER_DELIVERY_LIMIT`], the
+    /// queue's fixed backstop.
     pub delivery_limit: u32,
+    /// Memory limit of the sandbox process that runs suspect tasks (its
+    /// private writable memory, `RLIMIT_DATA`), e.g. `512MiB`; unset, no limit.
+    /// A task that allocates past it dies alone, as `crashed`.
+    pub sandbox_memory: Option<bytesize::ByteSize>,
+    /// A shared sandbox process with nothing to run stops after this long; the
+    /// next suspect starts a new one.
+    #[serde(with = "humantime_serde")]
+    pub sandbox_idle: Duration,
+    /// Settings per task type, e.g. `[task_types."pdf.render"] isolation = "always"`.
+    pub task_types: BTreeMap<String, TaskTypeSettings>,
     /// The retry schedule.
     pub retry: RetrySettings,
     /// How long a parked task waits in `{prefix}.parked` before it is checked
@@ -104,6 +116,34 @@ pub struct Settings {
     /// The re-auth consumer.
     pub reauth: ReauthSettings,
 }
+
+/// Settings of one task type.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskTypeSettings {
+    /// Where its tasks run.
+    pub isolation: Isolation,
+}
+
+/// Where a task runs: in the worker process, or in a sandbox child process
+/// that may die without taking the worker with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// In the worker, unless it is a suspect: redelivered after a worker's
+    /// session ended (it may be what killed it), or a retry of a task that
+    /// already ran in the sandbox.
+    #[default]
+    Auto,
+    /// Always in the sandbox: for types known to be dangerous (native
+    /// libraries, untrusted parsers, unbounded memory).
+    Always,
+}
+
+/// The queue's own `x-delivery-limit` (returns, so one more delivery): a fixed
+/// backstop that never changes with configuration, so that a rollout which
+/// changes `delivery_limit` never meets a queue declared with other arguments.
+pub const BROKER_DELIVERY_LIMIT: u32 = 20;
 
 /// TLS for an `amqps://` broker beyond the system's trusted roots. Every
 /// value is a file path: a private key never sits in the configuration.
@@ -153,6 +193,18 @@ pub struct ReauthSettings {
     pub lease_ttl: Duration,
     /// Revocation requests handled at once.
     pub concurrency: u16,
+    /// Longest pause between two tries of a re-auth that failed for a reason
+    /// that is not the channel's (provider down, token store down, browser
+    /// crash). Pauses double from 1 s up to this, with jitter, until
+    /// `max_park`; never beyond `lease_ttl` minus `login_timeout`, so the
+    /// lease renewed before a try still covers the pause before it.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Shortest time between two re-auths of one channel by one process, so
+    /// that a platform that keeps refusing fresh tokens cannot make warden log
+    /// in over and over.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
 }
 
 impl Default for ReauthSettings {
@@ -164,6 +216,8 @@ impl Default for ReauthSettings {
             max_attempts: 3,
             lease_ttl: Duration::from_secs(90),
             concurrency: 4,
+            retry_max_delay: Duration::from_secs(30),
+            min_interval: Duration::from_secs(60),
         }
     }
 }
@@ -207,6 +261,9 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             delivery_limit: 5,
+            sandbox_memory: None,
+            sandbox_idle: Duration::from_secs(30),
+            task_types: BTreeMap::new(),
             retry: RetrySettings::default(),
             park_ttl: Duration::from_secs(30),
             max_park: Duration::from_secs(3600),
@@ -367,8 +424,22 @@ impl Settings {
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes", "must be greater than zero");
         }
-        if self.delivery_limit == 0 {
-            return bad("delivery_limit", "must be at least 1");
+        if self.delivery_limit == 0 || self.delivery_limit > BROKER_DELIVERY_LIMIT {
+            return bad(
+                "delivery_limit",
+                &format!(
+                    "must be between 1 and {BROKER_DELIVERY_LIMIT} (the queue's fixed backstop)"
+                ),
+            );
+        }
+        if self
+            .sandbox_memory
+            .is_some_and(|m| m < bytesize::ByteSize::mib(32))
+        {
+            return bad(
+                "sandbox_memory",
+                "must be at least 32MiB (the sandbox process itself needs some)",
+            );
         }
         if self.retry.max_attempts == 0 {
             return bad("retry.max_attempts", "must be at least 1");
@@ -506,6 +577,14 @@ impl Settings {
             let refill = self.concurrency.saturating_mul(3).min(REFILL_WINDOW);
             self.concurrency.saturating_add(refill)
         })
+    }
+
+    /// Where tasks of `task_type` run when they are not suspects.
+    #[must_use]
+    pub fn isolation(&self, task_type: &str) -> Isolation {
+        self.task_types
+            .get(task_type)
+            .map_or(Isolation::Auto, |t| t.isolation)
     }
 
     /// Every environment variable warden reads for its settings, for deployment

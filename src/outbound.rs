@@ -168,6 +168,8 @@ mod tests {
                 url,
                 timeout: std::time::Duration::from_secs(10),
                 plain_http: false,
+                idempotency_header: "Idempotency-Key".into(),
+                revocation_in_body: false,
             },
             client_builder().build().unwrap(),
         )
@@ -246,6 +248,8 @@ mod tests {
             url: url.into(),
             timeout: std::time::Duration::from_secs(1),
             plain_http,
+            idempotency_header: "Idempotency-Key".into(),
+            revocation_in_body: false,
         };
         let client = reqwest::Client::new();
         let e = HttpHandler::new(
