@@ -101,15 +101,10 @@ async fn connect_one(
     let mut uri: AMQPUri = address.parse()?;
     uri.query.heartbeat = Some(u16::try_from(settings.heartbeat.as_secs()).unwrap_or(u16::MAX));
     uri.query.connection_timeout = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-    // lapin keeps a receive and a send buffer of 32 frames each per
-    // connection, as rings that never rewind: each page becomes resident once
-    // the ring has wrapped that far, so a long drain ends up holding all of
-    // both. At RabbitMQ's default 128 KiB frames that is 8 MiB, more than the
-    // rest of an idle worker; at 8 KiB it is 512 KiB (measured: peak RSS of a
-    // 1M drain 20.3 -> 18.2 MiB, no change in drain rate). Tasks are small;
-    // bigger bodies simply span several frames. `?frame_max=` in the URL
-    // still wins.
-    uri.query.frame_max = uri.query.frame_max.or(Some(DEFAULT_FRAME_MAX));
+    // No `frame_max` of our own: lapin then takes the broker's (RabbitMQ:
+    // 128 KiB by default). Asking for less made the connection refuse any
+    // message whose headers the broker had accepted but did not fit our
+    // frame, and every task in flight on it was returned with it.
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name(settings, role).into());
     let tls = tls_config(&settings.tls)?;
@@ -149,9 +144,6 @@ fn tls_config(tls: &TlsSettings) -> Result<OwnedTLSConfig, String> {
         cert_chain,
     })
 }
-
-/// The largest AMQP frame warden asks for unless the URL sets `frame_max`.
-pub const DEFAULT_FRAME_MAX: u32 = 8 * 1024;
 
 /// `warden-<role>.<prefix>@<host>:<pid>`.
 #[must_use]

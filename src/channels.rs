@@ -21,6 +21,13 @@ use crate::store::{ChannelStatus, StoreError, TokenStore};
 /// How long a cached channel state is trusted.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// Most channel states a process caches. Channel names come from task bodies,
+/// so without a bound a producer could grow the cache without limit; with it,
+/// the cache costs at most this many entries of at most
+/// [`crate::envelope::MAX_CHANNEL_BYTES`] each, and a flood of names only costs
+/// store queries.
+pub const MAX_CACHED: usize = 10_000;
+
 /// A channel's access token and the version it has in the store.
 #[derive(Clone)]
 pub struct ChannelToken {
@@ -64,8 +71,10 @@ pub struct RevocationRequest {
     pub at: DateTime<Utc>,
 }
 
-/// `{prefix}.tokens` message: "`channel` has a new token at `version`". Never
-/// carries the token itself.
+/// `{prefix}.tokens` message: "`channel` changed": a new token at `version`
+/// (a re-auth or `warden token set`), or a re-auth of `version` that failed.
+/// Workers drop their cached state of the channel either way. Never carries
+/// the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRefreshed {
     /// The channel.
@@ -153,15 +162,31 @@ impl Channels {
                 },
             },
         };
-        self.put(channel, state.clone());
+        // A miss is not cached: any name a producer invents would otherwise
+        // stay for a TTL, and the answer costs one indexed query anyway.
+        if !matches!(state, ChannelState::Missing) {
+            self.put(channel, state.clone());
+        }
         Ok(state)
     }
 
     fn put(&self, channel: &str, state: ChannelState) {
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(channel.to_owned(), (Instant::now(), state));
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED && !cache.contains_key(channel) {
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            if cache.len() >= MAX_CACHED {
+                // Still full of fresh entries: drop the oldest. Linear, but
+                // only on this overflow path, and the store stays the truth.
+                if let Some(oldest) = cache
+                    .iter()
+                    .min_by_key(|(_, (at, _))| *at)
+                    .map(|(k, _)| k.clone())
+                {
+                    cache.remove(&oldest);
+                }
+            }
+        }
+        cache.insert(channel.to_owned(), (Instant::now(), state));
     }
 
     /// This process saw the token refused: park the channel's tasks at once,
@@ -184,5 +209,39 @@ impl Channels {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(c: &Channels) -> usize {
+        c.cache.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    #[tokio::test]
+    async fn unknown_channels_are_not_cached_and_the_cache_is_bounded() {
+        let store = crate::store::connect("sqlite::memory:", crate::store::Keyring::generate())
+            .await
+            .unwrap();
+        let channels = Channels::new(store);
+        for i in 0..1_000 {
+            let state = channels.state(&format!("nobody-{i}")).await.unwrap();
+            assert!(matches!(state, ChannelState::Missing));
+        }
+        assert_eq!(cached(&channels), 0, "misses are not cached");
+        for i in 0..MAX_CACHED + 500 {
+            channels.set_pending(&format!("pending-{i}"));
+        }
+        assert_eq!(cached(&channels), MAX_CACHED);
+        // The newest entry survived the overflow.
+        assert!(matches!(
+            channels
+                .state(&format!("pending-{}", MAX_CACHED + 499))
+                .await
+                .unwrap(),
+            ChannelState::Pending
+        ));
     }
 }

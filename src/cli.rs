@@ -50,6 +50,10 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// `migrate`: bring queues declared with other arguments (by an older
+        /// warden) to the current ones, keeping their messages.
+        #[command(subcommand)]
+        command: Option<TopologyCommand>,
     },
     /// Publish tasks with publisher confirms.
     Publish(PublishArgs),
@@ -113,7 +117,7 @@ pub struct BenchArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,tracing,reauth"
+        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,tracing,suspects,reauth"
     )]
     pub scenarios: Vec<crate::bench::Scenario>,
     /// Rounds; every figure is reported as the median and spread over them.
@@ -145,6 +149,15 @@ pub struct DlqFilter {
     /// At most this many.
     #[arg(long)]
     pub limit: Option<usize>,
+}
+
+/// `warden topology …`.
+#[derive(Debug, Subcommand)]
+pub enum TopologyCommand {
+    /// Move the messages of every queue whose arguments differ from what this
+    /// warden declares aside, declare the queue anew, and move them back.
+    /// Stop the workers of the prefix first.
+    Migrate,
 }
 
 /// `warden dlq …`.
@@ -193,13 +206,24 @@ pub enum TokenCommand {
         #[arg(long)]
         provider: Option<String>,
     },
+    /// Re-encrypt every stored token under the current key
+    /// (`WARDEN_TOKEN_KEY`), reading old rows with `WARDEN_TOKEN_KEY_PREVIOUS`;
+    /// afterwards the previous keys can be retired.
+    Rekey,
 }
 
 /// `warden config …`.
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate the configuration and print it (secrets redacted).
-    Check,
+    /// Validate the configuration, read every `env:`/`file:` secret reference
+    /// (naming each one that cannot be read), and print the configuration
+    /// with secrets redacted.
+    Check {
+        /// Do not read the secret references: for checking a file away from
+        /// the machine or pod that holds its secrets.
+        #[arg(long)]
+        skip_secrets: bool,
+    },
     /// Print every environment variable warden reads, one per line.
     EnvKeys,
 }

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs};
+use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs, TopologyCommand};
 use crate::config::Settings;
 use crate::dlq::{DeadLetter, DeadQueue, Filter};
 use crate::envelope::Task;
@@ -26,13 +26,32 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // A sandbox is this executable started again by a worker, with the
+    // worker's own command line (`worker`, or `demo` and `bench`, which run
+    // workers inside them): whatever that says, it only runs tasks.
+    // The worker sends its effective settings; those on the command line
+    // are only what got this process here.
+    if let Some(socket) = crate::worker::sandbox::child_socket() {
+        drop(settings);
+        return crate::worker::sandbox::child::serve(&socket, |s| {
+            crate::handler::Registry::from_settings(s).map_err(anyhow::Error::msg)
+        })
+        .await;
+    }
     match command {
         Command::Worker => crate::worker::serve(settings, shutdown).await,
         Command::Reauth => reauth(settings, shutdown).await,
         Command::DemoProvider { addr, file } => demo_provider(addr, file, shutdown).await,
         Command::Channels { json } => channels(&settings, json).await,
         Command::Token { command } => token(&settings, command).await,
-        Command::Topology { json } => topology(&settings, json).await,
+        Command::Topology {
+            json,
+            command: Some(TopologyCommand::Migrate),
+        } => migrate(&settings, json).await,
+        Command::Topology {
+            json,
+            command: None,
+        } => topology(&settings, json).await,
         Command::Publish(args) => publish(&settings, args).await,
         Command::Dlq { command } => dlq(&settings, command).await,
         Command::Demo { noop, keep } => crate::demo::run(&settings, noop, keep).await,
@@ -91,6 +110,30 @@ pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `warden topology migrate`.
+///
+/// # Errors
+/// A queue still has consumers, or the broker refuses.
+pub async fn migrate(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let migrated = crate::migrate::run(settings).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&migrated)?);
+    } else if migrated.is_empty() {
+        println!(
+            "every queue of prefix {:?} already has the current arguments",
+            settings.prefix
+        );
+    } else {
+        for m in &migrated {
+            println!(
+                "{}: {} {} -> {}; {} message(s) moved aside and back",
+                m.queue, m.argument, m.from, m.to, m.messages
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `warden publish`.
 ///
 /// # Errors
@@ -115,6 +158,13 @@ pub async fn publish(settings: &Settings, args: PublishArgs) -> anyhow::Result<(
     };
     if tasks.is_empty() {
         anyhow::bail!("nothing to publish");
+    }
+    // The limits the worker enforces, checked here so that a task the broker
+    // could not carry (an id or type over 255 bytes) is a clear error, not a
+    // panic in the AMQP encoder.
+    for (i, task) in tasks.iter().enumerate() {
+        task.check()
+            .map_err(|e| anyhow::anyhow!("task {}: {e}", i + 1))?;
     }
     let total = tasks.len();
     let publisher = Publisher::connect(settings).await?;
@@ -375,7 +425,10 @@ pub async fn channels(settings: &Settings, json: bool) -> anyhow::Result<()> {
 /// # Errors
 /// Empty input, an unknown provider, or store errors.
 pub async fn token(settings: &Settings, command: crate::cli::TokenCommand) -> anyhow::Result<()> {
-    let crate::cli::TokenCommand::Set { channel, provider } = command;
+    let (channel, provider) = match command {
+        crate::cli::TokenCommand::Set { channel, provider } => (channel, provider),
+        crate::cli::TokenCommand::Rekey => return token_rekey(settings).await,
+    };
     let provider = provider
         .or_else(|| settings.channels.get(&channel).map(|c| c.provider.clone()))
         .ok_or_else(|| anyhow::anyhow!("channel {channel:?} is not configured; pass --provider"))?;
@@ -385,6 +438,27 @@ pub async fn token(settings: &Settings, command: crate::cli::TokenCommand) -> an
     let store = crate::channels::open_store(settings).await?;
     let version = store.put_token(&channel, &provider, &tokens).await?;
     println!("stored a token for {channel} (version {version}, status active)");
+    // Workers cache a failed channel for a while; without the notice a replay
+    // right after this would meet the cached state and die again.
+    if let Err(e) = crate::reauth::consumer::announce(settings, &channel, version).await {
+        eprintln!(
+            "warning: workers were not told ({e:#}); they use the new token within {}s",
+            crate::channels::CACHE_TTL.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// `warden token rekey`: every row under the current key, so the previous keys can go.
+async fn token_rekey(settings: &Settings) -> anyhow::Result<()> {
+    let store = crate::channels::open_store(settings).await?;
+    let rewritten = store.reencrypt_all().await?;
+    store.close().await;
+    println!(
+        "re-encrypted {rewritten} token(s) under key {}; every stored token is now under it, so {} can be emptied",
+        crate::store::Keyring::from_env()?.current_id(),
+        crate::store::crypto::KEY_PREVIOUS_ENV
+    );
     Ok(())
 }
 
@@ -405,7 +479,20 @@ fn parse_token_input(input: &str) -> anyhow::Result<crate::store::TokenSet> {
             refresh_token: j.refresh_token.map(SecretString::from),
             expires_at: j
                 .expires_in
-                .map(|s| chrono::Utc::now() + chrono::Duration::seconds(s)),
+                .map(|s| {
+                    u64::try_from(s)
+                        .ok()
+                        .map(std::time::Duration::from_secs)
+                        .filter(|d| *d <= crate::store::MAX_TOKEN_LIFETIME)
+                        .map(|d| crate::store::expiry_after(chrono::Utc::now(), d))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "expires_in {s} is out of range (0 to {} seconds)",
+                                crate::store::MAX_TOKEN_LIFETIME.as_secs()
+                            )
+                        })
+                })
+                .transpose()?,
         });
     }
     let mut lines = input.lines().map(str::trim).filter(|l| !l.is_empty());
@@ -419,18 +506,54 @@ fn parse_token_input(input: &str) -> anyhow::Result<crate::store::TokenSet> {
     })
 }
 
+/// Every `env:`/`file:` reference (channel credentials, provider client
+/// secrets) that cannot be read now, each named with what is wrong. Values
+/// are read and dropped, never printed.
+fn unreadable_secrets(settings: &Settings) -> Vec<String> {
+    let providers = settings.providers.iter().filter_map(|(name, p)| {
+        p.client_secret
+            .resolve()
+            .err()
+            .map(|e| format!("provider {name:?} client_secret: {e}"))
+    });
+    let credentials = settings.channels.iter().flat_map(|(channel, c)| {
+        c.credentials.iter().filter_map(move |(name, r)| {
+            r.resolve()
+                .err()
+                .map(|e| format!("channel {channel:?} credential {name:?}: {e}"))
+        })
+    });
+    providers.chain(credentials).collect()
+}
+
 /// `warden config …`.
 ///
 /// # Errors
-/// Never in practice; serialisation of the settings.
+/// `check`: a [`crate::config::ConfigError`] when a secret reference cannot
+/// be read.
 pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()> {
     match command {
-        ConfigCommand::Check => {
+        ConfigCommand::Check { skip_secrets } => {
+            let unreadable = if *skip_secrets {
+                Vec::new()
+            } else {
+                unreadable_secrets(settings)
+            };
+            if !unreadable.is_empty() {
+                for line in &unreadable {
+                    eprintln!("{line}");
+                }
+                return Err(crate::config::ConfigError::new(format!(
+                    "{} secret reference(s) cannot be read (listed above)",
+                    unreadable.len()
+                ))
+                .into());
+            }
             println!("configuration is valid");
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&settings.redacted_json())?
-            );
+            let mut json = settings.redacted_json();
+            // The store in use, default included, rather than `null`.
+            json["token_store"] = crate::config::redact_url(settings.token_store_url()).into();
+            println!("{}", serde_json::to_string_pretty(&json)?);
         }
         ConfigCommand::EnvKeys => {
             for k in Settings::env_keys() {

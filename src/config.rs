@@ -60,11 +60,23 @@ pub struct Settings {
     /// broker for redelivery.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// How often the broker hands out one message before dead-lettering it as
-    /// `delivery_limit` (the queue's `x-delivery-limit` is this minus one, since
-    /// the broker counts returns). This is what stops a message that kills the
-    /// process from killing it forever.
+    /// How often one message may be handed out before the worker dead-letters
+    /// it as `delivery_limit` without running it, read from the broker's
+    /// `x-delivery-count`. A message that kills the worker is ended by the
+    /// sandbox after one crash; this only stops worker processes that keep
+    /// dying for some other reason. At most [`BROKER_DELIVERY_LIMIT`], the
+    /// queue's fixed backstop.
     pub delivery_limit: u32,
+    /// Memory limit of the sandbox process that runs suspect tasks (its
+    /// private writable memory, `RLIMIT_DATA`), e.g. `512MiB`; unset, no limit.
+    /// A task that allocates past it dies alone, as `crashed`.
+    pub sandbox_memory: Option<bytesize::ByteSize>,
+    /// A shared sandbox process with nothing to run stops after this long; the
+    /// next suspect starts a new one.
+    #[serde(with = "humantime_serde")]
+    pub sandbox_idle: Duration,
+    /// Settings per task type, e.g. `[task_types."pdf.render"] isolation = "always"`.
+    pub task_types: BTreeMap<String, TaskTypeSettings>,
     /// The retry schedule.
     pub retry: RetrySettings,
     /// How long a parked task waits in `{prefix}.parked` before it is checked
@@ -91,8 +103,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Token store URL: `sqlite://path.db` or `postgres://…`. Needed by
     /// `warden reauth` and by workers that run tasks for channels; when unset
-    /// those use `sqlite://warden.db`.
-    pub token_store: Option<String>,
+    /// those use `sqlite://warden.db`. A PostgreSQL URL can hold a password,
+    /// so it is a secret like the broker URL: see [`Settings::redacted_json`].
+    #[serde(serialize_with = "serialize_exposed_opt")]
+    pub token_store: Option<SecretString>,
     /// OAuth providers by name (TOML only), with their login flows.
     pub providers: BTreeMap<String, crate::reauth::flow::OAuthProvider>,
     /// Channels (third-party accounts) by name (TOML only).
@@ -102,6 +116,34 @@ pub struct Settings {
     /// The re-auth consumer.
     pub reauth: ReauthSettings,
 }
+
+/// Settings of one task type.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskTypeSettings {
+    /// Where its tasks run.
+    pub isolation: Isolation,
+}
+
+/// Where a task runs: in the worker process, or in a sandbox child process
+/// that may die without taking the worker with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// In the worker, unless it is a suspect: redelivered after a worker's
+    /// session ended (it may be what killed it), or a retry of a task that
+    /// already ran in the sandbox.
+    #[default]
+    Auto,
+    /// Always in the sandbox: for types known to be dangerous (native
+    /// libraries, untrusted parsers, unbounded memory).
+    Always,
+}
+
+/// The queue's own `x-delivery-limit` (returns, so one more delivery): a fixed
+/// backstop that never changes with configuration, so that a rollout which
+/// changes `delivery_limit` never meets a queue declared with other arguments.
+pub const BROKER_DELIVERY_LIMIT: u32 = 20;
 
 /// TLS for an `amqps://` broker beyond the system's trusted roots. Every
 /// value is a file path: a private key never sits in the configuration.
@@ -151,6 +193,18 @@ pub struct ReauthSettings {
     pub lease_ttl: Duration,
     /// Revocation requests handled at once.
     pub concurrency: u16,
+    /// Longest pause between two tries of a re-auth that failed for a reason
+    /// that is not the channel's (provider down, token store down, browser
+    /// crash). Pauses double from 1 s up to this, with jitter, until
+    /// `max_park`; never beyond `lease_ttl` minus `login_timeout`, so the
+    /// lease renewed before a try still covers the pause before it.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// Shortest time between two re-auths of one channel by one process, so
+    /// that a platform that keeps refusing fresh tokens cannot make warden log
+    /// in over and over.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
 }
 
 impl Default for ReauthSettings {
@@ -162,6 +216,8 @@ impl Default for ReauthSettings {
             max_attempts: 3,
             lease_ttl: Duration::from_secs(90),
             concurrency: 4,
+            retry_max_delay: Duration::from_secs(30),
+            min_interval: Duration::from_secs(60),
         }
     }
 }
@@ -205,6 +261,9 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             delivery_limit: 5,
+            sandbox_memory: None,
+            sandbox_idle: Duration::from_secs(30),
+            task_types: BTreeMap::new(),
             retry: RetrySettings::default(),
             park_ttl: Duration::from_secs(30),
             max_park: Duration::from_secs(3600),
@@ -253,15 +312,41 @@ fn serialize_exposed<S: serde::Serializer>(url: &SecretString, s: S) -> Result<S
     s.serialize_str(url.expose_secret())
 }
 
+fn serialize_exposed_opt<S: serde::Serializer>(
+    url: &Option<SecretString>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => s.serialize_some(url.expose_secret()),
+        None => s.serialize_none(),
+    }
+}
+
 /// Replaces the password of a URL with `***`, for logs and `topology` output.
 #[must_use]
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            // libpq also takes the password as a query parameter.
+            if u.query_pairs().any(|(k, _)| k == "password") {
+                let pairs: Vec<(String, String)> = u
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if k == "password" {
+                            "***".into()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             u.to_string()
         }
-        Ok(u) => u.to_string(),
         Err(_) => "<unparseable url>".into(),
     }
 }
@@ -354,8 +439,22 @@ impl Settings {
         if self.max_body_bytes == 0 {
             return bad("max_body_bytes", "must be greater than zero");
         }
-        if self.delivery_limit == 0 {
-            return bad("delivery_limit", "must be at least 1");
+        if self.delivery_limit == 0 || self.delivery_limit > BROKER_DELIVERY_LIMIT {
+            return bad(
+                "delivery_limit",
+                &format!(
+                    "must be between 1 and {BROKER_DELIVERY_LIMIT} (the queue's fixed backstop)"
+                ),
+            );
+        }
+        if self
+            .sandbox_memory
+            .is_some_and(|m| m < bytesize::ByteSize::mib(32))
+        {
+            return bad(
+                "sandbox_memory",
+                "must be at least 32MiB (the sandbox process itself needs some)",
+            );
         }
         if self.retry.max_attempts == 0 {
             return bad("retry.max_attempts", "must be at least 1");
@@ -387,7 +486,7 @@ impl Settings {
         if self.heartbeat.as_secs() == 0 || self.heartbeat.as_secs() > u64::from(u16::MAX) {
             return bad("heartbeat", "must be between 1s and 65535s");
         }
-        if let Some(url) = &self.token_store
+        if let Some(url) = self.token_store.as_ref().map(ExposeSecret::expose_secret)
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
                 || url.starts_with("postgresql://"))
@@ -451,6 +550,9 @@ impl Settings {
     pub fn redacted_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         v["amqp_url"] = self.amqp_url_redacted().into();
+        if let Some(url) = &self.token_store {
+            v["token_store"] = redact_url(url.expose_secret()).into();
+        }
         v
     }
 
@@ -467,7 +569,9 @@ impl Settings {
     /// The token store URL, with its embedded default.
     #[must_use]
     pub fn token_store_url(&self) -> &str {
-        self.token_store.as_deref().unwrap_or("sqlite://warden.db")
+        self.token_store
+            .as_ref()
+            .map_or("sqlite://warden.db", ExposeSecret::expose_secret)
     }
 
     /// Does this worker run tasks for channels (and so need the token store)?
@@ -492,6 +596,14 @@ impl Settings {
             let refill = self.concurrency.saturating_mul(3).min(REFILL_WINDOW);
             self.concurrency.saturating_add(refill)
         })
+    }
+
+    /// Where tasks of `task_type` run when they are not suspects.
+    #[must_use]
+    pub fn isolation(&self, task_type: &str) -> Isolation {
+        self.task_types
+            .get(task_type)
+            .map_or(Isolation::Auto, |t| t.isolation)
     }
 
     /// Every environment variable warden reads for its settings, for deployment
@@ -617,6 +729,23 @@ mod tests {
         let s = redact_url("amqp://user:hunter2@host:5672/%2f");
         assert!(!s.contains("hunter2"));
         assert!(s.contains("user"));
+    }
+
+    #[test]
+    fn config_check_redacts_the_token_store_password() {
+        for url in [
+            "postgres://warden:hunter2@db:5432/warden",
+            "postgres://warden@db/warden?sslmode=require&password=hunter2",
+        ] {
+            let settings = Settings {
+                token_store: Some(SecretString::from(url)),
+                ..Settings::default()
+            };
+            let shown = settings.redacted_json().to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("db"), "{shown}");
+            assert!(!format!("{settings:?}").contains("hunter2"));
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! It starts a worker in this process, publishes a mixed batch (successes,
 //! slow tasks, transient failures that recover, permanent failures, panics,
-//! timeouts, a malformed body and an unknown type), follows the lifecycle
+//! timeouts, a task that aborts its process, a malformed body and an unknown
+//! type), follows the lifecycle
 //! events live, then prints the outcomes and the dead letters with their reasons,
 //! and deletes everything it declared.
 
@@ -96,10 +97,13 @@ impl ReauthDemo {
                 method: "POST".into(),
                 url: format!("{}/api/channels/{{channel}}/posts", provider.base_url()),
                 timeout: Duration::from_secs(10),
+                plain_http: false,
+                idempotency_header: "Idempotency-Key".into(),
+                revocation_in_body: false,
             },
         );
         let url = format!("sqlite://{}/demo.db", dir.path().display());
-        settings.token_store = Some(url.clone());
+        settings.token_store = Some(secrecy::SecretString::from(url.clone()));
         let store = crate::store::connect(&url, crate::store::Keyring::generate()).await?;
         let t = provider
             .state
@@ -163,6 +167,7 @@ fn batch(noop: usize) -> Vec<Task> {
     add(10, "builtin.panic", json!({ "times": 1 }));
     add(2, "builtin.panic", json!({ "times": 99 }));
     add(2, "builtin.sleep", json!({ "ms": 3000 }));
+    add(1, "builtin.abort", json!({}));
     add(1, "report.generate", json!({}));
     tasks
 }
@@ -184,6 +189,15 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     settings.retry.factor = 2;
     settings.retry.tiers = 3;
     settings.retry.max_attempts = 4;
+    // The demo's worker runs inside this process: a task that aborts it must
+    // run in the sandbox from the start. (A `warden worker` needs no such
+    // setting: it dies once, and the redelivered task runs in the sandbox.)
+    settings.task_types.insert(
+        "builtin.abort".into(),
+        crate::config::TaskTypeSettings {
+            isolation: crate::config::Isolation::Always,
+        },
+    );
     println!(
         "warden demo on {} with throwaway prefix {}",
         settings.amqp_url_redacted(),
@@ -413,6 +427,12 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     println!(
         "\nDead letters in {}.dead, each with its reason:\n{table}",
         settings.prefix
+    );
+    let crashed = letters.iter().filter(|d| d.reason == "crashed").count();
+    println!(
+        "Crash isolation: {crashed} task(s) killed the sandbox process they ran in alone and are dead as `crashed`; \
+         the worker (pid {}) kept running and no other task was charged for it.",
+        std::process::id()
     );
 
     if keep {

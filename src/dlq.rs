@@ -118,7 +118,10 @@ pub fn describe(
             .map(|m| m.to_string())
             .or_else(|| task.as_ref().map(|t| t.id.clone()))
             .unwrap_or_default(),
+        // A forged key too long for a routing key is ignored: replay
+        // publishes under `kind`, and the AMQP encoder panics past 255 bytes.
         kind: envelope::header_text(h, envelope::ROUTING_KEY_HEADER)
+            .filter(|k| k.len() <= envelope::MAX_SHORT_BYTES)
             .or_else(|| task.as_ref().map(|t| t.kind.clone()))
             .unwrap_or_else(|| routing_key.to_owned()),
         channel: task.and_then(|t| t.channel),
@@ -187,13 +190,14 @@ impl DeadQueue {
         // returns asynchronously (a second `dlq list` at once saw none).
         let mut left: Option<u32> = None;
         while left != Some(0) {
-            let Some(msg) = self
-                .ch
-                .basic_get(
+            let Some(msg) = answered(
+                "fetching a dead letter",
+                self.ch.basic_get(
                     self.topology.dead().into(),
                     BasicGetOptions { no_ack: false },
-                )
-                .await?
+                ),
+            )
+            .await?
             else {
                 break;
             };
@@ -205,11 +209,13 @@ impl DeadQueue {
                 msg.delivery.routing_key.as_str(),
                 self.delivery_limit,
             );
-            match visit(msg, d).await {
+            match answered("handling a dead letter", visit(msg, d)).await {
                 Ok(true) => {
-                    self.ch
-                        .basic_ack(tag, BasicAckOptions { multiple: false })
-                        .await?
+                    answered(
+                        "acknowledging a dead letter",
+                        self.ch.basic_ack(tag, BasicAckOptions { multiple: false }),
+                    )
+                    .await?;
                 }
                 Ok(false) => kept.push(tag),
                 Err(e) => {
@@ -224,15 +230,17 @@ impl DeadQueue {
         // so the physical order of `{prefix}.dead` may change; nothing is lost,
         // and listings are sorted by failure time so what a user sees is stable.
         if let Some(&last) = kept.last() {
-            self.ch
-                .basic_nack(
+            answered(
+                "handing dead letters back",
+                self.ch.basic_nack(
                     last,
                     BasicNackOptions {
                         multiple: true,
                         requeue: true,
                     },
-                )
-                .await?;
+                ),
+            )
+            .await?;
         }
         result
     }
@@ -255,15 +263,22 @@ impl DeadQueue {
     }
 
     /// Moves matching dead letters back to `{prefix}.tasks` with attempts reset.
-    /// With `dry_run`, only says which. Returns the matching letters.
+    /// With `dry_run`, only says which. Returns the matching letters. Re-auth
+    /// requests (dead-lettered when a re-auth failed) are never replayed:
+    /// they stay for `purge`.
     ///
     /// # Errors
     /// Broker errors; letters replayed before the error stay replayed.
     pub async fn replay(&self, filter: &Filter, dry_run: bool) -> anyhow::Result<Vec<DeadLetter>> {
         let mut matched = Vec::new();
         let exchange = self.topology.tasks();
+        // A dead-lettered re-auth request is a record of a failed re-auth,
+        // not a task: in the task queue it would only die again as malformed.
+        let requests = self.topology.reauth();
         self.visit(|msg, d| {
-            let take = filter.matches(&d) && filter.limit.is_none_or(|l| matched.len() < l);
+            let take = d.kind != requests
+                && filter.matches(&d)
+                && filter.limit.is_none_or(|l| matched.len() < l);
             if take {
                 matched.push(d.clone());
             }
@@ -307,6 +322,30 @@ impl DeadQueue {
     pub async fn close(self) {
         let _ = self.ch.close(200, "bye".into()).await;
         let _ = self.conn.close(200, "bye".into()).await;
+    }
+}
+
+/// How long one broker operation of `dlq` may take. A command that waited for
+/// ever on a connection the broker had closed (it used to, on a letter whose
+/// headers exceeded the frame) is worse than one that says so.
+const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `op`'s result, or an error naming `what` if the broker has not answered
+/// within [`OPERATION_TIMEOUT`]. Nothing is lost either way: unacknowledged
+/// letters go back to the queue when the connection closes.
+async fn answered<T, E>(
+    what: &str,
+    op: impl std::future::Future<Output = Result<T, E>>,
+) -> anyhow::Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    match tokio::time::timeout(OPERATION_TIMEOUT, op).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(anyhow::anyhow!(
+            "{what}: the broker did not answer within {}s; the letters are still in the queue",
+            OPERATION_TIMEOUT.as_secs()
+        )),
     }
 }
 

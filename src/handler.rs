@@ -69,6 +69,9 @@ impl Registry {
             r.register("builtin.fail", Fail);
             r.register("builtin.panic", Panic);
             r.register("builtin.abort", Abort);
+            r.register("builtin.segfault", Segfault);
+            r.register("builtin.membomb", MemoryBomb);
+            r.register("builtin.spin", Spin);
             r.register("builtin.stall", crate::admin::StallLoop);
         }
         r
@@ -81,8 +84,7 @@ impl Registry {
     /// this does not happen with loaded settings).
     pub fn from_settings(settings: &crate::config::Settings) -> Result<Self, String> {
         let mut r = Self::builtin(settings.fault_handlers);
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("warden/", env!("CARGO_PKG_VERSION")))
+        let client = crate::outbound::client_builder()
             .build()
             .map_err(|e| e.to_string())?;
         for (kind, config) in &settings.handlers {
@@ -113,6 +115,38 @@ impl Registry {
         t.sort_unstable();
         t
     }
+}
+
+/// Runs `handler` on `task` as the worker and the sandbox both do: a panic
+/// becomes an [`ErrorKind::Panic`] and running past `timeout` an
+/// [`ErrorKind::Timeout`], both transient. A handler that blocks its thread
+/// without yielding cannot be stopped here; only the sandbox, by killing its
+/// process, can.
+pub async fn run_guarded(
+    handler: &dyn Handler,
+    task: &Task,
+    ctx: &TaskContext,
+    timeout: Duration,
+) -> Result<(), TaskError> {
+    use futures::FutureExt;
+    let guarded = std::panic::AssertUnwindSafe(handler.handle(task, ctx)).catch_unwind();
+    match tokio::time::timeout(timeout, guarded).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => Err(TaskError::new(ErrorKind::Panic, panic_message(&*panic))),
+        Err(_) => Err(TaskError::new(
+            ErrorKind::Timeout,
+            format!("timed out after {}", humantime::format_duration(timeout)),
+        )),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    format!("handler panicked: {what}")
 }
 
 fn payload<T: for<'de> Deserialize<'de>>(task: &Task) -> Result<T, TaskError> {
@@ -206,8 +240,9 @@ impl Handler for Panic {
     }
 }
 
-/// `builtin.abort`: kills the whole process, to prove that the broker's delivery
-/// limit dead-letters a message that crashes every consumer it reaches.
+/// `builtin.abort`: kills the whole process (SIGABRT), to prove that a message
+/// which crashes every process it reaches costs the worker at most one crash
+/// and ends dead as `crashed`.
 #[derive(Debug)]
 pub struct Abort;
 
@@ -216,5 +251,75 @@ impl Handler for Abort {
     async fn handle(&self, task: &Task, _: &TaskContext) -> Result<(), TaskError> {
         tracing::error!(task.id = %task.id, "builtin.abort: aborting the process on purpose");
         std::process::abort();
+    }
+}
+
+/// `builtin.segfault`: kills the process with SIGSEGV, as a fault in a native
+/// library would.
+#[derive(Debug)]
+pub struct Segfault;
+
+#[async_trait]
+impl Handler for Segfault {
+    async fn handle(&self, task: &Task, _: &TaskContext) -> Result<(), TaskError> {
+        tracing::error!(task.id = %task.id, "builtin.segfault: raising SIGSEGV on purpose");
+        // Rust's runtime handles SIGSEGV to report stack overflows; for a
+        // signal that is not a guard-page fault its handler restores the
+        // default action and returns, so the second one kills the process.
+        loop {
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSEGV);
+        }
+    }
+}
+
+/// `builtin.membomb`: payload `{"mib": N}` (default 65536); allocates and
+/// touches N MiB in 16 MiB steps, holding all of it, then returns. Under a
+/// memory limit the allocation fails first and the process aborts.
+#[derive(Debug)]
+pub struct MemoryBomb;
+
+#[async_trait]
+impl Handler for MemoryBomb {
+    async fn handle(&self, task: &Task, _: &TaskContext) -> Result<(), TaskError> {
+        #[derive(Deserialize)]
+        struct P {
+            #[serde(default = "default_mib")]
+            mib: usize,
+        }
+        fn default_mib() -> usize {
+            64 * 1024
+        }
+        let p: P = payload(task)?;
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..p.mib.div_ceil(16) {
+            // Non-zero bytes: every page is written, so it is really resident.
+            held.push(vec![1; 16 << 20]);
+        }
+        tracing::info!(task.id = %task.id, mib = held.len() * 16, "builtin.membomb: allocated everything it asked for");
+        Ok(())
+    }
+}
+
+/// `builtin.spin`: payload `{"ms": N}` (default: for ever); burns its thread
+/// in a loop that never yields, as a stuck native call or a runaway regex
+/// would. Only killing the process stops it.
+#[derive(Debug)]
+pub struct Spin;
+
+#[async_trait]
+impl Handler for Spin {
+    async fn handle(&self, task: &Task, _: &TaskContext) -> Result<(), TaskError> {
+        #[derive(Deserialize)]
+        struct P {
+            #[serde(default)]
+            ms: Option<u64>,
+        }
+        let p: P = payload(task)?;
+        let until =
+            p.ms.map(|ms| std::time::Instant::now() + Duration::from_millis(ms));
+        while until.is_none_or(|t| std::time::Instant::now() < t) {
+            std::hint::spin_loop();
+        }
+        Ok(())
     }
 }

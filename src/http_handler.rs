@@ -35,6 +35,20 @@ pub struct HttpHandlerConfig {
     /// Per-request timeout (a timeout is a transient failure).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Allows `http://` to a host that is not loopback (a private network,
+    /// such as the compose demo). Off: the bearer token goes out over https only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
+    /// Header that carries the task id, so the platform can recognise a call
+    /// repeated after a retry or a redelivery; empty sends none.
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+    /// Also count a 4xx whose body mentions `invalid_token`, `token_revoked`
+    /// or "token has been revoked" as a revoked token. Off by default: a body
+    /// that echoes the task's payload could then fake a revocation. Turn it on
+    /// only for a platform that answers revocations so and never echoes input.
+    #[serde(default)]
+    pub revocation_in_body: bool,
 }
 
 fn default_method() -> String {
@@ -43,6 +57,10 @@ fn default_method() -> String {
 
 fn default_timeout() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
 }
 
 /// The handler for one configured task type.
@@ -61,8 +79,20 @@ impl HttpHandler {
     pub fn new(config: HttpHandlerConfig, client: reqwest::Client) -> Result<Self, String> {
         let method = reqwest::Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
             .map_err(|_| format!("method {:?} is not an HTTP method", config.method))?;
-        url::Url::parse(&config.url.replace("{channel}", "c"))
+        let url = url::Url::parse(&config.url.replace("{channel}", "c"))
             .map_err(|e| format!("url {:?} is not a URL: {e}", config.url))?;
+        crate::outbound::check_url(&url, config.plain_http)
+            .map_err(|e| format!("url {:?}: {e}", config.url))?;
+        if !config.idempotency_header.is_empty() {
+            reqwest::header::HeaderName::from_bytes(config.idempotency_header.as_bytes()).map_err(
+                |_| {
+                    format!(
+                        "idempotency_header {:?} is not a header name",
+                        config.idempotency_header
+                    )
+                },
+            )?;
+        }
         Ok(Self {
             config,
             method,
@@ -84,16 +114,26 @@ impl Handler for HttpHandler {
                 "channel {channel:?} has no token; seed one with `warden token set --channel {channel}`"
             )));
         };
+        // URL-encoding leaves `.` and `..` as they are, and a URL parser then
+        // resolves them as path segments: a channel named `..` would walk up
+        // the platform's path. Such a name is never a real account.
+        if channel.trim_matches('.').is_empty() {
+            return Err(TaskError::permanent(format!(
+                "channel {channel:?} cannot be put into a URL path"
+            )));
+        }
         let encoded: String = url::form_urlencoded::byte_serialize(channel.as_bytes()).collect();
         let url = self.config.url.replace("{channel}", &encoded);
-        let response = self
+        let mut request = self
             .client
             .request(self.method.clone(), &url)
             .bearer_auth(token.access_token.expose_secret())
             .timeout(self.config.timeout)
-            .json(&task.payload)
-            .send()
-            .await;
+            .json(&task.payload);
+        if !self.config.idempotency_header.is_empty() {
+            request = request.header(self.config.idempotency_header.as_str(), task.id.as_str());
+        }
+        let response = request.send().await;
         match response {
             Err(e) if e.is_timeout() => Err(TaskError::new(
                 ErrorKind::Timeout,
@@ -118,11 +158,24 @@ impl Handler for HttpHandler {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
-                let body = r.text().await.unwrap_or_default();
+                // A bounded prefix: enough to classify and quote, never the
+                // whole of whatever the platform streams back.
+                let body = crate::outbound::read_prefix(r, crate::outbound::MAX_RESPONSE_BYTES)
+                    .await
+                    .unwrap_or_default();
+                // A platform echoing the request must not put the token into the
+                // error message, which travels into dead letters and logs.
+                let secret = token.access_token.expose_secret();
+                let body = crate::outbound::scrub(&String::from_utf8_lossy(&body), secret);
+                let www_auth = crate::outbound::scrub(&www_auth, secret);
                 classify(
                     status,
                     retry_after,
-                    &format!("{www_auth} {body}"),
+                    &Answer {
+                        www_authenticate: &www_auth,
+                        body: &body,
+                        revocation_in_body: self.config.revocation_in_body,
+                    },
                     token.version,
                 )
             }
@@ -130,10 +183,25 @@ impl Handler for HttpHandler {
     }
 }
 
+/// What a platform answered besides its status, as [`classify`] reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answer<'a> {
+    /// The `WWW-Authenticate` header, or empty.
+    pub www_authenticate: &'a str,
+    /// The body.
+    pub body: &'a str,
+    /// Whether a revocation error in a 4xx body counts (the handler's
+    /// `revocation_in_body`).
+    pub revocation_in_body: bool,
+}
+
 /// How a platform's answer maps to an error kind:
 /// - 2xx: success;
-/// - 401, or a body or `WWW-Authenticate` carrying `invalid_token` or a
-///   revocation error: the token was revoked;
+/// - 401, or a 4xx whose `WWW-Authenticate` is a Bearer challenge with
+///   `error="invalid_token"` (RFC 6750): the token was revoked. With
+///   `revocation_in_body`, also a 4xx body carrying `invalid_token` or a
+///   revocation error; never by default, since a body can echo the payload,
+///   which the producer controls;
 /// - 429 (honouring `Retry-After`), 408 and 5xx: transient;
 /// - any other 4xx: permanent.
 ///
@@ -142,18 +210,18 @@ impl Handler for HttpHandler {
 pub fn classify(
     status: StatusCode,
     retry_after: Option<Duration>,
-    body: &str,
+    answer: &Answer<'_>,
     token_version: u64,
 ) -> Result<(), TaskError> {
     if status.is_success() {
         return Ok(());
     }
-    let lower = body.to_ascii_lowercase();
-    let revoked_body = lower.contains("invalid_token")
-        || lower.contains("token_revoked")
-        || lower.contains("token has been revoked");
-    let summary = format!("platform answered {status}: {}", snippet(body));
-    if status == StatusCode::UNAUTHORIZED || (status.is_client_error() && revoked_body) {
+    let summary = format!("platform answered {status}: {}", snippet(answer.body));
+    let revoked = status == StatusCode::UNAUTHORIZED
+        || (status.is_client_error()
+            && (bearer_invalid_token(answer.www_authenticate)
+                || (answer.revocation_in_body && revoked_body(answer.body))));
+    if revoked {
         return Err(TaskError::token_revoked(token_version, summary));
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -169,6 +237,26 @@ pub fn classify(
     Err(TaskError::permanent(summary))
 }
 
+/// A `Bearer` challenge whose `error` parameter is `invalid_token`.
+fn bearer_invalid_token(www_authenticate: &str) -> bool {
+    let lower = www_authenticate.to_ascii_lowercase();
+    let Some(params) = lower.trim_start().strip_prefix("bearer") else {
+        return false;
+    };
+    params.split(',').any(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim() == "error" && v.trim().trim_matches('"') == "invalid_token"
+        })
+    })
+}
+
+fn revoked_body(body: &str) -> bool {
+    let lower = body.to_ascii_lowercase();
+    lower.contains("invalid_token")
+        || lower.contains("token_revoked")
+        || lower.contains("token has been revoked")
+}
+
 /// The first line of a body, at most 200 characters, for error messages.
 fn snippet(body: &str) -> String {
     let line = body.trim().lines().next().unwrap_or("").trim();
@@ -180,9 +268,32 @@ mod tests {
     use super::*;
 
     fn kind(status: u16, body: &str) -> Option<ErrorKind> {
-        classify(StatusCode::from_u16(status).unwrap(), None, body, 7)
-            .err()
-            .map(|e| e.kind)
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            None,
+            &Answer {
+                body,
+                ..Answer::default()
+            },
+            7,
+        )
+        .err()
+        .map(|e| e.kind)
+    }
+
+    fn kind_with(status: u16, www_authenticate: &str, body: &str, in_body: bool) -> ErrorKind {
+        classify(
+            StatusCode::from_u16(status).unwrap(),
+            None,
+            &Answer {
+                www_authenticate,
+                body,
+                revocation_in_body: in_body,
+            },
+            7,
+        )
+        .unwrap_err()
+        .kind
     }
 
     #[test]
@@ -191,12 +302,13 @@ mod tests {
         assert_eq!(kind(204, ""), None);
         assert_eq!(kind(401, ""), Some(ErrorKind::TokenRevoked));
         assert_eq!(
-            kind(400, r#"{"error":"invalid_token"}"#),
-            Some(ErrorKind::TokenRevoked)
-        );
-        assert_eq!(
-            kind(403, "Bearer error=\"invalid_token\""),
-            Some(ErrorKind::TokenRevoked)
+            kind_with(
+                403,
+                r#"Bearer realm="api", error="invalid_token""#,
+                "",
+                false
+            ),
+            ErrorKind::TokenRevoked
         );
         assert_eq!(kind(403, "forbidden"), Some(ErrorKind::Permanent));
         assert_eq!(kind(404, ""), Some(ErrorKind::Permanent));
@@ -208,8 +320,42 @@ mod tests {
     }
 
     #[test]
+    fn a_body_that_echoes_a_revocation_error_is_not_one_unless_the_handler_opts_in() {
+        let echo = r#"{"error":"validation","input":{"text":"invalid_token token_revoked"}}"#;
+        assert_eq!(kind_with(400, "", echo, false), ErrorKind::Permanent);
+        assert_eq!(kind_with(403, "", echo, false), ErrorKind::Permanent);
+        // Another scheme's challenge, or another error, is not a revocation.
+        assert_eq!(
+            kind_with(400, r#"Basic error="invalid_token""#, "", false),
+            ErrorKind::Permanent
+        );
+        assert_eq!(
+            kind_with(403, r#"Bearer error="insufficient_scope""#, "", false),
+            ErrorKind::Permanent
+        );
+        assert_eq!(kind_with(400, "", echo, true), ErrorKind::TokenRevoked);
+    }
+
+    #[test]
+    fn an_idempotency_header_that_is_no_header_name_is_refused() {
+        let config = |header: &str| HttpHandlerConfig {
+            method: "POST".into(),
+            url: "https://api.example/{channel}".into(),
+            timeout: Duration::from_secs(1),
+            idempotency_header: header.into(),
+            revocation_in_body: false,
+            plain_http: false,
+        };
+        let client = reqwest::Client::new();
+        assert!(HttpHandler::new(config("Idempotency-Key"), client.clone()).is_ok());
+        assert!(HttpHandler::new(config(""), client.clone()).is_ok());
+        let e = HttpHandler::new(config("Bad Header"), client).unwrap_err();
+        assert!(e.contains("idempotency_header"), "{e}");
+    }
+
+    #[test]
     fn a_revocation_reports_the_refused_token_version() {
-        let e = classify(StatusCode::UNAUTHORIZED, None, "", 42).unwrap_err();
+        let e = classify(StatusCode::UNAUTHORIZED, None, &Answer::default(), 42).unwrap_err();
         assert_eq!(e.token_version, Some(42));
     }
 
@@ -218,7 +364,7 @@ mod tests {
         let e = classify(
             StatusCode::TOO_MANY_REQUESTS,
             Some(Duration::from_secs(9)),
-            "",
+            &Answer::default(),
             1,
         )
         .unwrap_err();

@@ -13,10 +13,12 @@
 //! | [`outcome`] | error kinds and the pure [`outcome::decide`] function |
 //! | [`handler`] | the [`Handler`] trait, the registry and the built-in handlers |
 //! | [`http_handler`] | task types mapped to HTTP calls made for a channel |
+//! | [`outbound`] | the policy for outbound HTTP that carries a secret: no redirects, https, bounded reads |
 //! | [`channels`] | per-process channel status/token cache; revocation and refresh messages |
 //! | [`topology`] | every exchange and queue, declared idempotently in one place |
+//! | [`migrate`] | `warden topology migrate`: queues of an older warden brought to today's arguments |
 //! | [`broker`] | connecting, with backoff |
-//! | [`worker`] | the consumer loop: sessions, per-task isolation, settling, coalesced acks |
+//! | [`worker`] | the consumer loop: sessions, per-task isolation, the crash sandbox, settling, coalesced acks |
 //! | [`publish`] | confirmed publishing for tasks, copies and the CLI |
 //! | [`events`] | `task.*` lifecycle events |
 //! | [`dlq`] | listing, replaying and purging dead letters |
@@ -45,12 +47,15 @@ pub mod events;
 pub mod handler;
 pub mod http_handler;
 pub mod metrics;
+pub mod migrate;
+pub mod outbound;
 pub mod outcome;
 pub mod provider;
 pub mod publish;
 pub mod reauth;
 pub mod shutdown;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod topology;
 pub mod trace;

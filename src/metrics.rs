@@ -59,6 +59,19 @@ pub struct ModeLabel {
     pub mode: &'static str,
 }
 
+/// A `why` label: why a re-auth request was acked without a login.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhyLabel {
+    /// One of [`REAUTH_IGNORED`]'s names.
+    pub why: &'static str,
+}
+
+/// Why a re-auth request is ignored: the channel is not pending at the
+/// request's version (healed, failed, or never revoked at it: a forged or
+/// stale request), the channel is unknown to the store, or it is not
+/// configured in this process.
+pub const REAUTH_IGNORED: [&str; 3] = ["not_pending", "unknown_channel", "not_configured"];
+
 /// Re-auth mode: the refresh-token grant.
 pub const REAUTH_REFRESH: &str = "refresh";
 /// Re-auth mode: a browser login.
@@ -86,7 +99,8 @@ pub struct Metrics {
     pub parked: Counter,
     /// `warden_broker_reconnects_total`.
     pub reconnects: Counter,
-    /// `warden_consumer_up`: 1 while consuming.
+    /// `warden_consumer_up`: 1 while consuming (tasks, or re-auth requests in
+    /// `warden reauth`).
     pub consumer_up: Gauge,
     /// `warden_reauth_attempts_total{result,mode}`: re-authentication attempts.
     pub reauth_attempts: Family<ReauthLabels, Counter>,
@@ -96,6 +110,21 @@ pub struct Metrics {
     pub browser_processes: Gauge,
     /// `warden_token_store_errors_total`: failed token store operations.
     pub token_store_errors: Counter,
+    /// `warden_reauth_requests_ignored_total{why}`: re-auth requests acked
+    /// without a login.
+    pub reauth_ignored: Family<WhyLabel, Counter>,
+    /// `warden_reauth_retries_total`: re-auth tries that failed for a reason
+    /// that is not the channel's and are tried again later.
+    pub reauth_retries: Counter,
+    /// `warden_sandbox_processes`: sandbox processes alive in this replica.
+    pub sandbox_processes: Gauge,
+    /// `warden_sandbox_starts_total`: sandbox processes started.
+    pub sandbox_starts: Counter,
+    /// `warden_sandbox_deaths_total`: sandbox processes that died, or were
+    /// killed past a hard deadline, with tasks in them.
+    pub sandbox_deaths: Counter,
+    /// `warden_suspects_total`: deliveries run in the sandbox.
+    pub suspects: Counter,
 }
 
 impl Default for Metrics {
@@ -153,7 +182,7 @@ impl Metrics {
         let consumer_up = Gauge::default();
         registry.register(
             "consumer_up",
-            "1 while the task consumer is running",
+            "1 while the consumer (tasks, or re-auth requests) is running",
             consumer_up.clone(),
         );
         let reauth_attempts = Family::<ReauthLabels, Counter>::default();
@@ -185,6 +214,45 @@ impl Metrics {
             "Token store operations that failed",
             token_store_errors.clone(),
         );
+        let reauth_ignored = Family::<WhyLabel, Counter>::default();
+        registry.register(
+            "reauth_requests_ignored",
+            "Re-auth requests acked without a login, by why",
+            reauth_ignored.clone(),
+        );
+        let reauth_retries = Counter::default();
+        registry.register(
+            "reauth_retries",
+            "Re-auth tries that failed transiently (provider, token store, browser) and are tried again",
+            reauth_retries.clone(),
+        );
+        for why in REAUTH_IGNORED {
+            drop(reauth_ignored.get_or_create(&WhyLabel { why }));
+        }
+        let sandbox_processes = Gauge::default();
+        registry.register(
+            "sandbox_processes",
+            "Sandbox processes alive in this replica",
+            sandbox_processes.clone(),
+        );
+        let sandbox_starts = Counter::default();
+        registry.register(
+            "sandbox_starts",
+            "Sandbox processes started",
+            sandbox_starts.clone(),
+        );
+        let sandbox_deaths = Counter::default();
+        registry.register(
+            "sandbox_deaths",
+            "Sandbox processes that died, or were killed past a hard deadline, with tasks in them",
+            sandbox_deaths.clone(),
+        );
+        let suspects = Counter::default();
+        registry.register(
+            "suspects",
+            "Deliveries run in the sandbox (redelivered, retried from it, or isolated by type)",
+            suspects.clone(),
+        );
         // Series that exist from the start read as 0 on a dashboard, not as
         // "no data": every dead-letter reason and every re-auth result and mode.
         for reason in DeadReason::ALL {
@@ -212,6 +280,12 @@ impl Metrics {
             reauth_duration,
             browser_processes,
             token_store_errors,
+            reauth_ignored,
+            reauth_retries,
+            sandbox_processes,
+            sandbox_starts,
+            sandbox_deaths,
+            suspects,
         }
     }
 

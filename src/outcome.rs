@@ -3,13 +3,14 @@
 //! A handler reports *what went wrong* as an [`ErrorKind`]; [`decide`] alone turns
 //! that, the attempt number and the retry policy into *what happens to the
 //! message*. Keeping the mapping in one pure function means the whole table in
-//! DESIGN.md §3 is unit-tested here, and the worker never improvises.
+//! ARCHITECTURE.md ("Error kinds decide the outcome") is unit-tested here, and the worker never improvises.
 
 use std::fmt;
 use std::time::Duration;
 
 /// What kind of failure a handler ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Worth retrying: I/O, 5xx, 429, connection errors.
     Transient,
@@ -39,7 +40,10 @@ impl ErrorKind {
 }
 
 /// A handler failure: its kind plus a message that must never hold a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialisable because a task run in the sandbox process reports it back to
+/// the worker over a pipe.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TaskError {
     /// Decides the outcome.
     pub kind: ErrorKind,
@@ -120,6 +124,12 @@ pub enum Verdict {
     ParkExpired,
     /// Re-authentication of the task's channel has failed for good.
     ChannelReauthFailed,
+    /// The task killed the sandbox process it ran in alone.
+    Crashed,
+    /// The broker has handed the message out `delivery_limit` times: the
+    /// worker processes holding it kept dying for a reason the sandbox could
+    /// not pin on one task.
+    DeliveryLimit,
 }
 
 /// Why a message ended in `{prefix}.dead`; the value of `x-warden-reason`.
@@ -141,11 +151,14 @@ pub enum DeadReason {
     TimeoutExhausted,
     /// The channel could not be re-authenticated.
     ReauthFailed,
+    /// The task killed the sandbox process it ran in alone (a signal such as
+    /// SIGSEGV or SIGABRT, the memory limit, or an exit).
+    Crashed,
 }
 
 impl DeadReason {
-    /// All reasons, in the order of DESIGN.md §2.
-    pub const ALL: [DeadReason; 8] = [
+    /// All reasons, in the order README.md lists them.
+    pub const ALL: [DeadReason; 9] = [
         DeadReason::Malformed,
         DeadReason::TooLarge,
         DeadReason::UnknownType,
@@ -154,6 +167,7 @@ impl DeadReason {
         DeadReason::DeliveryLimit,
         DeadReason::TimeoutExhausted,
         DeadReason::ReauthFailed,
+        DeadReason::Crashed,
     ];
 
     /// The wire name.
@@ -168,6 +182,7 @@ impl DeadReason {
             DeadReason::DeliveryLimit => "delivery_limit",
             DeadReason::TimeoutExhausted => "timeout_exhausted",
             DeadReason::ReauthFailed => "reauth_failed",
+            DeadReason::Crashed => "crashed",
         }
     }
 
@@ -245,6 +260,8 @@ pub fn decide(verdict: Verdict, attempt: u32, policy: RetryPolicy) -> Outcome {
         Verdict::Malformed => Outcome::Dead(DeadReason::Malformed),
         Verdict::TooLarge => Outcome::Dead(DeadReason::TooLarge),
         Verdict::UnknownType => Outcome::Dead(DeadReason::UnknownType),
+        Verdict::Crashed => Outcome::Dead(DeadReason::Crashed),
+        Verdict::DeliveryLimit => Outcome::Dead(DeadReason::DeliveryLimit),
         Verdict::ChannelPending => Outcome::Park {
             announce_revocation: false,
         },
@@ -373,6 +390,8 @@ mod tests {
             (V::Malformed, 1, O::Dead(R::Malformed)),
             (V::TooLarge, 1, O::Dead(R::TooLarge)),
             (V::UnknownType, 1, O::Dead(R::UnknownType)),
+            (V::Crashed, 1, O::Dead(R::Crashed)),
+            (V::DeliveryLimit, 1, O::Dead(R::DeliveryLimit)),
         ];
         for &(verdict, attempt, expected) in table {
             assert_eq!(

@@ -337,9 +337,8 @@ pub fn read_ndjson(path: &Path) -> anyhow::Result<Vec<Task>> {
         }
         let task: Task = serde_json::from_value(value)
             .map_err(|e| anyhow::anyhow!("{}:{}: not a task: {e}", path.display(), i + 1))?;
-        if task.kind.is_empty() {
-            anyhow::bail!("{}:{}: `type` is empty", path.display(), i + 1);
-        }
+        task.check()
+            .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
         tasks.push(task);
     }
     Ok(tasks)

@@ -403,11 +403,8 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
-        // At trace level playwright-rs logs the protocol messages it sends,
-        // typed passwords included: whatever RUST_LOG says, cap it at debug.
-        .add_directive(PLAYWRIGHT_CAP.parse().expect("a valid directive"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let filter = log_filter(rust_log.as_deref());
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
@@ -440,6 +437,33 @@ where
             .with_filter(trace_filter())
     });
     tracing_subscriber::registry().with(logs).with(traces)
+}
+
+/// The log filter: `rust_log` (`RUST_LOG`), or the default when unset or
+/// invalid, and never playwright-rs at trace level.
+fn log_filter<S: Subscriber>(
+    rust_log: Option<&str>,
+) -> impl tracing_subscriber::layer::Filter<S> + use<S> {
+    use tracing_subscriber::filter::FilterExt as _;
+    let filter = rust_log
+        .and_then(|text| EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_FILTER))
+        // At trace level playwright-rs logs the protocol messages it sends,
+        // typed passwords included: whatever RUST_LOG says, cap it at debug.
+        .add_directive(PLAYWRIGHT_CAP.parse().expect("a valid directive"));
+    // The directive above is only the broadest one: a narrower
+    // `playwright_rs::server::connection=trace` wins over it. This filter is
+    // not built from RUST_LOG, so nothing can reopen those events.
+    filter.and(no_playwright_trace())
+}
+
+/// Drops every trace-level event and span of playwright-rs: they carry the
+/// protocol messages sent to the browser, typed passwords and TOTP codes
+/// among them.
+fn no_playwright_trace() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("playwright_rs"))
+    })
 }
 
 /// Keeps the spans that exist only to be exported out of log lines' context.
@@ -625,6 +649,37 @@ mod tests {
         }
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
+        }
+    }
+
+    #[test]
+    fn no_rust_log_reopens_playwright_trace_events() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        for rust_log in [
+            "trace",
+            "playwright_rs=trace",
+            "playwright_rs::server::connection=trace",
+            "info,playwright_rs::server::connection[{x}]=trace",
+        ] {
+            let sink = Sink::default();
+            let writer = sink.clone();
+            let subscriber = tracing_subscriber::registry().with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || writer.clone())
+                    .with_filter(log_filter(Some(rust_log))),
+            );
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::trace!(
+                    target: "playwright_rs::server::connection",
+                    "Request JSON: fill hunter2"
+                );
+                tracing::debug!(target: "playwright_rs::server::connection", "still debug");
+            });
+            let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            assert!(!text.contains("hunter2"), "RUST_LOG={rust_log}: {text}");
+            if rust_log != "info,playwright_rs::server::connection[{x}]=trace" {
+                assert!(text.contains("still debug"), "RUST_LOG={rust_log}: {text}");
+            }
         }
     }
 

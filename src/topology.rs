@@ -1,9 +1,9 @@
 //! The whole broker topology, declared idempotently in one place.
 //!
 //! ```text
-//! {p}.tasks  (topic x) ──#──▶ {p}.tasks (quorum q, delivery limit, DLX → {p}.dead)
-//! {p}.delay  (headers x) ─x-warden-delay=<tier>─▶ {p}.retry.<tier> (TTL, DLX → {p}.tasks)
-//!                        ─x-warden-delay=parked─▶ {p}.parked       (TTL, DLX → {p}.tasks)
+//! {p}.tasks  (topic x) ──#──▶ {p}.tasks (quorum q, fixed delivery-limit backstop, DLX → {p}.dead)
+//! {p}.delay  (headers x) ─warden-delay=<tier>─▶ {p}.retry.<tier> (TTL, DLX → {p}.tasks)
+//!                        ─warden-delay=parked─▶ {p}.parked       (per-message TTL, DLX → {p}.tasks)
 //! {p}.dead   (fanout x) ──▶ {p}.dead (quorum q)
 //! {p}.events (topic x)      task.* / reauth.* lifecycle events
 //! {p}.reauth (quorum q)     token-revocation requests for `warden reauth`
@@ -13,6 +13,12 @@
 //! Retry and park copies go through a headers exchange rather than straight to
 //! their queue so that they keep the task's routing key: when their TTL expires
 //! the broker dead-letters them into `{p}.tasks` under that same key.
+//!
+//! No queue argument depends on configuration: a queue's arguments cannot
+//! change once it exists, so a rollout that changed one would leave the new
+//! pods failing their declare. The delivery limit is enforced by the worker
+//! (the queue keeps a fixed backstop), the park time travels as each parked
+//! copy's expiration, and a retry tier's delay is part of its queue's name.
 
 use std::time::Duration;
 
@@ -32,9 +38,7 @@ pub const PARKED_ROUTE: &str = "parked";
 #[derive(Debug, Clone)]
 pub struct Topology {
     prefix: String,
-    delivery_limit: u32,
     tier_delays: Vec<Duration>,
-    park_ttl: Duration,
 }
 
 /// One row of `warden topology`.
@@ -73,9 +77,7 @@ impl Topology {
     pub fn new(settings: &Settings) -> Self {
         Self {
             prefix: settings.prefix.clone(),
-            delivery_limit: settings.delivery_limit,
             tier_delays: settings.retry.tier_delays(),
-            park_ttl: settings.park_ttl,
         }
     }
 
@@ -138,10 +140,11 @@ impl Topology {
     fn tasks_args(&self) -> FieldTable {
         table(&[
             ("x-queue-type", text("quorum")),
-            // The broker's limit counts *returns*; ours counts deliveries.
+            // A fixed backstop, whatever `delivery_limit` says: see
+            // `BROKER_DELIVERY_LIMIT`.
             (
                 "x-delivery-limit",
-                AMQPValue::LongLongInt(i64::from(self.delivery_limit) - 1),
+                AMQPValue::LongLongInt(i64::from(crate::config::BROKER_DELIVERY_LIMIT)),
             ),
             ("x-dead-letter-exchange", text(&self.dead())),
             ("x-dead-letter-strategy", text("at-least-once")),
@@ -149,14 +152,20 @@ impl Topology {
         ])
     }
 
-    fn delay_args(&self, ttl: Duration) -> FieldTable {
-        table(&[
+    /// Arguments of a delay queue: a retry tier's (`ttl` is its delay, which
+    /// is also in its name) or, without a TTL, `{p}.parked`'s, whose copies
+    /// carry their own expiration.
+    fn delay_args(&self, ttl: Option<Duration>) -> FieldTable {
+        let mut args = table(&[
             ("x-queue-type", text("quorum")),
-            ("x-message-ttl", ms(ttl)),
             ("x-dead-letter-exchange", text(&self.tasks())),
             ("x-dead-letter-strategy", text("at-least-once")),
             ("x-overflow", text("reject-publish")),
-        ])
+        ]);
+        if let Some(ttl) = ttl {
+            args.insert("x-message-ttl".into(), ms(ttl));
+        }
+        args
     }
 
     /// Declares everything; safe to call on every (re)connect and from every
@@ -244,10 +253,16 @@ impl Topology {
         )
         .await?;
 
-        let mut delays: Vec<(String, String, Duration)> = (0..self.tier_delays.len())
-            .map(|i| (self.retry_queue(i), self.tier_route(i), self.tier_delays[i]))
+        let mut delays: Vec<(String, String, Option<Duration>)> = (0..self.tier_delays.len())
+            .map(|i| {
+                (
+                    self.retry_queue(i),
+                    self.tier_route(i),
+                    Some(self.tier_delays[i]),
+                )
+            })
             .collect();
-        delays.push((self.parked(), PARKED_ROUTE.to_owned(), self.park_ttl));
+        delays.push((self.parked(), PARKED_ROUTE.to_owned(), None));
         for (queue, route, ttl) in delays {
             ch.queue_declare(queue.clone().into(), qdurable, self.delay_args(ttl))
                 .await?;
@@ -402,4 +417,105 @@ pub async fn private_consumer(
         FieldTable::default(),
     )
     .await
+}
+
+/// One queue argument that differs from what warden declares, as RabbitMQ
+/// reports it in a `PRECONDITION_FAILED` ("inequivalent arg ...").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgumentMismatch {
+    /// The queue.
+    pub queue: String,
+    /// The argument, e.g. `x-delivery-limit`.
+    pub argument: String,
+    /// What the existing queue has (`none` when it lacks the argument).
+    pub current: String,
+    /// What warden declares (`none` when it declares no such argument).
+    pub declared: String,
+}
+
+impl ArgumentMismatch {
+    /// Reads RabbitMQ's message: `inequivalent arg 'A' for queue 'Q' in vhost
+    /// 'V': received 'X' but current is 'Y'` (3.x), or `received the value 'X'
+    /// of type 'T' but current is the value 'Y' of type 'U'` (4.x); either
+    /// side may be `none`.
+    #[must_use]
+    pub fn parse(message: &str) -> Option<Self> {
+        let quoted = |s: &str, after: &str| -> Option<String> {
+            let rest = &s[s.find(after)? + after.len()..];
+            let rest = rest.strip_prefix('\'')?;
+            Some(rest[..rest.find('\'')?].to_owned())
+        };
+        let side = |s: &str, after: &str| -> Option<String> {
+            let rest = &s[s.find(after)? + after.len()..];
+            if rest.starts_with("none") {
+                return Some("none".into());
+            }
+            // 3.x: `received '20'`; 4.x: `received the value '20' of type …`.
+            let rest = rest.strip_prefix("the value ").unwrap_or(rest);
+            let rest = rest.strip_prefix('\'')?;
+            Some(rest[..rest.find('\'')?].to_owned())
+        };
+        Some(Self {
+            argument: quoted(message, "inequivalent arg ")?,
+            queue: quoted(message, "for queue ")?,
+            declared: side(message, "received ")?,
+            current: side(message, "but current is ")?,
+        })
+    }
+}
+
+/// Turns a failed declare into one line an operator can act on: a queue
+/// that exists with other arguments names the queue, the argument, both
+/// values and the command that fixes it.
+#[must_use]
+pub fn explain_declare_error(e: &lapin::Error, prefix: &str) -> String {
+    let text = e.to_string();
+    match ArgumentMismatch::parse(&text) {
+        Some(m) => format!(
+            "declaring the topology: queue '{}' exists with {} = {}, but this warden declares {}. \
+             A queue's arguments cannot change in place, and warden no longer derives any from \
+             its settings, so this is a one-time move: stop every worker of prefix '{prefix}', \
+             then run `warden topology migrate` (it moves the queue's messages aside, declares \
+             the queue anew and moves them back)",
+            m.queue, m.argument, m.current, m.declared
+        ),
+        None => format!("declaring the topology: {text}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_precondition_failure_names_the_queue_the_argument_and_both_values() {
+        let m = ArgumentMismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'w.tasks' in \
+             vhost '/': received the value '20' of type 'signedint' but current is the value '4' \
+             of type 'long'",
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            ArgumentMismatch {
+                queue: "w.tasks".into(),
+                argument: "x-delivery-limit".into(),
+                current: "4".into(),
+                declared: "20".into(),
+            }
+        );
+        let m = ArgumentMismatch::parse(
+            "inequivalent arg 'x-message-ttl' for queue 'w.parked' in vhost '/': received none \
+             but current is the value '30000' of type 'long'",
+        )
+        .unwrap();
+        assert_eq!((m.declared.as_str(), m.current.as_str()), ("none", "30000"));
+        let m = ArgumentMismatch::parse(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'w.tasks' in \
+             vhost '/': received '20' but current is '2'",
+        )
+        .unwrap();
+        assert_eq!((m.declared.as_str(), m.current.as_str()), ("20", "2"));
+        assert!(ArgumentMismatch::parse("NOT_FOUND - no queue 'x'").is_none());
+    }
 }

@@ -361,6 +361,8 @@ impl ProcessSpan {
             Verdict::ChannelPending => "channel_pending",
             Verdict::ChannelReauthFailed => "reauth_failed",
             Verdict::ParkExpired => "park_expired",
+            Verdict::Crashed => "crashed",
+            Verdict::DeliveryLimit => "delivery_limit",
         };
         self.record_error(error_type);
     }

@@ -199,3 +199,249 @@ async fn a_flood_of_ten_thousand_random_bodies_goes_dead_with_reasons_and_valid_
     );
     assert!(worker.ready().await);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The command line: every input ends in a result or a clear error, never a panic (exit 101).
+// ---------------------------------------------------------------------------------------------
+
+/// A broker address nothing listens on: commands whose input is valid fail
+/// with "unreachable" (69) instead of publishing anything.
+const NO_BROKER: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
+fn assert_no_panic(what: &str, (code, out, err): &(i32, String, String)) {
+    assert!(
+        *code != 101 && !err.contains("panicked"),
+        "{what}: exit {code}\n{out}\n{err}"
+    );
+}
+
+/// Runs the CLI with `input` on stdin.
+fn cli_stdin(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    cmd.args(args)
+        .env_remove("WARDEN_CONFIG")
+        .env("WARDEN_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,lapin=off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // The command may exit before reading all of it; that is its answer.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A token store of its own: a SQLite file and a fresh key.
+struct TokenEnv {
+    dir: tempfile::TempDir,
+    key: String,
+}
+
+impl TokenEnv {
+    fn new() -> Self {
+        use base64::Engine as _;
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            key: base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("sqlite://{}/tokens.db", self.dir.path().display())
+    }
+}
+
+#[test]
+fn publish_refuses_ids_types_and_channels_the_wire_cannot_carry() {
+    let env = [("WARDEN_AMQP_URL", NO_BROKER)];
+    let long_type = "t".repeat(256);
+    let out = support::run_cli(&["publish", "--type", &long_type], &env);
+    assert_no_panic("--type", &out);
+    assert_eq!(out.0, 1, "{out:?}");
+    assert!(out.2.contains("`type` is longer than 255 bytes"), "{out:?}");
+
+    let long_channel = "c".repeat(201);
+    let out = support::run_cli(
+        &[
+            "publish",
+            "--type",
+            "builtin.noop",
+            "--channel",
+            &long_channel,
+        ],
+        &env,
+    );
+    assert_no_panic("--channel", &out);
+    assert!(
+        out.2.contains("`channel` is longer than 200 bytes"),
+        "{out:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.ndjson");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"type\":\"builtin.noop\"}}\n{{\"id\":\"{}\",\"type\":\"builtin.noop\"}}\n",
+            "i".repeat(256)
+        ),
+    )
+    .unwrap();
+    let out = support::run_cli(&["publish", "--file", file.to_str().unwrap()], &env);
+    assert_no_panic("--file", &out);
+    assert_eq!(out.0, 1, "{out:?}");
+    assert!(
+        out.2.contains("tasks.ndjson:2") && out.2.contains("`id` is longer than 255 bytes"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn token_set_refuses_an_absurd_expires_in_and_channels_keeps_listing() {
+    let store = TokenEnv::new();
+    let url = store.url();
+    let env = [
+        ("WARDEN_TOKEN_STORE", url.as_str()),
+        ("WARDEN_TOKEN_KEY", store.key.as_str()),
+    ];
+    let set = ["token", "set", "--channel", "acme", "--provider", "demo"];
+    for expires_in in [
+        "1000000000000000",
+        "300000000000",
+        "-5",
+        "9223372036854775807",
+    ] {
+        let out = cli_stdin(
+            &set,
+            &env,
+            &format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#),
+        );
+        assert_no_panic(expires_in, &out);
+        assert_eq!(out.0, 1, "{expires_in}: {out:?}");
+        assert!(out.2.contains("out of range"), "{expires_in}: {out:?}");
+    }
+    let out = cli_stdin(&set, &env, r#"{"access_token":"a","expires_in":3600}"#);
+    assert_eq!(out.0, 0, "{out:?}");
+    let out = support::run_cli(&["channels", "--json"], &env);
+    assert_eq!(out.0, 0, "{out:?}");
+    assert!(out.1.contains("\"channel\":\"acme\""), "{out:?}");
+}
+
+proptest! {
+    // Each case runs the real binary a few times: a few dozen cases cover the
+    // boundaries (empty, 255/256 bytes, multi-byte characters, huge numbers).
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_cli_input_makes_warden_panic(
+        kind in "[a-z.é]{0,300}",
+        id in "[a-z0-9é]{0,300}",
+        channel in "[a-z.é]{0,300}",
+        expires_in in prop_oneof![any::<i64>().prop_map(|n| n.to_string()), Just("1e300".to_owned())],
+    ) {
+        let env = [("WARDEN_AMQP_URL", NO_BROKER)];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tasks.ndjson");
+        let line = serde_json::json!({"id": id, "type": kind, "channel": channel});
+        std::fs::write(&file, format!("{line}\n")).unwrap();
+        let out = support::run_cli(&["publish", "--file", file.to_str().unwrap()], &env);
+        assert_no_panic("publish --file", &out);
+        let out = support::run_cli(
+            &["publish", "--type", &kind, "--channel", &channel, "--count", "1"],
+            &env,
+        );
+        assert_no_panic("publish --type", &out);
+
+        let store = TokenEnv::new();
+        let url = store.url();
+        let token_env = [
+            ("WARDEN_TOKEN_STORE", url.as_str()),
+            ("WARDEN_TOKEN_KEY", store.key.as_str()),
+        ];
+        let out = cli_stdin(
+            &["token", "set", "--channel", &channel, "--provider", &kind],
+            &token_env,
+            &format!(r#"{{"access_token":"{id}x","expires_in":{expires_in}}}"#),
+        );
+        assert_no_panic("token set", &out);
+        let out = support::run_cli(&["channels"], &token_env);
+        assert_no_panic("channels", &out);
+        prop_assert_eq!(out.0, 0, "{:?}", out);
+    }
+}
+
+#[tokio::test]
+async fn dlq_replay_ignores_a_forged_routing_key_header() {
+    use lapin::options::BasicPublishOptions;
+    let broker = support::TestBroker::new("forgedkey").await;
+    let mut headers = FieldTable::default();
+    envelope::set_text(&mut headers, envelope::REASON_HEADER, "permanent");
+    envelope::set_text(&mut headers, envelope::ROUTING_KEY_HEADER, &"k".repeat(300));
+    let task = Task::new("builtin.noop", serde_json::json!({}));
+    broker
+        .ch
+        .basic_publish(
+            broker.topology.dead().into(),
+            "builtin.noop".into(),
+            BasicPublishOptions::default(),
+            &task.to_body(),
+            BasicProperties::default()
+                .with_message_id(task.id.clone().into())
+                .with_headers(headers),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let env = [("WARDEN_PREFIX", broker.prefix.as_str())];
+    support::eventually(
+        Duration::from_secs(10),
+        "the letter is in the queue",
+        || async { broker.queue_len(&broker.topology.dead()).await == 1 },
+    )
+    .await;
+    let out = support::run_cli(&["dlq", "replay"], &env);
+    assert_no_panic("dlq replay", &out);
+    assert_eq!(out.0, 0, "{out:?}");
+    assert!(out.1.contains("replayed 1"), "{out:?}");
+    assert_eq!(broker.queue_len(&broker.topology.tasks()).await, 1);
+}
+
+#[tokio::test]
+async fn a_channel_name_past_the_cap_is_dead_as_malformed_and_the_worker_lives() {
+    let broker = support::TestBroker::new("longchan").await;
+    let tap = broker.tap().await;
+    let worker = broker.spawn_worker(&[]);
+    worker.wait_ready(Duration::from_secs(20)).await;
+    let mut ids = Vec::new();
+    for len in [envelope::MAX_CHANNEL_BYTES + 1, 300, 1 << 16] {
+        let mut task = Task::new("builtin.noop", serde_json::json!({}));
+        task.channel = Some("c".repeat(len));
+        broker
+            .publish_raw("builtin.noop", &task.to_body(), &task.id)
+            .await;
+        ids.push(task.id);
+    }
+    let fine = broker.publish("builtin.noop", serde_json::json!({})).await;
+    ids.push(fine.clone());
+    tap.wait_terminal(&ids, Duration::from_secs(30)).await;
+    let endings = tap.endings();
+    for id in &ids[..3] {
+        assert_eq!(
+            endings[id],
+            [("task.dead".to_owned(), Some("malformed".to_owned()))],
+            "{id}"
+        );
+    }
+    assert_eq!(tap.terminal()[&fine], ["task.succeeded"]);
+    assert!(worker.ready().await);
+}

@@ -7,6 +7,7 @@ mod support;
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use fake_opentelemetry_collector::ExportedSpan;
 use lapin::types::{AMQPValue, FieldTable};
 use nix::sys::signal::Signal;
@@ -392,36 +393,92 @@ async fn cutting_the_broker_connection_turns_readyz_false_until_the_worker_is_ba
         ("WARDEN_AMQP_URL", url.as_str()),
         ("WARDEN_LIVENESS_LIMIT", "1s"),
     ]);
-    worker.wait_ready(READY).await;
-
-    proxy.down(true);
-    eventually(Duration::from_secs(10), "readyz to turn false", || {
-        let worker = &worker;
-        async move { !worker.ready().await }
-    })
-    .await;
-    let m = worker.metrics().await;
-    assert_eq!(m.get("warden_consumer_up"), Some(&0.0));
-    // An outage several times the liveness limit: reconnecting is not a hang,
-    // so Kubernetes must not restart the replica for it.
-    let outage = Instant::now();
-    let tries = proxy.accepted();
-    while outage.elapsed() < Duration::from_secs(3) || proxy.accepted() < tries + 2 {
-        let (live, _) = worker.get("/livez").await.expect("admin answers");
-        assert_eq!(live, 200, "livez failed while waiting for the broker");
-        assert!(!worker.ready().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    proxy.down(false);
-    worker.wait_ready(Duration::from_secs(30)).await;
-    let m = worker.metrics().await;
-    assert_eq!(m.get("warden_consumer_up"), Some(&1.0));
-    assert!(m.get("warden_broker_reconnects_total") >= Some(&1.0));
+    livez_holds_during_a_broker_outage(&worker, &proxy).await;
     // And it really consumes again.
     let tap = broker.tap().await;
     let id = broker.publish("builtin.noop", json!({})).await;
     tap.wait_terminal(&[id], Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn warden_reauth_keeps_livez_through_a_broker_outage_and_consumes_again() {
+    let broker = TestBroker::new("reauthlivez").await;
+    let proxy = support::proxy::TcpProxy::start("127.0.0.1:5672".parse().unwrap()).await;
+    let url = proxy.amqp_url();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("sqlite://{}/warden.db", dir.path().display());
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let mut env = broker.env();
+    env.extend(
+        [
+            ("WARDEN_AMQP_URL", url.as_str()),
+            ("WARDEN_LIVENESS_LIMIT", "1s"),
+            ("WARDEN_TOKEN_STORE", store.as_str()),
+            ("WARDEN_TOKEN_KEY", key.as_str()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    let reauth = WardenProc::spawn(&["reauth"], &env);
+    livez_holds_during_a_broker_outage(&reauth, &proxy).await;
+    // And it really consumes again: a request for a channel it does not know
+    // is acked and counted.
+    let body =
+        json!({"channel": "nobody", "failed_version": 1, "task_id": "t", "at": chrono::Utc::now()});
+    broker
+        .ch
+        .basic_publish(
+            "".into(),
+            broker.topology.reauth().into(),
+            Default::default(),
+            body.to_string().as_bytes(),
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the request to be handled", || {
+        let reauth = &reauth;
+        async move {
+            reauth
+                .metrics()
+                .await
+                .get(r#"warden_reauth_requests_ignored_total{why="not_configured"}"#)
+                == Some(&1.0)
+        }
+    })
+    .await;
+}
+
+/// Cuts `role`'s broker connection for several times its liveness limit:
+/// `/readyz` turns false, `/livez` stays true throughout (reconnecting is not a
+/// hang, so Kubernetes must not restart the replica for it), and once the
+/// broker is back the role is ready again.
+async fn livez_holds_during_a_broker_outage(role: &WardenProc, proxy: &support::proxy::TcpProxy) {
+    role.wait_ready(READY).await;
+    proxy.down(true);
+    eventually(
+        Duration::from_secs(10),
+        "readyz to turn false",
+        || async move { !role.ready().await },
+    )
+    .await;
+    let m = role.metrics().await;
+    assert_eq!(m.get("warden_consumer_up"), Some(&0.0));
+    let outage = Instant::now();
+    let tries = proxy.accepted();
+    while outage.elapsed() < Duration::from_secs(3) || proxy.accepted() < tries + 2 {
+        let (live, _) = role.get("/livez").await.expect("admin answers");
+        assert_eq!(live, 200, "livez failed while waiting for the broker");
+        assert!(!role.ready().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    proxy.down(false);
+    role.wait_ready(Duration::from_secs(30)).await;
+    let m = role.metrics().await;
+    assert_eq!(m.get("warden_consumer_up"), Some(&1.0));
+    assert!(m.get("warden_broker_reconnects_total") >= Some(&1.0));
 }
 
 #[tokio::test]

@@ -710,6 +710,181 @@ async fn reopening_runs_migrations_once_and_keeps_the_data(db: &Backend) {
     );
 }
 
+async fn an_expiry_past_year_9999_is_clamped_and_every_channel_still_lists(db: &Backend) {
+    let store = db.open(Keyring::generate()).await;
+    store
+        .put_token("sane", "demo", &tokens("t", None))
+        .await
+        .unwrap();
+    // What `Utc::now() + expires_in` gave for an `expires_in` around 3e11.
+    let far = TokenSet {
+        expires_at: Some(DateTime::<Utc>::MAX_UTC),
+        ..tokens("far", None)
+    };
+    store.put_token("far", "demo", &far).await.unwrap();
+    let listed = store
+        .list()
+        .await
+        .expect("one odd row must not break the listing");
+    assert_eq!(listed.len(), 2);
+    let expires = listed
+        .iter()
+        .find(|r| r.channel == "far")
+        .and_then(|r| r.token_expires_at)
+        .unwrap();
+    assert!(
+        expires <= Utc::now() + chrono::Duration::days(11 * 366),
+        "{expires}"
+    );
+    let (set, _) = store.token("far").await.unwrap().unwrap();
+    assert_eq!(
+        set.expires_at.map(|t| t.timestamp()),
+        Some(expires.timestamp())
+    );
+}
+
+impl Backend {
+    /// The store's URL as `WARDEN_TOKEN_STORE` takes it (PostgreSQL: this test's schema).
+    fn cli_url(&self) -> String {
+        match self {
+            Self::Sqlite { path, .. } => format!("sqlite://{}", path.display()),
+            Self::Postgres { schema } => {
+                format!("{}?options=-c%20search_path%3D{schema}", pg_url())
+            }
+        }
+    }
+
+    /// Writes a row exactly as warden did before HMAC key ids and version-bound associated
+    /// data: the AES key check value as id, `warden/token/v1/<channel>` as associated data.
+    async fn put_legacy_row(&self, key: &[u8; 32], channel: &str, access: &str) {
+        use aes_gcm::aead::{Aead as _, Payload};
+        use aes_gcm::aes::cipher::{BlockEncrypt as _, KeyInit as _};
+        use aes_gcm::{Aes256Gcm, Nonce};
+        let mut block = [0u8; 16].into();
+        aes_gcm::aes::Aes256::new(key.into()).encrypt_block(&mut block);
+        let key_id: String = block[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let nonce = rand::random::<[u8; 12]>();
+        let aad = format!("warden/token/v1/{channel}");
+        let payload = serde_json::json!({"v": 1, "access_token": access}).to_string();
+        let mut blob = nonce.to_vec();
+        blob.extend(
+            Aes256Gcm::new(key.into())
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: payload.as_bytes(),
+                        aad: aad.as_bytes(),
+                    },
+                )
+                .unwrap(),
+        );
+        let hex: String = blob.iter().map(|b| format!("{b:02x}")).collect();
+        let blob_sql = match self {
+            Self::Sqlite { .. } => format!("X'{hex}'"),
+            Self::Postgres { .. } => format!("'\\x{hex}'::bytea"),
+        };
+        self.exec(format!(
+            "UPDATE warden_channels SET version = 1, status = 'active', token_key_id = '{key_id}', \
+             token_ciphertext = {blob_sql} WHERE channel = '{channel}'"
+        ))
+        .await;
+    }
+}
+
+async fn an_old_ciphertext_of_the_same_channel_cannot_be_rolled_back_into_its_row(db: &Backend) {
+    let store = db.open(Keyring::generate()).await;
+    store
+        .put_token("acme", "demo", &tokens("revoked-token", None))
+        .await
+        .unwrap();
+    db.exec(
+        "CREATE TABLE saved AS SELECT token_key_id, token_ciphertext FROM warden_channels \
+         WHERE channel = 'acme'"
+            .to_owned(),
+    )
+    .await;
+    store
+        .put_token("acme", "demo", &tokens("fresh-token", None))
+        .await
+        .unwrap();
+    // Someone with write access to the table puts the old ciphertext back.
+    db.exec(
+        "UPDATE warden_channels SET \
+           token_key_id = (SELECT token_key_id FROM saved), \
+           token_ciphertext = (SELECT token_ciphertext FROM saved) \
+         WHERE channel = 'acme'"
+            .to_owned(),
+    )
+    .await;
+    let err = store.token("acme").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Decrypt {
+                source: DecryptError::Tampered,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+async fn rekey_lets_the_previous_key_go_and_every_channel_still_decrypts(db: &Backend) {
+    let (a, b) = (rand::random::<[u8; 32]>(), rand::random::<[u8; 32]>());
+    let store = db.open(Keyring::new(TokenKey::from_bytes(&a))).await;
+    for channel in ["one", "two"] {
+        store
+            .put_token(channel, "demo", &tokens(&format!("{channel}-token"), None))
+            .await
+            .unwrap();
+    }
+    store
+        .put_token("two", "demo", &tokens("two-token-v2", None))
+        .await
+        .unwrap();
+    store.ensure_channel("legacy", "demo").await.unwrap();
+    store.close().await;
+    db.put_legacy_row(&a, "legacy", "legacy-token").await;
+
+    let url = db.cli_url();
+    let (key_b, key_a) = (STANDARD.encode(b), STANDARD.encode(a));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["token", "rekey"])
+        .env_remove("WARDEN_CONFIG")
+        .env("WARDEN_TOKEN_STORE", &url)
+        .env("WARDEN_TOKEN_KEY", &key_b)
+        .env("WARDEN_TOKEN_KEY_PREVIOUS", &key_a)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("re-encrypted 3 token(s)"), "{stdout}");
+
+    // The previous key is gone: every channel opens with the current key alone.
+    let only_b = db.open(Keyring::new(TokenKey::from_bytes(&b))).await;
+    assert_eq!(
+        access_token(&only_b, "one").await,
+        ("one-token".to_owned(), 1)
+    );
+    assert_eq!(
+        access_token(&only_b, "two").await,
+        ("two-token-v2".to_owned(), 2)
+    );
+    assert_eq!(
+        access_token(&only_b, "legacy").await,
+        ("legacy-token".to_owned(), 1)
+    );
+    for channel in ["one", "two", "legacy"] {
+        assert_eq!(db.raw_key_id(channel).await, TokenKey::from_bytes(&b).id());
+    }
+    only_b.close().await;
+}
+
 macro_rules! store_suite {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -743,6 +918,9 @@ store_suite!(
     a_wrong_key_gives_a_clear_error,
     a_ciphertext_moved_to_another_channel_fails_authentication,
     reopening_runs_migrations_once_and_keeps_the_data,
+    an_expiry_past_year_9999_is_clamped_and_every_channel_still_lists,
+    an_old_ciphertext_of_the_same_channel_cannot_be_rolled_back_into_its_row,
+    rekey_lets_the_previous_key_go_and_every_channel_still_decrypts,
 );
 
 // ---------------------------------------------------------------------------------------------

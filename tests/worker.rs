@@ -239,24 +239,208 @@ async fn a_panic_a_timeout_and_a_thousand_bad_bodies_leave_the_worker_consuming(
     );
 }
 
-#[tokio::test]
-async fn a_message_that_kills_the_process_every_time_ends_in_dead_as_delivery_limit() {
-    let broker = TestBroker::with("abort", |s| s.delivery_limit = 3).await;
-    let id = broker.publish("builtin.abort", json!({})).await;
-    let mut crashes = 0;
-    while !dead_letters(&broker).await.contains_key(&id) {
+/// What became of one poison task among a thousand innocent ones.
+struct PoisonRun {
+    /// Times the worker process died (it is restarted after each, as
+    /// Kubernetes would).
+    worker_deaths: usize,
+    /// The poison's dead letter.
+    letter: warden::dlq::DeadLetter,
+}
+
+/// Puts `poison` in the middle of 1,000 `builtin.noop` tasks, runs a worker at
+/// concurrency 64 (restarting it whenever it dies) until every task has
+/// ended, and checks that every noop succeeded and nothing but the poison is
+/// dead. The broker's delivery limit is as high as it goes, so only warden
+/// can end the poison.
+async fn one_poison_among_a_thousand(
+    test: &str,
+    poison: (&str, serde_json::Value),
+    wrapper: &[&str],
+    extra: &[(&str, &str)],
+) -> PoisonRun {
+    let broker = TestBroker::with(test, |s| {
+        s.delivery_limit = warden::config::BROKER_DELIVERY_LIMIT;
+    })
+    .await;
+    let tap = broker.tap().await;
+    let mut noops = broker.publish_many("builtin.noop", json!({}), 500).await;
+    let poison_id = broker.publish(poison.0, poison.1).await;
+    noops.extend(broker.publish_many("builtin.noop", json!({}), 500).await);
+    let mut env = vec![("WARDEN_CONCURRENCY", "64")];
+    env.extend_from_slice(extra);
+
+    let mut worker_deaths = 0;
+    let mut all: Vec<String> = noops.clone();
+    all.push(poison_id.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    'run: loop {
+        let mut worker = broker.spawn_worker_wrapped(wrapper, &env);
+        loop {
+            let terminal = tap.terminal();
+            if all.iter().all(|id| terminal.contains_key(id)) {
+                break 'run;
+            }
+            if let Some(status) = worker.child.try_wait().unwrap() {
+                worker_deaths += 1;
+                assert!(
+                    worker_deaths <= 1,
+                    "the worker died {worker_deaths} times ({status}); log:\n{}",
+                    worker.logs()
+                );
+                continue 'run;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not every task ended within 120 s: {} of {}; log:\n{}",
+                all.iter().filter(|id| terminal.contains_key(*id)).count(),
+                all.len(),
+                worker.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    let endings = tap.endings();
+    for id in &noops {
         assert!(
-            crashes < 6,
-            "still not dead-lettered after {crashes} crashes"
+            endings[id].iter().all(|(rk, _)| rk == "task.succeeded"),
+            "an innocent task did not simply succeed: {:?}",
+            endings[id]
         );
-        let mut worker = broker.spawn_worker(&[]);
-        let status = worker.wait_exit(Duration::from_secs(20)).await;
-        assert!(!status.success(), "builtin.abort must kill the process");
-        crashes += 1;
     }
     assert_eq!(
-        crashes, 3,
-        "dead-lettered after exactly delivery-limit crashes"
+        endings[&poison_id],
+        [("task.dead".to_owned(), Some("crashed".to_owned()))]
+    );
+    let mut dead = dead_letters(&broker).await;
+    assert_eq!(dead.len(), 1, "only the poison is dead: {:?}", dead.keys());
+    let letter = dead.remove(&poison_id).expect("the poison's dead letter");
+    assert_eq!(letter.reason, "crashed");
+    PoisonRun {
+        worker_deaths,
+        letter,
+    }
+}
+
+#[tokio::test]
+async fn a_task_that_aborts_the_process_costs_one_worker_crash_and_no_other_task_its_outcome() {
+    let run = one_poison_among_a_thousand("abort", ("builtin.abort", json!({})), &[], &[]).await;
+    assert_eq!(run.worker_deaths, 1, "it first ran in the worker itself");
+    assert!(run.letter.error.contains("SIGABRT"), "{}", run.letter.error);
+}
+
+#[tokio::test]
+async fn a_task_that_segfaults_costs_one_worker_crash_and_no_other_task_its_outcome() {
+    let run = one_poison_among_a_thousand("segv", ("builtin.segfault", json!({})), &[], &[]).await;
+    assert_eq!(run.worker_deaths, 1);
+    assert!(run.letter.error.contains("SIGSEGV"), "{}", run.letter.error);
+}
+
+#[tokio::test]
+async fn a_memory_bomb_under_a_container_limit_dies_alone_in_the_sandbox_as_crashed() {
+    // The worker runs under a 1 GiB data limit, as in a container; the bomb
+    // kills it once there, then runs where WARDEN_SANDBOX_MEMORY holds it.
+    let run = one_poison_among_a_thousand(
+        "membomb",
+        ("builtin.membomb", json!({"mib": 4096})),
+        &["prlimit", "--data=1073741824", "--"],
+        &[("WARDEN_SANDBOX_MEMORY", "256MiB")],
+    )
+    .await;
+    assert_eq!(run.worker_deaths, 1);
+    assert!(run.letter.error.contains("SIGABRT"), "{}", run.letter.error);
+}
+
+#[tokio::test]
+async fn a_task_isolated_as_always_never_touches_the_worker_process() {
+    let run = one_poison_among_a_thousand(
+        "always",
+        ("builtin.abort", json!({})),
+        &[],
+        &[(
+            "WARDEN_TASK_TYPES",
+            r#"{"builtin.abort"={isolation="always"}}"#,
+        )],
+    )
+    .await;
+    assert_eq!(run.worker_deaths, 0);
+}
+
+#[tokio::test]
+async fn a_handler_that_never_yields_is_killed_in_the_sandbox_and_livez_stays_green() {
+    let broker = TestBroker::with("spin", |s| {
+        s.task_timeout = Duration::from_secs(1);
+        s.retry.base_delay = Duration::from_millis(100);
+        s.retry.max_attempts = 2;
+    })
+    .await;
+    let tap = broker.tap().await;
+    let worker = broker.spawn_worker(&[
+        (
+            "WARDEN_TASK_TYPES",
+            r#"{"builtin.spin"={isolation="always"}}"#,
+        ),
+        ("WARDEN_LIVENESS_LIMIT", "1s"),
+    ]);
+    worker.wait_ready(READY).await;
+    let spin = broker.publish("builtin.spin", json!({})).await;
+    let others = broker
+        .publish_many("builtin.sleep", json!({"ms": 10}), 50)
+        .await;
+    // Every probe while the spinning task runs and is killed, twice.
+    while !tap.terminal().contains_key(&spin) {
+        let (status, body) = worker.get("/livez").await.expect("/livez answers");
+        assert_eq!(status, 200, "/livez failed while a handler spun: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tap.wait_terminal(&others, Duration::from_secs(10)).await;
+    assert_eq!(
+        tap.endings()[&spin],
+        [("task.dead".to_owned(), Some("timeout_exhausted".to_owned()))]
+    );
+    assert_eq!(tap.count("task.retrying"), 1, "the timeout is transient");
+    let dead = dead_letters(&broker).await;
+    assert!(
+        dead[&spin].error.contains("sandbox"),
+        "{}",
+        dead[&spin].error
+    );
+    let metrics = worker.metrics().await;
+    assert_eq!(metrics["warden_sandbox_deaths_total"], 2.0, "killed twice");
+    assert_eq!(metrics["warden_broker_reconnects_total"], 0.0);
+}
+
+#[tokio::test]
+async fn a_worker_that_keeps_dying_for_another_reason_ends_the_message_as_delivery_limit() {
+    // A long task in flight while the worker is SIGKILLed three times (the
+    // node is drained, say): the fourth worker dead-letters it unrun.
+    let broker = TestBroker::with("dlimit", |s| s.delivery_limit = 3).await;
+    let tap = broker.tap().await;
+    let id = broker.publish("builtin.sleep", json!({"ms": 60_000})).await;
+    for _ in 0..3 {
+        let mut worker = broker.spawn_worker(&[]);
+        worker.wait_ready(READY).await;
+        eventually(
+            Duration::from_secs(10),
+            "the task to be running",
+            || async {
+                worker
+                    .metrics()
+                    .await
+                    .get("warden_tasks_in_flight")
+                    .is_some_and(|n| *n == 1.0)
+            },
+        )
+        .await;
+        worker.signal(Signal::SIGKILL);
+        worker.wait_exit(Duration::from_secs(10)).await;
+    }
+    let worker = broker.spawn_worker(&[]);
+    tap.wait_terminal(std::slice::from_ref(&id), Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        tap.endings()[&id],
+        [("task.dead".to_owned(), Some("delivery_limit".to_owned()))]
     );
     let dead = dead_letters(&broker).await;
     assert_eq!(dead[&id].reason, "delivery_limit");
@@ -267,9 +451,230 @@ async fn a_message_that_kills_the_process_every_time_ends_in_dead_as_delivery_li
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"reason\":\"delivery_limit\""), "{out}");
-    // A fresh worker now consumes normally.
+    assert!(worker.ready().await);
+}
+
+#[tokio::test]
+async fn huge_headers_never_close_the_connection_and_every_task_reaches_its_outcome() {
+    let broker = TestBroker::new("headers").await;
+    let tap = broker.tap().await;
+    let worker = broker.spawn_worker(&[("WARDEN_CONCURRENCY", "64")]);
+    worker.wait_ready(READY).await;
+    let header_task = |size: usize| {
+        let mut h = lapin::types::FieldTable::default();
+        h.insert(
+            "x-producer-blob".into(),
+            lapin::types::AMQPValue::LongString("b".repeat(size).into()),
+        );
+        h
+    };
+    let mut normal = broker.publish_many("builtin.noop", json!({}), 250).await;
+    // Dead letters carry warden's headers on top of the producer's: 20 KB,
+    // 8,000 bytes (an 8 KiB frame overflowed once warden added its own), and
+    // one that leaves warden no room in the broker's 128 KiB frame at all.
+    let mut big = HashMap::new();
+    for size in [20_000, 8_000, 129_000] {
+        let id = uuid::Uuid::new_v4().to_string();
+        let body =
+            json!({"id": id, "type": "builtin.fail", "payload": {"times": 1, "kind": "permanent"}});
+        broker
+            .publish_raw_with_headers(
+                "builtin.fail",
+                body.to_string().as_bytes(),
+                &id,
+                header_task(size),
+            )
+            .await;
+        big.insert(size, id);
+    }
+    normal.extend(broker.publish_many("builtin.noop", json!({}), 250).await);
+    let mut all = normal.clone();
+    all.extend(big.values().cloned());
+    tap.wait_terminal(&all, Duration::from_secs(60)).await;
+
+    let endings = tap.endings();
+    assert!(
+        normal
+            .iter()
+            .all(|id| endings[id].iter().all(|(rk, _)| rk == "task.succeeded"))
+    );
+    for id in big.values() {
+        assert_eq!(
+            endings[id],
+            [("task.dead".to_owned(), Some("permanent".to_owned()))]
+        );
+    }
+    let metrics = worker.metrics().await;
+    assert_eq!(
+        metrics["warden_broker_reconnects_total"], 0.0,
+        "the connection was never closed"
+    );
+
+    // The dead letters: the two that fit keep the producer's header; the one
+    // that could not says what was dropped. `dlq list` reads them all.
+    let dead = dead_letters(&broker).await;
+    assert_eq!(dead.len(), 3);
+    assert!(!dead[&big[&20_000]].error.contains("dropped"));
+    let dropped = &dead[&big[&129_000]].error;
+    assert!(dropped.contains("injected permanent failure"), "{dropped}");
+    assert!(
+        dropped.contains("dropped 1 foreign header(s)") && dropped.contains("x-producer-blob"),
+        "{dropped}"
+    );
+    let prefix = broker.prefix.clone();
+    let listing = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || {
+            run_cli(&["dlq", "list", "--json"], &[("WARDEN_PREFIX", &prefix)])
+        }),
+    )
+    .await
+    .expect("dlq list never hangs")
+    .unwrap();
+    assert_eq!(listing.0, 0, "{}", listing.2);
+    assert_eq!(
+        listing.1.matches("\"reason\":\"permanent\"").count(),
+        3,
+        "{}",
+        listing.1
+    );
+}
+
+#[tokio::test]
+async fn a_rollout_that_changes_the_delivery_limit_and_the_park_time_just_works() {
+    let broker = TestBroker::new("rollout").await;
+    let tap = broker.tap().await;
+    let old = broker.spawn_worker(&[("WARDEN_DELIVERY_LIMIT", "3"), ("WARDEN_PARK_TTL", "5s")]);
+    old.wait_ready(READY).await;
+    // Both at once, as in a rolling update.
+    let new = broker.spawn_worker(&[("WARDEN_DELIVERY_LIMIT", "5"), ("WARDEN_PARK_TTL", "20s")]);
+    new.wait_ready(READY).await;
+    let ids = broker.publish_many("builtin.noop", json!({}), 200).await;
+    tap.wait_terminal(&ids, Duration::from_secs(30)).await;
+    assert!(old.ready().await && new.ready().await);
+}
+
+#[tokio::test]
+async fn queues_of_an_older_warden_are_named_in_the_error_and_migrate_keeps_their_messages() {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let broker = TestBroker::new("migrate").await;
+    let t = &broker.topology;
+    // `{p}.tasks` and `{p}.parked` as warden 0.1 declared them, its delivery
+    // limit and park time in their arguments, with tasks waiting in them.
+    let text = |s: &str| AMQPValue::LongString(s.into());
+    let table = |entries: Vec<(&str, AMQPValue)>| {
+        let mut f = FieldTable::default();
+        for (k, v) in entries {
+            f.insert(k.into(), v);
+        }
+        f
+    };
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for q in [t.tasks(), t.parked()] {
+        broker
+            .ch
+            .queue_delete(q.into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    }
+    broker
+        .ch
+        .queue_declare(
+            t.tasks().into(),
+            durable,
+            table(vec![
+                ("x-queue-type", text("quorum")),
+                ("x-delivery-limit", AMQPValue::LongLongInt(2)),
+                ("x-dead-letter-exchange", text(&t.dead())),
+                ("x-dead-letter-strategy", text("at-least-once")),
+                ("x-overflow", text("reject-publish")),
+            ]),
+        )
+        .await
+        .unwrap();
+    broker
+        .ch
+        .queue_declare(
+            t.parked().into(),
+            durable,
+            table(vec![
+                ("x-queue-type", text("quorum")),
+                ("x-message-ttl", AMQPValue::LongLongInt(30_000)),
+                ("x-dead-letter-exchange", text(&t.tasks())),
+                ("x-dead-letter-strategy", text("at-least-once")),
+                ("x-overflow", text("reject-publish")),
+            ]),
+        )
+        .await
+        .unwrap();
+    broker
+        .ch
+        .queue_bind(
+            t.tasks().into(),
+            t.tasks().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let ids = broker.publish_many("builtin.noop", json!({}), 50).await;
+
+    let refused = broker.spawn_worker(&[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !refused.logs().contains("warden topology migrate") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no declare error naming the fix in the log:\n{}",
+            refused.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let logs = refused.logs();
+    assert!(
+        logs.contains(&format!(
+            "queue '{}' exists with x-delivery-limit = 2, but this warden declares 20",
+            t.tasks()
+        )),
+        "{logs}"
+    );
+    assert!(!refused.ready().await);
+    drop(refused);
+
+    let (code, out, err) = run_cli(
+        &["topology", "migrate"],
+        &[("WARDEN_PREFIX", &broker.prefix)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(
+            "{}: x-delivery-limit 2 -> 20; 50 message(s)",
+            t.tasks()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{}: x-message-ttl 30000 -> none", t.parked())),
+        "{out}"
+    );
+    let (code, out, _) = run_cli(
+        &["topology", "migrate"],
+        &[("WARDEN_PREFIX", &broker.prefix)],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("already has the current arguments"), "{out}");
+
+    let tap = broker.tap().await;
     let worker = broker.spawn_worker(&[]);
     worker.wait_ready(READY).await;
+    tap.wait_terminal(&ids, Duration::from_secs(30)).await;
+    // Producers' tasks still route to the new queue.
+    let more = broker.publish_many("builtin.noop", json!({}), 10).await;
+    tap.wait_terminal(&more, Duration::from_secs(30)).await;
 }
 
 #[tokio::test]

@@ -14,10 +14,11 @@
 //! | `replicas` | 1 and 2 `warden worker` processes (c=64) on the same N | msg/s, × ceiling; peak RSS |
 //! | `tracing` | one `warden worker` process (c=64, events on), export off, on (OTLP/HTTP, 100 % sampled, to a sink the bench starts), off | msg/s, × the export-off runs around it |
 //! | `startup` | `warden worker` started on an idle queue | time to `/readyz`; idle RSS |
+//! | `suspects` | one `warden worker` process (c=64) through a TCP proxy the bench cuts a third of the way into N, with a full prefetch window in flight | suspects run in the sandbox, cut → last suspect started, cut → back at 90 % of the speed before |
 //! | `reauth` | worker + `warden reauth` + simulated provider in this process; a token revoked, one task published | first 401 → token stored, → parked task done; browser cold and warm, `--reauth-runs` each |
 //!
 //! **The ceiling** is a raw lapin consumer at prefetch 1000 acking every 500
-//! messages with one `multiple` ack (DESIGN.md §5): what the broker gives a
+//! messages with one `multiple` ack: what the broker gives a
 //! client that does nothing. It runs before and after every measurement that
 //! is compared with it, and each ratio divides by the mean of those two runs,
 //! so the drift of a shared 2-core machine cancels out. Later rounds run the
@@ -31,6 +32,7 @@ mod publish;
 mod reauth;
 pub mod report;
 mod sink;
+mod suspects;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -68,6 +70,9 @@ pub enum Scenario {
     Tracing,
     /// Revoked token → stored → parked task done, browser cold and warm.
     Reauth,
+    /// A cut connection: how fast the redelivered suspects drain in the
+    /// sandbox, and how long until the worker is back to speed.
+    Suspects,
 }
 
 impl Scenario {
@@ -82,6 +87,7 @@ impl Scenario {
             Scenario::Startup => "startup",
             Scenario::Tracing => "tracing",
             Scenario::Reauth => "reauth",
+            Scenario::Suspects => "suspects",
         }
     }
 }
@@ -103,6 +109,7 @@ const LATENCY_SECS: f64 = 3.0;
 const STARTUP_SAMPLES: u32 = 3;
 const TRACING_CONCURRENCY: u16 = 64;
 const EXPORT_OFF: &str = "export off";
+const SUSPECTS_CONCURRENCY: u16 = 64;
 
 /// One thing the bench does, in the order it does them.
 #[derive(Debug, Clone, Copy)]
@@ -121,6 +128,8 @@ enum Step {
     /// A worker process draining N, exporting spans or not.
     Traced(bool),
     Reauth,
+    /// A worker process whose connection is cut mid-drain.
+    Suspects,
 }
 
 impl Step {
@@ -137,6 +146,7 @@ impl Step {
             Step::Latency => "latency".into(),
             Step::Startup => "start-up".into(),
             Step::Reauth => "re-auth".into(),
+            Step::Suspects => "suspects after a cut".into(),
             Step::Traced(on) => format!("export {}", if on { "on" } else { "off" }),
         }
     }
@@ -162,6 +172,9 @@ fn plan(args: &BenchArgs) -> Vec<Step> {
         }
         if has(Scenario::Publish) {
             steps.extend([Step::RawPublish, Step::WardenPublish, Step::RawPublish]);
+        }
+        if has(Scenario::Suspects) {
+            steps.push(Step::Suspects);
         }
         let mut measured = Vec::new();
         if has(Scenario::Baseline) {
@@ -498,6 +511,41 @@ impl Ctx {
                     }
                 }
             }
+            Step::Suspects => {
+                self.prefill(n).await?;
+                let c = suspects::measure(
+                    &self.env,
+                    self.children()?,
+                    SUSPECTS_CONCURRENCY,
+                    n,
+                    self.counter(&what, n),
+                )
+                .await?;
+                let variant = format!(
+                    "warden worker process c={SUSPECTS_CONCURRENCY}, connection cut with its window in flight"
+                );
+                let v = variant.as_str();
+                out.sample(
+                    ("suspects", v, "drain rate before the cut", "msg/s"),
+                    None,
+                    c.before,
+                );
+                out.sample(
+                    ("suspects", v, "suspects run in the sandbox", "tasks"),
+                    None,
+                    c.suspects,
+                );
+                out.sample(
+                    ("suspects", v, "cut → last suspect started", "ms"),
+                    None,
+                    c.suspects_ms,
+                );
+                out.sample(
+                    ("suspects", v, "cut → back at 90 % speed", "ms"),
+                    None,
+                    c.recovered_ms,
+                );
+            }
             Step::Startup => {
                 for i in 0..STARTUP_SAMPLES {
                     self.bar
@@ -563,7 +611,11 @@ pub async fn run(
     let spawns = args.scenarios.iter().any(|s| {
         matches!(
             s,
-            Scenario::Backlog | Scenario::Replicas | Scenario::Startup | Scenario::Tracing
+            Scenario::Backlog
+                | Scenario::Replicas
+                | Scenario::Startup
+                | Scenario::Tracing
+                | Scenario::Suspects
         )
     });
     let children = if spawns {

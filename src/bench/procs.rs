@@ -78,6 +78,21 @@ impl Worker {
         events: bool,
         otlp: Option<&str>,
     ) -> anyhow::Result<Self> {
+        Self::spawn_with(config, concurrency, events, otlp, None)
+    }
+
+    /// [`Worker::spawn`], connecting to `amqp_url` instead of the bench's
+    /// broker URL (a proxy in front of it, say).
+    ///
+    /// # Errors
+    /// The binary cannot be started.
+    pub fn spawn_with(
+        config: &ChildConfig,
+        concurrency: u16,
+        events: bool,
+        otlp: Option<&str>,
+        amqp_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let exe = std::env::current_exe().context("finding the warden binary")?;
         let mut cmd = Command::new(exe);
@@ -95,6 +110,9 @@ impl Worker {
             cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
                 .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
                 .env("OTEL_TRACES_SAMPLER", "always_on");
+        }
+        if let Some(url) = amqp_url {
+            cmd.env("WARDEN_AMQP_URL", url);
         }
         let child = cmd
             .env("WARDEN_CONCURRENCY", concurrency.to_string())
@@ -151,6 +169,26 @@ impl Worker {
             .text()
             .await?;
         Ok(succeeded_in(&text))
+    }
+
+    /// The value of the unlabelled metric `name` (e.g.
+    /// `warden_suspects_total`), 0 when absent.
+    ///
+    /// # Errors
+    /// The admin server does not answer.
+    pub async fn counter(&self, name: &str) -> anyhow::Result<u64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .map_or(0, |v| v as u64))
     }
 
     /// A `kB` field of `/proc/<pid>/status`, in MiB.

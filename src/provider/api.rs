@@ -85,7 +85,8 @@ pub(super) async fn me(State(state): State<ProviderState>, headers: HeaderMap) -
     }
 }
 
-/// `POST /api/channels/{channel}/posts`: publishes the JSON body for the channel.
+/// `POST /api/channels/{channel}/posts`: publishes the JSON body for the channel; a
+/// body with `"reject": true` is refused with a 400 that echoes it.
 pub(super) async fn create_post(
     State(state): State<ProviderState>,
     Path(channel): Path<String>,
@@ -97,7 +98,25 @@ pub(super) async fn create_post(
     if let Some(fault) = state.take_fault(&channel) {
         return fault_response(&fault);
     }
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        state.record_idempotency_key(&channel, key);
+    }
     match state.check_bearer(bearer(&headers), Some(&channel)) {
+        // A payload asking for it is refused as invalid input, echoed back
+        // the way many APIs do: what the producer wrote (an `invalid_token`,
+        // say) ends up in a 4xx body.
+        BearerCheck::Valid { .. }
+            if body
+                .as_ref()
+                .is_some_and(|Json(v)| v.get("reject") == Some(&Value::Bool(true))) =>
+        {
+            let input = body.map(|Json(v)| v).unwrap_or_default();
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": "validation_failed", "input": input })),
+            )
+                .into_response()
+        }
         BearerCheck::Valid { .. } => {
             let id = uuid::Uuid::new_v4().to_string();
             let size = body.map_or(0, |Json(v)| v.to_string().len());

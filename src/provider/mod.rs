@@ -210,7 +210,27 @@ pub fn router(state: ProviderState) -> Router {
             post(api::set_fault).delete(api::clear_fault),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), outage))
         .with_state(state)
+}
+
+/// Answers the OAuth side (authorization, login, TOTP, consent, token) with
+/// the status of an outage set by [`ProviderState::set_outage`].
+async fn outage(
+    axum::extract::State(state): axum::extract::State<ProviderState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let path = request.uri().path();
+    if (path.starts_with("/oauth/") || path.starts_with("/login"))
+        && let Some(status) = state.outage_answer()
+    {
+        let status = axum::http::StatusCode::from_u16(status)
+            .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        return (status, "the identity service is unavailable\n").into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves the provider on `listener` until `shutdown` is cancelled, then finishes in-flight
@@ -347,6 +367,9 @@ pub fn oauth_client(
         error_selector: Some(".error[role=alert]".into()),
         totp: TotpSettings::default(),
         pkce: true,
+        // The simulator serves plain http wherever it is bound (the compose
+        // demo names it by a service host); there is no real secret to protect.
+        plain_http: true,
     };
     provider
         .validate()

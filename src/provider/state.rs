@@ -51,6 +51,9 @@ struct Inner {
     hold: tokio::sync::watch::Sender<bool>,
     /// Login submissions waiting on `hold` right now.
     held: std::sync::atomic::AtomicUsize,
+    /// While non-zero, the status every login page and token request is
+    /// answered with (see [`ProviderState::set_outage`]).
+    outage: std::sync::atomic::AtomicU16,
 }
 
 #[derive(Default)]
@@ -169,6 +172,9 @@ pub struct ProviderStats {
     pub api_ok: u64,
     /// API calls answered 401/403.
     pub api_rejected: u64,
+    /// Login pages and token requests answered with the outage status.
+    #[serde(default)]
+    pub outage_answers: u64,
     /// Counters per channel.
     pub channels: BTreeMap<String, ChannelStats>,
 }
@@ -205,6 +211,9 @@ pub struct ChannelStats {
     pub api_faults: u64,
     /// Admin revocations (all tokens or access tokens only).
     pub revocations: u64,
+    /// The `Idempotency-Key` of every API call that carried one, in order.
+    #[serde(default)]
+    pub idempotency_keys: Vec<String>,
 }
 
 /// Outcome of checking a bearer token for a channel.
@@ -249,6 +258,7 @@ impl ProviderState {
                 data: Mutex::new(Data::default()),
                 hold: tokio::sync::watch::Sender::new(false),
                 held: std::sync::atomic::AtomicUsize::new(0),
+                outage: std::sync::atomic::AtomicU16::new(0),
             }),
         })
     }
@@ -328,6 +338,37 @@ impl ProviderState {
     /// it, say). Releasing lets the waiting submissions through.
     pub fn hold_logins(&self, hold: bool) {
         self.inner.hold.send_replace(hold);
+    }
+
+    /// With `Some(status)`, the OAuth side of the provider is down: every
+    /// authorization page, login page and token request is answered with
+    /// `status` (a 503, say) until `None`. The API and admin endpoints stay
+    /// up, as when only the identity service of a platform fails.
+    pub fn set_outage(&self, status: Option<u16>) {
+        self.inner
+            .outage
+            .store(status.unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The status of an outage set by [`Self::set_outage`], counting the
+    /// answer it is about to be sent as.
+    pub(super) fn outage_answer(&self) -> Option<u16> {
+        match self.inner.outage.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            status => {
+                self.data().stats.outage_answers += 1;
+                Some(status)
+            }
+        }
+    }
+
+    /// Records the `Idempotency-Key` an API call for `channel` carried.
+    pub(super) fn record_idempotency_key(&self, channel: &str, key: &str) {
+        self.data()
+            .stats
+            .channel(channel)
+            .idempotency_keys
+            .push(key.to_owned());
     }
 
     /// How many login submissions are waiting on [`Self::hold_logins`] now.

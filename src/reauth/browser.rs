@@ -3,7 +3,9 @@
 //!
 //! Environment (see `scripts/setup-playwright.sh`, which prints both):
 //! - `PLAYWRIGHT_DRIVER_PATH`: a directory holding `node` and `package/` (playwright-core
-//!   1.64.0). playwright-rs reads it from the environment only.
+//!   1.64.0). playwright-rs reads it from the environment only, and starts the driver with
+//!   warden's whole environment (it offers no way to set it), so the script's `node` is a
+//!   shim that runs Node with an allowlisted environment instead.
 //! - `PLAYWRIGHT_NO_SIGNAL_HANDLER=1`: otherwise playwright-rs installs a SIGINT handler that
 //!   exits with 130, skipping warden's graceful shutdown.
 //!
@@ -12,13 +14,15 @@
 //!   crate's pending calls never resolve, so the driver's own timeouts are not enough.
 //! - The authorization code is read from `context.on_request`, which sees every redirect hop,
 //!   rather than from `route()`, which does not see the 302 that carries the code.
-//! - Navigation is restricted twice: `route("**/*")` aborts requests to hosts outside the
-//!   allowlist, and `on_request` fails the login if a redirect hop (invisible to `route`)
-//!   heads elsewhere.
+//! - Navigation is restricted three times: `route("**/*")` aborts requests to hosts outside
+//!   the allowlist, `on_request` fails the login if a redirect hop (invisible to `route`)
+//!   heads elsewhere, and Chromium's own resolver resolves no host outside the allowlists
+//!   (`--host-resolver-rules`), so a redirect hop fails before a byte leaves. WebSockets,
+//!   which `route` does not see either, go through `route_web_socket` and the same check.
 //! - Chromium is launched with a marker in its environment, so the driver can find its own
 //!   processes (and only those) to report them or to kill stragglers after a teardown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,6 +66,16 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CRASHED_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on taking the failure screenshot and HTML.
 const ARTIFACT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Login artifacts kept at most: the newest this many directories...
+const MAX_ARTIFACT_DIRS: usize = 50;
+/// ...and none older than this. Screenshots of login pages are sensitive; they are for
+/// looking into a recent failure, not an archive.
+const ARTIFACT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Runs in the page before the screenshot: every form field that holds text shows a mask
+/// instead, so no typed value (password, TOTP code) is ever drawn into the image.
+const MASK_FIELDS: &str = "document.querySelectorAll('input, textarea').forEach(e => { \
+     if (e.type !== 'hidden' && e.type !== 'submit' && e.type !== 'button' && e.value) \
+     { e.value = '********'; } })";
 /// Environment variables Chromium keeps; the rest of warden's environment (token keys,
 /// channel passwords referenced by `env:`) is not handed to the process that runs web pages.
 const BROWSER_ENV: &[&str] = &[
@@ -96,6 +110,11 @@ pub struct LoginDriverConfig {
     pub launch_timeout: Duration,
     /// Logins running at once; further ones wait (within their own timeout).
     pub max_concurrent_logins: usize,
+    /// Hosts Chromium resolves (`allowed_hosts` entries, ports ignored): those of every
+    /// configured provider, so one browser serves them all. A login whose provider names
+    /// another host relaunches the browser with that host added. Chromium resolves nothing
+    /// else, so a redirect hop off the allowlist fails before a request leaves.
+    pub resolvable_hosts: Vec<String>,
 }
 
 impl Default for LoginDriverConfig {
@@ -106,6 +125,7 @@ impl Default for LoginDriverConfig {
             artifacts_dir: None,
             launch_timeout: Duration::from_secs(30),
             max_concurrent_logins: 2,
+            resolvable_hosts: Vec::new(),
         }
     }
 }
@@ -211,6 +231,8 @@ struct Running {
     poisoned: Arc<AtomicBool>,
     /// Turns true when Playwright reports the browser disconnected.
     gone: watch::Receiver<bool>,
+    /// The hosts its `--host-resolver-rules` let it resolve.
+    hosts: BTreeSet<String>,
 }
 
 /// What a login needs of the running browser.
@@ -311,7 +333,7 @@ impl LoginDriver {
     /// # Errors
     /// Returns [`LoginErrorKind::Other`] when the driver or browser cannot start.
     pub async fn warm_up(&self) -> Result<(), LoginError> {
-        self.browser().await.map(|_| ())
+        self.handles(&BTreeSet::new()).await.map(|_| ())
     }
 
     /// Pid of this driver's main Chromium process (the one Playwright launched), if running.
@@ -364,7 +386,7 @@ impl LoginDriver {
         let mut attempt = 0;
         let (context, handles) = loop {
             attempt += 1;
-            let handles = timeout_at(deadline, self.handles())
+            let handles = timeout_at(deadline, self.handles(&resolvable_hosts(provider)))
                 .await
                 .map_err(|_| timed_out())??;
             let opened = timeout_at(
@@ -462,13 +484,9 @@ impl LoginDriver {
         result
     }
 
-    async fn browser(&self) -> Result<Browser, LoginError> {
-        self.handles().await.map(|h| h.browser)
-    }
-
-    /// The running browser, (re)launching it when there is none, it disconnected, or a
-    /// login poisoned it.
-    async fn handles(&self) -> Result<Handles, LoginError> {
+    /// The running browser, (re)launching it when there is none, it disconnected, a login
+    /// poisoned it, or it cannot resolve one of `hosts`.
+    async fn handles(&self, hosts: &BTreeSet<String>) -> Result<Handles, LoginError> {
         let mut running = self.running.lock().await;
         if self.closed.load(Ordering::SeqCst) {
             return Err(LoginError::new(
@@ -479,21 +497,34 @@ impl LoginDriver {
         if let Some(r) = running.as_ref()
             && r.browser.is_connected()
             && !r.poisoned.load(Ordering::SeqCst)
+            && hosts.is_subset(&r.hosts)
         {
             return Ok(r.handles());
         }
+        let mut wanted: BTreeSet<String> = self
+            .config
+            .resolvable_hosts
+            .iter()
+            .filter_map(|h| resolver_host(h))
+            .collect();
+        wanted.extend(hosts.iter().cloned());
         if let Some(old) = running.take() {
-            tracing::warn!("browser or driver died; relaunching");
+            if hosts.is_subset(&old.hosts) {
+                tracing::warn!("browser or driver died; relaunching");
+            } else {
+                tracing::info!("a provider names hosts the browser cannot resolve; relaunching");
+            }
+            wanted.extend(old.hosts.iter().cloned());
             teardown(old).await;
             self.kill_stragglers();
         }
-        let fresh = self.launch().await?;
+        let fresh = self.launch(wanted).await?;
         let handles = fresh.handles();
         *running = Some(fresh);
         Ok(handles)
     }
 
-    async fn launch(&self) -> Result<Running, LoginError> {
+    async fn launch(&self, hosts: BTreeSet<String>) -> Result<Running, LoginError> {
         let started = Instant::now();
         let limit = self.config.launch_timeout;
         let launch_error = |what: &str, e: &dyn std::fmt::Display| {
@@ -505,6 +536,7 @@ impl LoginDriver {
             Err(_) => return Err(launch_error("the Playwright driver", &"timed out")),
         };
         let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| (*f).to_owned()).collect();
+        args.push(format!("--host-resolver-rules={}", resolver_rules(&hosts)));
         args.extend(self.config.extra_args.iter().cloned());
         let mut env: HashMap<String, String> = std::env::vars()
             .filter(|(k, _)| BROWSER_ENV.contains(&k.as_str()) || k.starts_with("LC_"))
@@ -557,6 +589,7 @@ impl LoginDriver {
             browser,
             poisoned: Arc::new(AtomicBool::new(false)),
             gone,
+            hosts,
         })
     }
 
@@ -611,21 +644,35 @@ impl LoginDriver {
                 return None;
             }
         };
-        let screenshot = timeout(
-            ARTIFACT_TIMEOUT,
-            page.screenshot(
-                ScreenshotOptions::builder()
-                    .full_page(true)
-                    .timeout(duration_ms(ARTIFACT_TIMEOUT))
-                    .build(),
-            ),
-        )
-        .await;
-        if let Ok(Ok(png)) = screenshot {
+        // Masked first: without it, a field typed into shows its value (or a password's
+        // length) in the image. If masking fails, no screenshot is taken.
+        let masked = matches!(
+            timeout(ARTIFACT_TIMEOUT, page.evaluate_expression(MASK_FIELDS)).await,
+            Ok(Ok(()))
+        );
+        let screenshot = if masked {
+            Some(
+                timeout(
+                    ARTIFACT_TIMEOUT,
+                    page.screenshot(
+                        ScreenshotOptions::builder()
+                            .full_page(true)
+                            .timeout(duration_ms(ARTIFACT_TIMEOUT))
+                            .build(),
+                    ),
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        if let Some(Ok(Ok(png))) = screenshot {
             write_private(&dir.join("page.png"), &png);
         }
-        if let Ok(Ok(html)) = timeout(ARTIFACT_TIMEOUT, page.content()).await {
-            write_private(&dir.join("page.html"), credentials.redact(&html).as_bytes());
+        if let Ok(Ok(html)) = timeout(ARTIFACT_TIMEOUT, page.content()).await
+            && let Some(html) = redact_html(&html, credentials)
+        {
+            write_private(&dir.join("page.html"), html.as_bytes());
         }
         let summary = format!(
             "channel: {}\nkind: {}\nurl: {}\nerror: {}\n",
@@ -636,8 +683,44 @@ impl LoginDriver {
         );
         write_private(&dir.join("error.txt"), summary.as_bytes());
         tracing::info!(dir = %dir.display(), "saved login failure artifacts");
+        prune_artifacts(root, MAX_ARTIFACT_DIRS, ARTIFACT_MAX_AGE);
         Some(dir)
     }
+}
+
+/// The host part of an `allowed_hosts` entry (`host`, `host:port`, `*.domain`, `[v6]:port`),
+/// lower-cased, as Chromium's resolver rules name hosts.
+fn resolver_host(entry: &str) -> Option<String> {
+    let entry = entry.trim().to_ascii_lowercase();
+    let host = if let Some(rest) = entry.strip_prefix('[') {
+        format!("[{}]", rest.split(']').next()?)
+    } else {
+        match entry.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h.to_owned(),
+            _ => entry,
+        }
+    };
+    // Commas and spaces separate rules: such an entry names no host anyway.
+    (!host.is_empty() && !host.contains([',', ' '])).then_some(host)
+}
+
+/// The hosts a login with `provider` needs resolved: its allowlist, and the redirect URI's
+/// host (the code is read off that hop, so it must at least be attempted).
+fn resolvable_hosts(provider: &OAuthProvider) -> BTreeSet<String> {
+    provider
+        .allowed_hosts
+        .iter()
+        .filter_map(|h| resolver_host(h))
+        .chain(provider.redirect_uri.host_str().and_then(resolver_host))
+        .collect()
+}
+
+/// `--host-resolver-rules`: nothing resolves except `hosts`.
+fn resolver_rules(hosts: &BTreeSet<String>) -> String {
+    std::iter::once("MAP * ~NOTFOUND".to_owned())
+        .chain(hosts.iter().map(|h| format!("EXCLUDE {h}")))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn teardown(running: Running) {
@@ -919,6 +1002,33 @@ impl<'a> Session<'a> {
             .await
             .map_err(|e| Failure::from_playwright("watch requests", &e))?;
 
+        // `route` never sees WebSockets: they get their own handler and the same check.
+        let (p, tx) = (Arc::clone(&provider), Arc::clone(&send));
+        context
+            .route_web_socket("**/*", move |ws| {
+                let (p, tx) = (Arc::clone(&p), Arc::clone(&tx));
+                async move {
+                    let parsed = Url::parse(ws.url()).ok();
+                    let allowed = parsed.as_ref().is_some_and(|u| {
+                        // The allowlist is written for http(s); ws(s) is the same origin.
+                        let mut http = u.clone();
+                        let scheme = if u.scheme() == "wss" { "https" } else { "http" };
+                        http.set_scheme(scheme).is_ok() && p.url_allowed(&http)
+                    });
+                    if allowed {
+                        return ws.connect_to_server().await;
+                    }
+                    let host = parsed
+                        .and_then(|u| u.host_str().map(str::to_owned))
+                        .unwrap_or_else(|| "a non-ws URL".to_owned());
+                    tracing::warn!(%host, "blocked a WebSocket outside allowed_hosts");
+                    tx(Signal::Blocked(host));
+                    ws.close(None).await
+                }
+            })
+            .await
+            .map_err(|e| Failure::from_playwright("restrict WebSockets", &e))?;
+
         let (p, tx) = (provider, send);
         context
             .route("**/*", move |route| {
@@ -1088,6 +1198,59 @@ fn classify_request(provider: &OAuthProvider, url: &str) -> Option<Signal> {
 
 // ----- artifacts -------------------------------------------------------------------------------
 
+/// The page's HTML with every form value and script body replaced, found by parsing the
+/// HTML (a string search misses a secret that the page escaped or encoded), then with any
+/// credential still in the text replaced too. `None` when the page cannot be parsed: then
+/// nothing is saved rather than something unredacted.
+fn redact_html(html: &str, credentials: &super::flow::ChannelCredentials) -> Option<String> {
+    use lol_html::html_content::ContentType;
+    use lol_html::{RewriteStrSettings, element, rewrite_str};
+    const MASK: &str = "[REDACTED]";
+    let settings = RewriteStrSettings::new()
+        // What a field holds, typed or put there by the page (CSRF tokens, state).
+        .append_element_content_handler(element!("[value]", |el| {
+            el.set_attribute("value", MASK)?;
+            Ok(())
+        }))
+        .append_element_content_handler(element!("textarea, script", |el| {
+            el.set_inner_content(MASK, ContentType::Text);
+            Ok(())
+        }));
+    let rewritten = rewrite_str(html, settings).ok()?;
+    Some(credentials.redact(&rewritten))
+}
+
+/// Deletes artifact directories under `root` beyond the newest `keep`, and any older than
+/// `max_age`. Names start with a UTC timestamp, so they sort by age.
+fn prune_artifacts(root: &Path, keep: usize, max_age: Duration) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let mut dirs: Vec<(String, PathBuf, Option<std::time::SystemTime>)> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| {
+            let modified = e.metadata().and_then(|m| m.modified()).ok();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path(),
+                modified,
+            )
+        })
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (i, (_, path, modified)) in dirs.iter().enumerate() {
+        let too_old = modified
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if (i >= keep || too_old)
+            && let Err(e) = std::fs::remove_dir_all(path)
+        {
+            tracing::warn!(dir = %path.display(), error = %e, "cannot prune a login artifacts directory");
+        }
+    }
+}
+
 fn artifact_dir(root: &Path, channel: &str, kind: LoginErrorKind) -> std::io::Result<PathBuf> {
     create_private_dir(root)?;
     let safe: String = channel
@@ -1218,3 +1381,83 @@ fn kill_process(pid: u32) {
 
 #[cfg(not(unix))]
 fn kill_process(_pid: u32) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_redacted_by_parsing_not_by_string_search() {
+        let credentials = ChannelCredentials::new("acme")
+            .with("password", SecretString::from("p@ss<word>".to_owned()));
+        // The page escaped the password, so replacing the raw string would miss it.
+        let html = r#"<html><body><form>
+            <input name="user" value="acme-user">
+            <input type="password" name="password" value="p&#64;ss&lt;word&gt;">
+            <input type="hidden" name="csrf" value="csrf-123">
+            <textarea name="note">p@ss&lt;word&gt;</textarea>
+            </form><script>var typed = "p@ss<word>";</script>
+            <p>Signed in as p@ss<word></p></body></html>"#;
+        let out = redact_html(html, &credentials).unwrap();
+        for leaked in [
+            "acme-user",
+            "p&#64;ss",
+            "csrf-123",
+            "var typed",
+            "p@ss<word>",
+        ] {
+            assert!(!out.contains(leaked), "{leaked} in {out}");
+        }
+        assert!(
+            out.contains(r#"name="password" value="[REDACTED]""#),
+            "{out}"
+        );
+        assert!(out.contains("Signed in as [REDACTED]"), "{out}");
+    }
+
+    #[test]
+    fn artifacts_are_pruned_to_the_newest_and_the_recent() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..5 {
+            std::fs::create_dir(root.path().join(format!("20260101T00000{i}.000Z-acme"))).unwrap();
+        }
+        prune_artifacts(root.path(), 3, Duration::from_secs(3600));
+        let mut left: Vec<String> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "20260101T000002.000Z-acme",
+                "20260101T000003.000Z-acme",
+                "20260101T000004.000Z-acme"
+            ]
+        );
+        prune_artifacts(root.path(), 3, Duration::ZERO);
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            0,
+            "all older than 0s"
+        );
+    }
+
+    #[test]
+    fn chromium_resolves_only_the_allowed_hosts() {
+        let hosts: BTreeSet<String> = [
+            "id.example.com:443",
+            "*.cdn.example.com",
+            "[::1]:8080",
+            "127.0.0.1",
+        ]
+        .iter()
+        .filter_map(|h| resolver_host(h))
+        .collect();
+        assert_eq!(
+            resolver_rules(&hosts),
+            "MAP * ~NOTFOUND, EXCLUDE *.cdn.example.com, EXCLUDE 127.0.0.1, EXCLUDE [::1], EXCLUDE id.example.com"
+        );
+        assert_eq!(resolver_host("a, MAP * 1.2.3.4"), None);
+    }
+}

@@ -478,6 +478,11 @@ pub struct OAuthProvider {
     /// default: OAuth 2.1 asks it of every client, and servers without PKCE ignore it.
     #[serde(default = "default_true")]
     pub pkce: bool,
+    /// Allows an `http://` token endpoint on a host that is not loopback (a
+    /// private network, such as the compose demo). Off: the client secret and
+    /// refresh tokens go out over https only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub plain_http: bool,
 }
 
 fn default_true() -> bool {
@@ -547,6 +552,8 @@ impl OAuthProvider {
                 return err(format!("{name} must be http or https"));
             }
         }
+        crate::outbound::check_url(&self.token_url, self.plain_http)
+            .or_else(|e| err(format!("token_url: {e}")))?;
         if !self.url_allowed(&self.authorize_url) {
             return err(format!(
                 "authorize_url host {} is not in allowed_hosts",
@@ -722,8 +729,9 @@ impl OAuthProvider {
             // reqwest errors name the URL (no secret in it), never the body.
             .map_err(|e| TokenError::Transport(e.to_string()))?;
         let status = response.status();
-        let body = response
-            .bytes()
+        // A bounded prefix: a token response is a few hundred bytes, and an
+        // endless body must not be buffered (a cut one fails to parse).
+        let body = crate::outbound::read_prefix(response, crate::outbound::MAX_RESPONSE_BYTES)
             .await
             .map_err(|e| TokenError::Transport(e.to_string()))?;
         if status.is_success() {
@@ -905,6 +913,25 @@ mod tests {
           { action = "click_if_present", selector = "#allow", within = "500ms" },
         ]
     "##;
+
+    #[test]
+    fn a_plain_http_token_endpoint_is_refused_unless_loopback_or_opted_in() {
+        let remote = PROVIDER.replace(
+            "https://id.example.com/oauth/token",
+            "http://id.example.com/oauth/token",
+        );
+        let provider: OAuthProvider = parse(&remote).unwrap();
+        let e = provider.validate().unwrap_err().to_string();
+        assert!(e.contains("token_url") && e.contains("https"), "{e}");
+        let opted_in: OAuthProvider = parse(&format!("plain_http = true\n{remote}")).unwrap();
+        opted_in.validate().unwrap();
+        let loopback: OAuthProvider = parse(&PROVIDER.replace(
+            "https://id.example.com/oauth/token",
+            "http://127.0.0.1:8765/oauth/token",
+        ))
+        .unwrap();
+        loopback.validate().unwrap();
+    }
 
     #[test]
     fn a_provider_with_every_step_kind_parses_from_toml() {

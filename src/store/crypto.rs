@@ -1,15 +1,21 @@
 //! Encryption of tokens at rest: AES-256-GCM with a keyring that supports rotation.
 //!
 //! Every encryption draws a fresh random 96-bit nonce, so the same token written twice gives two
-//! unrelated ciphertexts. The channel name is bound in as associated data: a ciphertext copied
-//! into another channel's row fails authentication instead of handing that channel a foreign
-//! token.
+//! unrelated ciphertexts. The channel name and the token version are bound in as associated
+//! data: a ciphertext copied into another channel's row, or an older ciphertext of the same
+//! channel written back over a newer one, fails authentication instead of handing out a foreign
+//! or a revoked token.
 //!
-//! Each ciphertext is stored next to the id of the key that sealed it. The id is a key check
-//! value (the first 8 bytes of the key's AES encryption of an all-zero block), so operators never
-//! have to name keys, the id reveals nothing about the key, and a reader knows which key to use
-//! without trial decryption. Rotation is therefore: make the new key current, keep the old one in
-//! `previous` until every row has been rewritten with the new key, then drop it.
+//! Each ciphertext is stored next to the id of the key that sealed it: the first 8 bytes of
+//! HMAC-SHA256(key, a fixed label), so operators never have to name keys, the id reveals nothing
+//! about the key, and a reader knows which key to use without trial decryption. Rotation is
+//! therefore: make the new key current, keep the old one in `previous`, run `warden token rekey`
+//! to rewrite every row with the new key, then drop it.
+//!
+//! Rows written before this scheme carry the older id, AES_K(0¹²⁸)[..8] (half of GCM's hash key
+//! H, which is why it was replaced), and associated data without the version. A key still
+//! answers to its older id, and a row found under that id is opened the old way, so those rows
+//! stay readable until `warden token rekey` rewrites them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,8 +41,13 @@ pub const KEY_PREVIOUS_ENV: &str = "WARDEN_TOKEN_KEY_PREVIOUS";
 const KEY_LEN: usize = 32;
 /// Length of an AES-GCM nonce in bytes (96 bits, the size GCM is designed for).
 const NONCE_LEN: usize = 12;
-/// Prefix of the associated data; versioned so the binding can change without ambiguity.
+/// Prefix of the associated data of rows sealed under a key's legacy id (channel only).
 const AAD_PREFIX: &[u8] = b"warden/token/v1/";
+/// Prefix of the associated data of current rows: then the version (8 bytes, big-endian) and
+/// the channel. The fixed-width version makes the encoding unambiguous.
+const AAD_V2_PREFIX: &[u8] = b"warden/token/v2/";
+/// The HMAC message a key id is derived from.
+const KEY_ID_LABEL: &[u8] = b"warden/token/key-id/v2";
 
 /// Why a key could not be loaded. Messages name where the key came from, never its value.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +111,8 @@ pub enum DecryptError {
 #[derive(Clone)]
 pub struct TokenKey {
     id: String,
+    /// The id rows written before HMAC key ids carry; read-only.
+    legacy_id: String,
     cipher: Aes256Gcm,
 }
 
@@ -109,7 +122,8 @@ impl TokenKey {
     pub fn from_bytes(bytes: &[u8; KEY_LEN]) -> Self {
         let key = Key::<Aes256Gcm>::from_slice(bytes);
         Self {
-            id: key_check_value(bytes),
+            id: hmac_key_id(bytes),
+            legacy_id: key_check_value(bytes),
             cipher: Aes256Gcm::new(key),
         }
     }
@@ -148,7 +162,7 @@ impl TokenKey {
         Self::from_bytes(&bytes)
     }
 
-    /// The key's id: a key check value, safe to log and stored next to every ciphertext.
+    /// The key's id: derived with HMAC-SHA256, safe to log, stored next to every ciphertext.
     #[must_use]
     pub fn id(&self) -> &str {
         &self.id
@@ -163,19 +177,42 @@ impl fmt::Debug for TokenKey {
     }
 }
 
-/// First 8 bytes of AES-256(key, 0^128), hex: the classic key check value. AES is a
-/// pseudo-random permutation, so this identifies the key without revealing anything about it.
-fn key_check_value(bytes: &[u8; KEY_LEN]) -> String {
+/// First 8 bytes of HMAC-SHA256(key, [`KEY_ID_LABEL`]), hex. HMAC is a PRF keyed by the token
+/// key, so the id names the key without exposing anything the cipher uses.
+fn hmac_key_id(bytes: &[u8; KEY_LEN]) -> String {
+    use hmac::Mac as _;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(bytes)
+        .expect("HMAC takes keys of any length");
+    mac.update(KEY_ID_LABEL);
+    hex8(&mac.finalize().into_bytes())
+}
+
+fn hex8(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
-    let aes = Aes256::new(bytes.into());
-    let mut block = [0u8; 16].into();
-    aes.encrypt_block(&mut block);
-    block[..8]
+    bytes[..8]
         .iter()
         .fold(String::with_capacity(16), |mut s, b| {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+/// The id of rows written before [`hmac_key_id`]: the first 8 bytes of AES-256(key, 0^128),
+/// which is half of GCM's hash key H. Computed only to find and open those rows.
+fn key_check_value(bytes: &[u8; KEY_LEN]) -> String {
+    let aes = Aes256::new(bytes.into());
+    let mut block = [0u8; 16].into();
+    aes.encrypt_block(&mut block);
+    hex8(&block)
+}
+
+/// How a row's ciphertext was sealed, told by the key id it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scheme {
+    /// Legacy id; associated data binds the channel only.
+    Legacy,
+    /// Current id; associated data binds the channel and the version.
+    V2,
 }
 
 /// The keys the store encrypts and decrypts with: writes use `current`, reads use whichever key
@@ -301,20 +338,35 @@ impl Keyring {
         self.current.id()
     }
 
-    fn key(&self, id: &str) -> Option<&TokenKey> {
-        std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|k| k.id == id)
+    fn key(&self, id: &str) -> Option<(&TokenKey, Scheme)> {
+        let mut keys = std::iter::once(&self.current).chain(&self.previous);
+        keys.find_map(|k| {
+            if k.id == id {
+                Some((k, Scheme::V2))
+            } else if k.legacy_id == id {
+                Some((k, Scheme::Legacy))
+            } else {
+                None
+            }
+        })
     }
 
-    /// Seals `plaintext` for `channel` with the current key and a fresh random nonce.
+    /// Whether a row sealed under `key_id` is already in the current form: the current key,
+    /// under its current id. `warden token rekey` rewrites every other row.
+    #[must_use]
+    pub fn is_current(&self, key_id: &str) -> bool {
+        key_id == self.current.id
+    }
+
+    /// Seals `plaintext` as `version` of `channel`'s token, with the current key and a fresh
+    /// random nonce.
     ///
     /// # Panics
     /// Only for a plaintext over AES-GCM's 64 GiB limit, which no token approaches.
     #[must_use]
-    pub fn encrypt(&self, channel: &str, plaintext: &[u8]) -> Sealed {
+    pub fn encrypt(&self, channel: &str, version: u64, plaintext: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = associated_data(channel);
+        let aad = associated_data(Scheme::V2, channel, version);
         let ciphertext = self
             .current
             .cipher
@@ -336,7 +388,8 @@ impl Keyring {
         }
     }
 
-    /// Opens a ciphertext sealed for `channel` with whichever keyring key matches its id.
+    /// Opens a ciphertext sealed as `version` of `channel`'s token, with whichever keyring key
+    /// matches its id.
     ///
     /// # Errors
     /// [`DecryptError::UnknownKey`] when no key has that id, [`DecryptError::Tampered`] when
@@ -344,9 +397,10 @@ impl Keyring {
     pub fn decrypt(
         &self,
         channel: &str,
+        version: u64,
         sealed: &Sealed,
     ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
-        let key = self
+        let (key, scheme) = self
             .key(&sealed.key_id)
             .ok_or_else(|| DecryptError::UnknownKey {
                 key_id: sealed.key_id.clone(),
@@ -356,7 +410,7 @@ impl Keyring {
             return Err(DecryptError::Tampered);
         }
         let (nonce, ciphertext) = sealed.blob.split_at(NONCE_LEN);
-        let aad = associated_data(channel);
+        let aad = associated_data(scheme, channel, version);
         key.cipher
             .decrypt(
                 Nonce::from_slice(nonce),
@@ -370,9 +424,15 @@ impl Keyring {
     }
 }
 
-fn associated_data(channel: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + channel.len());
-    aad.extend_from_slice(AAD_PREFIX);
+fn associated_data(scheme: Scheme, channel: &str, version: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(AAD_V2_PREFIX.len() + 8 + channel.len());
+    match scheme {
+        Scheme::Legacy => aad.extend_from_slice(AAD_PREFIX),
+        Scheme::V2 => {
+            aad.extend_from_slice(AAD_V2_PREFIX);
+            aad.extend_from_slice(&version.to_be_bytes());
+        }
+    }
     aad.extend_from_slice(channel.as_bytes());
     aad
 }
@@ -417,28 +477,85 @@ mod tests {
     #[test]
     fn a_sealed_token_opens_only_for_the_same_channel() {
         let ring = Keyring::generate();
-        let sealed = ring.encrypt("acme", b"secret-token");
-        assert_eq!(&*ring.decrypt("acme", &sealed).unwrap(), b"secret-token");
+        let sealed = ring.encrypt("acme", 1, b"secret-token");
+        assert_eq!(&*ring.decrypt("acme", 1, &sealed).unwrap(), b"secret-token");
         assert!(matches!(
-            ring.decrypt("other", &sealed),
+            ring.decrypt("other", 1, &sealed),
             Err(DecryptError::Tampered)
         ));
     }
 
     #[test]
+    fn a_sealed_token_opens_only_as_the_version_it_was_sealed_for() {
+        let ring = Keyring::generate();
+        let sealed = ring.encrypt("acme", 3, b"token-v3");
+        assert_eq!(&*ring.decrypt("acme", 3, &sealed).unwrap(), b"token-v3");
+        // An old ciphertext written back into a row that has moved on does not open.
+        assert!(matches!(
+            ring.decrypt("acme", 4, &sealed),
+            Err(DecryptError::Tampered)
+        ));
+    }
+
+    #[test]
+    fn rows_under_the_legacy_key_id_still_open_and_are_not_current() {
+        let bytes = [9u8; 32];
+        let key = TokenKey::from_bytes(&bytes);
+        // A row as the previous scheme wrote it: the AES key check value as id, and
+        // associated data without the version.
+        let nonce = [1u8; NONCE_LEN];
+        let aad = associated_data(Scheme::Legacy, "acme", 0);
+        let mut blob = nonce.to_vec();
+        blob.extend(
+            key.cipher
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: b"old-token",
+                        aad: &aad,
+                    },
+                )
+                .unwrap(),
+        );
+        let legacy = Sealed {
+            key_id: key_check_value(&bytes),
+            blob,
+        };
+        let ring = Keyring::new(key.clone());
+        assert_eq!(&*ring.decrypt("acme", 7, &legacy).unwrap(), b"old-token");
+        assert!(!ring.is_current(&legacy.key_id));
+        assert!(ring.is_current(ring.encrypt("acme", 7, b"t").key_id.as_str()));
+    }
+
+    #[test]
+    fn the_key_id_is_an_hmac_not_half_of_the_gcm_hash_key() {
+        let bytes = [7u8; 32];
+        let key = TokenKey::from_bytes(&bytes);
+        assert_ne!(key.id(), key_check_value(&bytes));
+        use hmac::Mac as _;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(&bytes).unwrap();
+        mac.update(KEY_ID_LABEL);
+        let expected = mac.finalize().into_bytes();
+        assert_eq!(key.id(), hex8(&expected));
+    }
+
+    #[test]
     fn two_encryptions_of_the_same_token_differ() {
         let ring = Keyring::generate();
-        assert_ne!(ring.encrypt("c", b"t").blob, ring.encrypt("c", b"t").blob);
+        assert_ne!(
+            ring.encrypt("c", 1, b"t").blob,
+            ring.encrypt("c", 1, b"t").blob
+        );
     }
 
     #[test]
     fn a_flipped_bit_fails_authentication() {
         let ring = Keyring::generate();
-        let mut sealed = ring.encrypt("c", b"token");
+        let mut sealed = ring.encrypt("c", 1, b"token");
         let last = sealed.blob.len() - 1;
         sealed.blob[last] ^= 1;
         assert!(matches!(
-            ring.decrypt("c", &sealed),
+            ring.decrypt("c", 1, &sealed),
             Err(DecryptError::Tampered)
         ));
     }
@@ -447,7 +564,7 @@ mod tests {
     fn an_unknown_key_id_names_both_keys_and_the_fix() {
         let a = Keyring::generate();
         let b = Keyring::generate();
-        let err = b.decrypt("c", &a.encrypt("c", b"x")).unwrap_err();
+        let err = b.decrypt("c", 1, &a.encrypt("c", 1, b"x")).unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains(a.current_id()) && msg.contains(b.current_id()),
@@ -459,10 +576,10 @@ mod tests {
     #[test]
     fn previous_keys_decrypt_but_writes_use_the_current_key() {
         let old = TokenKey::generate();
-        let sealed = Keyring::new(old.clone()).encrypt("c", b"x");
+        let sealed = Keyring::new(old.clone()).encrypt("c", 1, b"x");
         let ring = Keyring::generate().with_previous([old]);
-        assert_eq!(&*ring.decrypt("c", &sealed).unwrap(), b"x");
-        assert_eq!(ring.encrypt("c", b"x").key_id, ring.current_id());
+        assert_eq!(&*ring.decrypt("c", 1, &sealed).unwrap(), b"x");
+        assert_eq!(ring.encrypt("c", 1, b"x").key_id, ring.current_id());
     }
 
     #[test]

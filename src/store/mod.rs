@@ -133,6 +133,28 @@ pub struct TokenSet {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// Longest token lifetime warden records (ten years). Providers and operators
+/// can claim any `expires_in`; past this it means "does not expire soon", and
+/// the clamp keeps every stored time a valid four-digit year in both backends
+/// (a year past 9999 made one SQLite row unreadable for `warden channels`).
+pub const MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(10 * 366 * 86_400);
+
+/// When a token that lives `lifetime` from `now` expires, with lifetimes past
+/// [`MAX_TOKEN_LIFETIME`] clamped, so no `expires_in` can overflow a date.
+#[must_use]
+pub fn expiry_after(now: DateTime<Utc>, lifetime: std::time::Duration) -> DateTime<Utc> {
+    let lifetime = chrono::Duration::from_std(lifetime.min(MAX_TOKEN_LIFETIME))
+        .unwrap_or_else(|_| chrono::Duration::zero());
+    now.checked_add_signed(lifetime).unwrap_or(now)
+}
+
+/// `expires_at` as stored: at most [`MAX_TOKEN_LIFETIME`] from now, whatever a
+/// caller of [`TokenStore::put_token`] built.
+fn stored_expiry(expires_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    expires_at.map(|t| t.min(expiry_after(Utc::now(), MAX_TOKEN_LIFETIME)))
+}
+
 impl TokenSet {
     /// A token set with only an access token.
     #[must_use]
@@ -166,7 +188,12 @@ struct SealedPayloadIn {
 }
 
 /// Seals a token set for a channel with the keyring's current key.
-fn seal(keys: &Keyring, channel: &str, tokens: &TokenSet) -> Result<crypto::Sealed, StoreError> {
+fn seal(
+    keys: &Keyring,
+    channel: &str,
+    version: u64,
+    tokens: &TokenSet,
+) -> Result<crypto::Sealed, StoreError> {
     if tokens.access_token.expose_secret().is_empty() {
         return Err(StoreError::EmptyAccessToken);
     }
@@ -177,16 +204,21 @@ fn seal(keys: &Keyring, channel: &str, tokens: &TokenSet) -> Result<crypto::Seal
             .refresh_token
             .as_ref()
             .map(ExposeSecret::expose_secret),
-        expires_at: tokens.expires_at,
+        expires_at: stored_expiry(tokens.expires_at),
     };
     let json = Zeroizing::new(serde_json::to_vec(&payload).expect("token payload serializes"));
-    Ok(keys.encrypt(channel, &json))
+    Ok(keys.encrypt(channel, version, &json))
 }
 
 /// Opens a channel's sealed token set.
-fn open(keys: &Keyring, channel: &str, sealed: &crypto::Sealed) -> Result<TokenSet, StoreError> {
+fn open(
+    keys: &Keyring,
+    channel: &str,
+    version: u64,
+    sealed: &crypto::Sealed,
+) -> Result<TokenSet, StoreError> {
     let json = keys
-        .decrypt(channel, sealed)
+        .decrypt(channel, version, sealed)
         .map_err(|source| StoreError::Decrypt {
             channel: channel.to_owned(),
             source,
@@ -463,6 +495,26 @@ mod tests {
     }
 
     #[test]
+    fn any_lifetime_gives_an_expiry_within_ten_years_without_panicking() {
+        let now = Utc::now();
+        for secs in [0, 3_600, 300_000_000_000, 1_000_000_000_000_000, u64::MAX] {
+            let at = expiry_after(now, std::time::Duration::from_secs(secs));
+            assert!(
+                at >= now && at <= now + chrono::Duration::days(3_660),
+                "{secs}: {at}"
+            );
+        }
+        assert_eq!(
+            expiry_after(now, std::time::Duration::from_secs(3_600)),
+            now + chrono::Duration::hours(1)
+        );
+        assert!(
+            stored_expiry(Some(DateTime::<Utc>::MAX_UTC)).unwrap()
+                < now + chrono::Duration::days(3_700)
+        );
+    }
+
+    #[test]
     fn sealing_round_trips_every_field() {
         let keys = Keyring::generate();
         let expires = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456Z")
@@ -473,7 +525,7 @@ mod tests {
             refresh_token: Some("r".into()),
             expires_at: Some(expires),
         };
-        let opened = open(&keys, "c", &seal(&keys, "c", &tokens).unwrap()).unwrap();
+        let opened = open(&keys, "c", 1, &seal(&keys, "c", 1, &tokens).unwrap()).unwrap();
         assert_eq!(opened.access_token.expose_secret(), "a");
         assert_eq!(opened.refresh_token.unwrap().expose_secret(), "r");
         assert_eq!(opened.expires_at, Some(expires));
@@ -483,7 +535,7 @@ mod tests {
     fn empty_access_tokens_are_refused() {
         let keys = Keyring::generate();
         assert!(matches!(
-            seal(&keys, "c", &TokenSet::new("")),
+            seal(&keys, "c", 1, &TokenSet::new("")),
             Err(StoreError::EmptyAccessToken)
         ));
     }

@@ -18,7 +18,7 @@ use sqlx::{Executor as _, Row};
 use super::crypto::Sealed;
 use super::{
     ChannelRecord, ConnectOptions, Keyring, MAX_LEASE_TTL, StoreError, TokenSet, TokenStore,
-    clip_error, open, seal, status_from_db, version_from_db, version_to_db,
+    clip_error, open, seal, status_from_db, stored_expiry, version_from_db, version_to_db,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -181,7 +181,10 @@ impl TokenStore for SqliteStore {
             blob: row.try_get("token_ciphertext")?,
         };
         let version = version_from_db(channel, row.try_get("version")?)?;
-        Ok(Some((open(&self.keys, channel, &sealed)?, version)))
+        Ok(Some((
+            open(&self.keys, channel, version, &sealed)?,
+            version,
+        )))
     }
 
     async fn put_token(
@@ -190,34 +193,50 @@ impl TokenStore for SqliteStore {
         provider: &str,
         tokens: &TokenSet,
     ) -> Result<u64, StoreError> {
-        let sealed = seal(&self.keys, channel, tokens)?;
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO warden_channels
-                 (channel, provider, version, status, token_key_id, token_ciphertext,
-                  token_expires_at, updated_at)
-             VALUES (?1, ?2, 1, 'active', ?3, ?4, ?5, ?6)
-             ON CONFLICT (channel) DO UPDATE SET
-                 provider = excluded.provider,
-                 version = warden_channels.version + 1,
-                 status = 'active',
-                 last_error = NULL,
-                 token_key_id = excluded.token_key_id,
-                 token_ciphertext = excluded.token_ciphertext,
-                 token_expires_at = excluded.token_expires_at,
-                 lease_holder = NULL,
-                 lease_expires_at = NULL,
-                 updated_at = excluded.updated_at
-             RETURNING version",
-        )
-        .bind(channel)
-        .bind(provider)
-        .bind(sealed.key_id)
-        .bind(sealed.blob)
-        .bind(tokens.expires_at.map(ts))
-        .bind(ts(Utc::now()))
-        .fetch_one(&self.pool)
-        .await?;
-        version_from_db(channel, version)
+        // The version is part of the associated data, so it is chosen before sealing and the
+        // write only lands if no other writer moved the row meanwhile (then seal again).
+        loop {
+            let read: i64 =
+                sqlx::query_scalar("SELECT version FROM warden_channels WHERE channel = ?1")
+                    .bind(channel)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .unwrap_or(0);
+            let next = version_from_db(channel, read)? + 1;
+            let sealed = seal(&self.keys, channel, next, tokens)?;
+            let written: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO warden_channels
+                     (channel, provider, version, status, token_key_id, token_ciphertext,
+                      token_expires_at, updated_at)
+                 VALUES (?1, ?2, ?7, 'active', ?3, ?4, ?5, ?6)
+                 ON CONFLICT (channel) DO UPDATE SET
+                     provider = excluded.provider,
+                     version = excluded.version,
+                     status = 'active',
+                     last_error = NULL,
+                     token_key_id = excluded.token_key_id,
+                     token_ciphertext = excluded.token_ciphertext,
+                     token_expires_at = excluded.token_expires_at,
+                     lease_holder = NULL,
+                     lease_expires_at = NULL,
+                     updated_at = excluded.updated_at
+                 WHERE warden_channels.version = ?8
+                 RETURNING version",
+            )
+            .bind(channel)
+            .bind(provider)
+            .bind(sealed.key_id)
+            .bind(sealed.blob)
+            .bind(stored_expiry(tokens.expires_at).map(ts))
+            .bind(ts(Utc::now()))
+            .bind(version_to_db(next))
+            .bind(read)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(version) = written {
+                return version_from_db(channel, version);
+            }
+        }
     }
 
     async fn mark_pending(&self, channel: &str, failed_version: u64) -> Result<bool, StoreError> {
@@ -300,7 +319,7 @@ impl TokenStore for SqliteStore {
 
     async fn reencrypt_all(&self) -> Result<u64, StoreError> {
         let rows = sqlx::query(
-            "SELECT channel, token_key_id, token_ciphertext FROM warden_channels
+            "SELECT channel, version, token_key_id, token_ciphertext FROM warden_channels
              WHERE token_ciphertext IS NOT NULL AND token_key_id <> ?1",
         )
         .bind(self.keys.current_id())
@@ -313,8 +332,9 @@ impl TokenStore for SqliteStore {
                 key_id: row.try_get("token_key_id")?,
                 blob: row.try_get("token_ciphertext")?,
             };
-            let tokens = open(&self.keys, &channel, &old)?;
-            let new = seal(&self.keys, &channel, &tokens)?;
+            let version = version_from_db(&channel, row.try_get("version")?)?;
+            let tokens = open(&self.keys, &channel, version, &old)?;
+            let new = seal(&self.keys, &channel, version, &tokens)?;
             // Only replace exactly what was read: a token stored meanwhile is already current.
             let done = sqlx::query(
                 "UPDATE warden_channels SET token_key_id = ?2, token_ciphertext = ?3

@@ -1,13 +1,18 @@
 //! `warden worker`: consumes `{prefix}.tasks` and never falls over.
 //!
 //! Shape, after mini-redis and crates.io's background worker:
-//! - [`run`] supervises broker sessions: connect with backoff, run a session,
-//!   and on any loss (connection, channel, consumer cancelled by the broker)
-//!   rebuild everything from scratch. Only `shutdown` ends it.
+//! - [`run`] hands its sessions to [`crate::supervisor`] (shared with
+//!   `warden reauth`): connect with backoff, run a session, and on any loss
+//!   (connection, channel, consumer cancelled by the broker) rebuild
+//!   everything from scratch. Only `shutdown` ends it.
 //! - A session is one `select!` over the consumer stream, the shutdown token and
 //!   a heartbeat tick. Every delivery runs in its own tokio task
 //!   ([`process::process`]), so a slow handler blocks nothing and a panic is an
 //!   outcome, not a crash.
+//! - A suspect delivery (redelivered after a session ended, or of a type
+//!   isolated by configuration) runs in a [`sandbox`] child process instead,
+//!   so a task that kills its process is found and dead-lettered as `crashed`
+//!   after at most one crash of the worker.
 //! - Settling a delivery means publishing its copy (retry, park, dead) and its
 //!   event with publisher confirms, *then* acknowledging it through the
 //!   coalescing [`ack`] task. A crash anywhere before the ack means the broker
@@ -15,6 +20,7 @@
 
 pub mod ack;
 mod process;
+pub mod sandbox;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +52,9 @@ struct SessionCtx {
     publish: Channel,
     metrics: Arc<Metrics>,
     channels: Option<Arc<Channels>>,
+    sandbox: sandbox::Sandbox,
+    /// The connection's negotiated frame size: every copy must fit in one.
+    frame_max: u32,
 }
 
 /// How a session ended.
@@ -64,6 +73,7 @@ pub struct Worker {
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     channels: Option<Arc<Channels>>,
+    sandbox: sandbox::Sandbox,
 }
 
 /// `warden worker`: the handlers and channels of `settings`, then [`run`].
@@ -85,6 +95,10 @@ pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::R
 /// Runs a worker with its admin server until `shutdown` is cancelled, then
 /// drains and returns.
 ///
+/// In a process started as a sandbox (see [`sandbox`]) it runs the sandbox
+/// instead, with the same `registry`: this is how a binary built on the
+/// library gets the sandbox with its own handlers and no code of its own.
+///
 /// # Errors
 /// Only when the admin server cannot bind; broker trouble is retried forever.
 pub async fn run(
@@ -93,6 +107,9 @@ pub async fn run(
     channels: Option<Arc<Channels>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    if let Some(socket) = sandbox::child_socket() {
+        return sandbox::child::serve(&socket, move |_| Ok(registry)).await;
+    }
     let mut worker = Worker::new(settings, registry);
     if let Some(c) = channels {
         worker = worker.with_channels(c);
@@ -121,13 +138,30 @@ impl Worker {
     #[must_use]
     pub fn new(settings: Settings, registry: Registry) -> Self {
         let health = Arc::new(Health::new(settings.liveness_limit));
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new());
+        let sandbox = sandbox::Sandbox::new(
+            settings.clone(),
+            metrics.clone(),
+            sandbox::Command::this_process(),
+        );
         Self {
-            settings: Arc::new(settings),
+            settings,
             registry: Arc::new(registry),
             health,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             channels: None,
+            sandbox,
         }
+    }
+
+    /// Starts sandbox processes with `command` instead of this process's own
+    /// command line: for a worker running inside a program that is not a
+    /// worker (a bench, a test, the demo).
+    #[must_use]
+    pub fn with_sandbox_command(mut self, command: sandbox::Command) -> Self {
+        self.sandbox = sandbox::Sandbox::new(self.settings.clone(), self.metrics.clone(), command);
+        self
     }
 
     /// Checks channel status and tokens before running tasks that name a
@@ -156,34 +190,15 @@ impl Worker {
             handlers = ?self.registry.types(),
             "worker starting"
         );
-        let mut losses = crate::broker::SessionLosses::default();
-        loop {
-            self.health.beat();
-            let connecting =
-                crate::broker::connect_with_backoff(&self.settings, "worker", &shutdown);
-            let Some(conn) = self.health.beating_while(connecting).await else {
-                break;
-            };
-            let started = std::time::Instant::now();
-            match self.session(&conn, &shutdown).await {
-                Ok(SessionEnd::Shutdown) => {
-                    close_connection(&conn).await;
-                    break;
-                }
-                Ok(SessionEnd::Lost(why)) | Err(why) => {
-                    self.health.set_session(false, false, false);
-                    self.metrics.consumer_up.set(0);
-                    self.metrics.reconnects.inc();
-                    let pause = losses.lost(&why, started.elapsed());
-                    close_connection(&conn).await;
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(pause) => {}
-                    }
-                }
-            }
-        }
-        self.health.set_draining();
+        crate::supervisor::supervise(
+            &self.settings,
+            "worker",
+            &self.health,
+            &self.metrics,
+            self,
+            &shutdown,
+        )
+        .await;
         tracing::info!("worker stopped");
     }
 
@@ -199,12 +214,10 @@ impl Worker {
             .create_channel()
             .await
             .map_err(|e| format!("opening a channel: {e}"))?;
-        topology.declare(&consume).await.map_err(|e| {
-            format!(
-                "declaring the topology: {e} (a queue that exists with other arguments, e.g. another \
-                 delivery limit, must be deleted or the configuration matched)"
-            )
-        })?;
+        topology
+            .declare(&consume)
+            .await
+            .map_err(|e| crate::topology::explain_declare_error(&e, &s.prefix))?;
         let publish = conn
             .create_channel()
             .await
@@ -243,6 +256,8 @@ impl Worker {
             publish: publish.clone(),
             metrics: self.metrics.clone(),
             channels: self.channels.clone(),
+            sandbox: self.sandbox.clone(),
+            frame_max: conn.configuration().frame_max(),
         });
         if let Some(channels) = &self.channels {
             // Notices may have been missed while disconnected.
@@ -332,6 +347,15 @@ impl Worker {
     }
 }
 
+impl crate::supervisor::Session for Worker {
+    async fn session(&self, conn: &Connection, shutdown: &CancellationToken) -> Result<(), String> {
+        match Worker::session(self, conn, shutdown).await {
+            Ok(SessionEnd::Shutdown) => Ok(()),
+            Ok(SessionEnd::Lost(why)) | Err(why) => Err(why),
+        }
+    }
+}
+
 /// An exclusive, server-named queue bound to `{prefix}.tokens`: this worker's
 /// copy of every "token refreshed" notice.
 async fn token_notices(conn: &Connection, topology: &Topology) -> lapin::Result<lapin::Consumer> {
@@ -345,14 +369,12 @@ async fn forget_refreshed(mut notices: lapin::Consumer, channels: Arc<Channels>)
     while let Some(Ok(d)) = notices.next().await {
         match serde_json::from_slice::<TokenRefreshed>(&d.data) {
             Ok(n) => {
-                tracing::info!(channel = %n.channel, version = n.version, "token refreshed; channel active again");
+                // A new token, or a re-auth that failed: either way the
+                // cached state is stale.
+                tracing::info!(channel = %n.channel, version = n.version, "channel changed; forgetting its cached state");
                 channels.invalidate(&n.channel);
             }
             Err(e) => tracing::warn!(error = %e, "ignoring an unreadable token notice"),
         }
     }
-}
-
-async fn close_connection(conn: &Connection) {
-    let _ = tokio::time::timeout(Duration::from_secs(2), conn.close(200, "bye".into())).await;
 }

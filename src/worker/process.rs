@@ -2,12 +2,10 @@
 //! the handler under a timeout and `catch_unwind`, [`decide`], publish the copy
 //! and event, then ack.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
-use futures::FutureExt;
+use chrono::Utc;
 use lapin::message::Delivery;
 use lapin::types::FieldTable;
 use tokio::sync::OwnedSemaphorePermit;
@@ -15,10 +13,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::SessionCtx;
 use super::ack::Ledger;
+use super::sandbox;
 use crate::channels::{ChannelState, ChannelToken, RevocationRequest};
+use crate::config::Isolation;
 use crate::envelope::{self, Reject, Task};
 use crate::events::{self, Event};
-use crate::handler::TaskContext;
+use crate::handler::{TaskContext, run_guarded};
 use crate::metrics::{ReasonLabel, TaskLabels, TierLabel, TypeLabel};
 use crate::outcome::{
     DeadReason, ErrorKind, Outcome, TaskError, Verdict, decide, jittered, tier_at_least,
@@ -33,6 +33,8 @@ struct Ran {
     verdict: Verdict,
     /// The failure, if any (its message never holds a secret).
     failure: Option<TaskError>,
+    /// It ran in the sandbox: its copies say so, and its retries run there too.
+    sandboxed: bool,
     elapsed_ms: u64,
 }
 
@@ -96,6 +98,7 @@ async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
     let headers = delivery.properties.headers().as_ref();
     let attempt = envelope::attempt_of(headers);
     let started = Instant::now();
+    let mut sandboxed = false;
     let (task, verdict, failure) = match Task::decode(&delivery.data, ctx.settings.max_body_bytes) {
         Err(reject @ Reject::TooLarge { .. }) => verdict(
             Verdict::TooLarge,
@@ -116,29 +119,33 @@ async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
                     Some(TaskError::permanent(msg)),
                 )
             }
+            Some(_) if envelope::earlier_deliveries(headers) >= ctx.settings.delivery_limit => {
+                let msg = format!(
+                    "handed out {} times, each time to a worker process that died before settling it",
+                    envelope::earlier_deliveries(headers)
+                );
+                verdict(
+                    Verdict::DeliveryLimit,
+                    Some(task),
+                    Some(TaskError::permanent(msg)),
+                )
+            }
             Some(handler) => match channel_gate(ctx, &task, headers).await {
                 Err(gated) => (Some(task), gated.0, gated.1),
                 Ok(token) => {
-                    let tctx = TaskContext {
-                        attempt,
-                        redelivered: delivery.redelivered,
-                        token,
-                    };
-                    let guarded = AssertUnwindSafe(handler.handle(&task, &tctx)).catch_unwind();
-                    let result =
-                        match tokio::time::timeout(ctx.settings.task_timeout, guarded).await {
-                            Ok(Ok(result)) => result,
-                            Ok(Err(panic)) => {
-                                Err(TaskError::new(ErrorKind::Panic, panic_message(&*panic)))
-                            }
-                            Err(_) => Err(TaskError::new(
-                                ErrorKind::Timeout,
-                                format!(
-                                    "timed out after {}",
-                                    humantime::format_duration(ctx.settings.task_timeout)
-                                ),
-                            )),
+                    sandboxed = is_suspect(ctx, delivery, &task);
+                    let (verdict, failure) = if sandboxed {
+                        in_sandbox(ctx, delivery, &task, attempt, token.as_ref()).await
+                    } else {
+                        let tctx = TaskContext {
+                            attempt,
+                            redelivered: delivery.redelivered,
+                            token,
                         };
+                        handled(
+                            run_guarded(&*handler, &task, &tctx, ctx.settings.task_timeout).await,
+                        )
+                    };
                     let label = TypeLabel {
                         r#type: task.kind.clone(),
                     };
@@ -146,10 +153,7 @@ async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
                         .task_duration
                         .get_or_create(&label)
                         .observe(started.elapsed().as_secs_f64());
-                    match result {
-                        Ok(()) => (Some(task), Verdict::Succeeded, None),
-                        Err(e) => (Some(task), Verdict::Failed(e.kind), Some(e)),
-                    }
+                    (Some(task), verdict, failure)
                 }
             },
         },
@@ -159,8 +163,77 @@ async fn run(ctx: &SessionCtx, delivery: &Delivery) -> Ran {
         attempt,
         verdict,
         failure,
+        sandboxed,
         elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
+}
+
+/// Does this delivery run in the sandbox? A redelivery may be what ended the
+/// last session holding it (a worker that died), a marked copy already ran
+/// there, and some types always do.
+fn is_suspect(ctx: &SessionCtx, delivery: &Delivery, task: &Task) -> bool {
+    delivery.redelivered
+        || envelope::header_text(
+            delivery.properties.headers().as_ref(),
+            envelope::SANDBOX_HEADER,
+        )
+        .is_some()
+        || ctx.settings.isolation(&task.kind) == Isolation::Always
+}
+
+/// The verdict on a handler's result.
+fn handled(result: Result<(), TaskError>) -> (Verdict, Option<TaskError>) {
+    match result {
+        Ok(()) => (Verdict::Succeeded, None),
+        Err(e) => (Verdict::Failed(e.kind), Some(e)),
+    }
+}
+
+/// Runs a suspect in the sandbox and gives the verdict: a crash it caused
+/// alone is [`Verdict::Crashed`], a hard timeout a transient
+/// [`ErrorKind::Timeout`].
+async fn in_sandbox(
+    ctx: &SessionCtx,
+    delivery: &Delivery,
+    task: &Task,
+    attempt: u32,
+    token: Option<&ChannelToken>,
+) -> (Verdict, Option<TaskError>) {
+    ctx.metrics.suspects.inc();
+    let traceparent = crate::trace::enabled().then(|| {
+        let mut carrier = FieldTable::default();
+        crate::trace::inject(&mut carrier);
+        envelope::header_text(Some(&carrier), "traceparent")
+    });
+    let request = sandbox::Request {
+        task,
+        attempt,
+        redelivered: delivery.redelivered,
+        token,
+        traceparent: traceparent.flatten(),
+    };
+    let result = match ctx.sandbox.run(&request).await {
+        sandbox::Outcome::Ran(result) => result,
+        sandbox::Outcome::Crashed(how) => {
+            return (
+                Verdict::Crashed,
+                Some(TaskError::permanent(format!(
+                    "its sandbox process, running it alone: {how}"
+                ))),
+            );
+        }
+        sandbox::Outcome::TimedOut => Err(TaskError::new(
+            ErrorKind::Timeout,
+            format!(
+                "timed out after {} in the sandbox, whose process was killed",
+                humantime::format_duration(ctx.settings.task_timeout)
+            ),
+        )),
+        sandbox::Outcome::Unavailable(why) => Err(TaskError::transient(format!(
+            "the sandbox is unavailable: {why}"
+        ))),
+    };
+    handled(result)
 }
 
 /// Tasks that act for a channel run only while the channel is active: a
@@ -184,10 +257,9 @@ async fn channel_gate(
             ))),
         )),
         Ok(ChannelState::Pending) => {
-            let parked_at = envelope::header_text(headers, envelope::PARKED_AT_HEADER)
-                .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&Utc));
-            let waited = parked_at.map(|t| (Utc::now() - t).to_std().unwrap_or_default());
+            let now = Utc::now();
+            let waited =
+                envelope::parked_at(headers, now).map(|t| (now - t).to_std().unwrap_or_default());
             if waited.is_some_and(|w| w > ctx.settings.max_park) {
                 Err((
                     Verdict::ParkExpired,
@@ -208,15 +280,6 @@ async fn channel_gate(
             ))
         }
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".into());
-    format!("handler panicked: {what}")
 }
 
 /// Where a copy goes.
@@ -253,9 +316,13 @@ async fn settle(
     let mut headers = if outcome == Outcome::Ack {
         FieldTable::default()
     } else {
-        delivery.properties.headers().clone().unwrap_or_default()
+        envelope::copy_headers(delivery.properties.headers().as_ref())
     };
-    let error = ran.error().unwrap_or("");
+    if ran.sandboxed && outcome != Outcome::Ack {
+        envelope::set_text(&mut headers, envelope::SANDBOX_HEADER, "1");
+    }
+    // Bounded: a handler's message can be long, and a copy must fit a frame.
+    let error = truncated(ran.error().unwrap_or(""), MAX_ERROR_HEADER);
     let (copy, routing_key) = match outcome {
         Outcome::Ack => {
             tracing::debug!("task succeeded");
@@ -325,19 +392,24 @@ async fn settle(
                     "channel awaits re-authentication; task parked"
                 );
                 ctx.metrics.parked.inc();
-                if envelope::header_text(Some(&headers), envelope::PARKED_AT_HEADER).is_none() {
-                    envelope::set_text(
-                        &mut headers,
-                        envelope::PARKED_AT_HEADER,
-                        &Utc::now().to_rfc3339(),
-                    );
-                }
+                // Always rewritten: a forged future or unreadable time is
+                // replaced, so every park is bounded by `max_park`.
+                let now = Utc::now();
+                let since = envelope::parked_at(Some(&headers), now).unwrap_or(now);
+                envelope::set_text(
+                    &mut headers,
+                    envelope::PARKED_AT_HEADER,
+                    &since.to_rfc3339(),
+                );
                 envelope::set_text(&mut headers, envelope::DELAY_HEADER, PARKED_ROUTE);
+                // The park time travels with the copy, not as a queue
+                // argument, so changing it needs no new queue.
+                let expiration = Some(ctx.settings.park_ttl.as_millis().to_string());
                 (
                     Some(Copy {
                         exchange: topo.delay_exchange(),
                         headers,
-                        expiration: None,
+                        expiration,
                     }),
                     events::PARKED,
                 )
@@ -380,7 +452,8 @@ async fn settle(
         }
     };
     let copy = async {
-        let Some(c) = copy else { return Ok(()) };
+        let Some(mut c) = copy else { return Ok(()) };
+        fit_frame(&mut c.headers, ctx.frame_max, error);
         let props = crate::publish::copy_properties(&delivery.properties, c.headers, c.expiration);
         publish_confirmed(
             &ctx.publish,
@@ -485,6 +558,50 @@ async fn revoke(
             Ok(AfterRevocation::Park)
         }
     }
+}
+
+/// Longest `x-warden-error` a copy carries, in bytes.
+const MAX_ERROR_HEADER: usize = 2048;
+/// What a content header frame needs besides the headers table: the frame's
+/// own 8 bytes, class, weight, body size and flags (14), and room for every
+/// other property at its largest (a dozen short strings).
+const PROPERTIES_RESERVE: usize = 8 + 14 + 12 * 256;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn truncated(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Makes a copy's headers fit in one frame of the connection: a content
+/// header larger than the negotiated frame makes the broker close the
+/// connection, which would return every task in flight on it. Foreign
+/// headers go first, largest first; `x-warden-error` says which.
+fn fit_frame(headers: &mut FieldTable, frame_max: u32, error: &str) {
+    let frame = usize::try_from(frame_max).unwrap_or(usize::MAX);
+    let budget = frame.saturating_sub(PROPERTIES_RESERVE);
+    let (dropped, bytes) = envelope::fit_headers(headers, budget);
+    if dropped.is_empty() {
+        return;
+    }
+    let note = format!(
+        "dropped {} foreign header(s) ({bytes} bytes: {}) to fit the broker's {frame}-byte frame",
+        dropped.len(),
+        truncated(&dropped.join(", "), 512)
+    );
+    tracing::warn!(dropped = ?dropped, bytes, frame, "a copy's headers exceed the frame; dropping foreign headers");
+    let text = if error.is_empty() {
+        note
+    } else {
+        format!("{error}; {note}")
+    };
+    envelope::set_text(headers, envelope::ERROR_HEADER, &text);
 }
 
 /// Producer mistakes are warnings; our own exhausted retries are errors.

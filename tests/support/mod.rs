@@ -233,13 +233,54 @@ impl TestBroker {
     }
 
     pub fn spawn_worker(&self, extra: &[(&str, &str)]) -> WardenProc {
+        self.spawn_worker_wrapped(&[], extra)
+    }
+
+    /// A worker started under `wrapper` (see [`WardenProc::spawn_wrapped`]).
+    pub fn spawn_worker_wrapped(&self, wrapper: &[&str], extra: &[(&str, &str)]) -> WardenProc {
         let mut env = self.env();
         env.extend(
             extra
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        WardenProc::spawn(&["worker"], &env)
+        WardenProc::spawn_wrapped(wrapper, &["worker"], &env)
+    }
+
+    /// Publishes `n` tasks of `kind` in one go (one confirm wait at the end)
+    /// and returns their ids.
+    pub async fn publish_many(
+        &self,
+        kind: &str,
+        payload: serde_json::Value,
+        n: usize,
+    ) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        let mut confirms = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = uuid::Uuid::new_v4().to_string();
+            let body = serde_json::json!({"id": id, "type": kind, "payload": payload});
+            let confirm = self
+                .ch
+                .basic_publish(
+                    self.topology.tasks().into(),
+                    kind.into(),
+                    BasicPublishOptions::default(),
+                    body.to_string().as_bytes(),
+                    BasicProperties::default()
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2)
+                        .with_message_id(id.clone().into()),
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+            ids.push(id);
+        }
+        for c in confirms {
+            c.await.expect("confirm");
+        }
+        ids
     }
 }
 
@@ -425,10 +466,25 @@ pub struct WardenProc {
 
 impl WardenProc {
     pub fn spawn(args: &[&str], env: &[(String, String)]) -> Self {
+        Self::spawn_wrapped(&[], args, env)
+    }
+
+    /// [`Self::spawn`] under `wrapper`, a command that execs the rest (e.g.
+    /// `prlimit --data=N --`, a container's memory limit): the process is
+    /// still warden's own.
+    pub fn spawn_wrapped(wrapper: &[&str], args: &[&str], env: &[(String, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let admin_port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+        let bin = env!("CARGO_BIN_EXE_warden");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.args(args)
             .env_remove("WARDEN_CONFIG")
             .env("WARDEN_ADMIN_ADDR", format!("127.0.0.1:{admin_port}"))

@@ -76,6 +76,9 @@ pub fn credentials(channel: &str, username: &str, password: &str) -> ChannelCred
 pub fn driver_config(artifacts: Option<PathBuf>) -> LoginDriverConfig {
     LoginDriverConfig {
         artifacts_dir: artifacts,
+        // The simulator's host, so warming the browser up launches it as the first login
+        // will want it.
+        resolvable_hosts: vec!["127.0.0.1".into()],
         ..LoginDriverConfig::default()
     }
 }

@@ -234,11 +234,21 @@ impl Stack {
         std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
     }
 
-    /// Publishes `n` revocation requests for [`MAIN`]'s version 1, as a worker would.
+    /// Marks [`MAIN`] pending at version 1 and publishes `n` revocation
+    /// requests for it, as workers that saw its token refused would.
     pub async fn request_reauth(&self, n: usize) {
+        let store = self.store().await;
+        assert!(store.mark_pending(MAIN, 1).await.unwrap());
+        store.close().await;
+        self.publish_requests(1, n).await;
+    }
+
+    /// Publishes `n` revocation requests for [`MAIN`] at `failed_version`,
+    /// whatever the channel's state: forged ones, when it is not pending there.
+    pub async fn publish_requests(&self, failed_version: u64, n: usize) {
         let ch = self.broker.conn.create_channel().await.unwrap();
         for i in 0..n {
-            let body = json!({"channel": MAIN, "failed_version": 1, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
+            let body = json!({"channel": MAIN, "failed_version": failed_version, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
             ch.basic_publish(
                 "".into(),
                 self.broker.topology.reauth().into(),
@@ -252,6 +262,32 @@ impl Stack {
             .unwrap();
         }
         let _ = ch.close(200, "bye".into()).await;
+    }
+
+    /// The SQLite database file of the token store.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("warden.db")
+    }
+
+    /// The token store, opened with this stack's key.
+    pub async fn store(&self) -> std::sync::Arc<dyn warden::store::TokenStore> {
+        let key = &self
+            .env
+            .iter()
+            .find(|(k, _)| k == "WARDEN_TOKEN_KEY")
+            .unwrap()
+            .1;
+        let keys = warden::store::Keyring::from_base64(key).unwrap();
+        let url = format!("sqlite://{}", self.db_path().display());
+        warden::store::connect(&url, keys).await.unwrap()
+    }
+
+    /// [`MAIN`]'s record in the token store.
+    pub async fn record(&self) -> warden::store::ChannelRecord {
+        let store = self.store().await;
+        let r = store.get(MAIN).await.unwrap().unwrap();
+        store.close().await;
+        r
     }
 
     /// The provider's counters for `channel`.
