@@ -376,6 +376,33 @@ proptest! {
         let out = support::run_cli(&["channels"], &token_env);
         assert_no_panic("channels", &out);
         prop_assert_eq!(out.0, 0, "{:?}", out);
+
+        // The dead-letter commands' filters and the topology commands, with no
+        // broker to reach: argument handling must fail cleanly first.
+        for args in [
+            vec!["dlq", "list", "--limit", &expires_in],
+            vec!["dlq", "replay", "--reason", &kind, "--type", &id, "--channel", &channel, "--dry-run"],
+            vec!["dlq", "purge", "--reason", &id, "--type", &kind, "--yes"],
+            vec!["topology", "migrate"],
+        ] {
+            let out = support::run_cli(&args, &env);
+            assert_no_panic(&args.join(" "), &out);
+        }
+        // Any value in any setting: a clear configuration error (64) or a
+        // valid configuration, never a crash.
+        let out = support::run_cli(
+            &["config", "check", "--skip-secrets"],
+            &[
+                ("WARDEN_PREFIX", kind.as_str()),
+                ("WARDEN_CONCURRENCY", expires_in.as_str()),
+                ("WARDEN_SANDBOX_MEMORY", id.as_str()),
+                ("WARDEN_TASK_TYPES", channel.as_str()),
+                ("WARDEN_DELIVERY_LIMIT", expires_in.as_str()),
+                ("WARDEN_AMQP_URL", &format!("amqp://{id}@{kind}:{expires_in}/")),
+            ],
+        );
+        assert_no_panic("config check", &out);
+        prop_assert!(out.0 == 0 || out.0 == 64, "{:?}", out);
     }
 }
 
