@@ -581,36 +581,27 @@ async fn queues_of_an_older_warden_are_named_in_the_error_and_migrate_keeps_thei
             .await
             .unwrap();
     }
-    broker
-        .ch
-        .queue_declare(
-            t.tasks().into(),
-            durable,
-            table(vec![
-                ("x-queue-type", text("quorum")),
-                ("x-delivery-limit", AMQPValue::LongLongInt(2)),
-                ("x-dead-letter-exchange", text(&t.dead())),
-                ("x-dead-letter-strategy", text("at-least-once")),
-                ("x-overflow", text("reject-publish")),
-            ]),
-        )
-        .await
-        .unwrap();
-    broker
-        .ch
-        .queue_declare(
-            t.parked().into(),
-            durable,
-            table(vec![
-                ("x-queue-type", text("quorum")),
-                ("x-message-ttl", AMQPValue::LongLongInt(30_000)),
-                ("x-dead-letter-exchange", text(&t.tasks())),
-                ("x-dead-letter-strategy", text("at-least-once")),
-                ("x-overflow", text("reject-publish")),
-            ]),
-        )
-        .await
-        .unwrap();
+    // (queue, the argument that carried a setting, the queue its letters go to)
+    for (queue, (setting, value), dead_letters_to) in [
+        (t.tasks(), ("x-delivery-limit", 2), t.dead()),
+        (t.parked(), ("x-message-ttl", 30_000), t.tasks()),
+    ] {
+        broker
+            .ch
+            .queue_declare(
+                queue.into(),
+                durable,
+                table(vec![
+                    ("x-queue-type", text("quorum")),
+                    (setting, AMQPValue::LongLongInt(value)),
+                    ("x-dead-letter-exchange", text(&dead_letters_to)),
+                    ("x-dead-letter-strategy", text("at-least-once")),
+                    ("x-overflow", text("reject-publish")),
+                ]),
+            )
+            .await
+            .unwrap();
+    }
     broker
         .ch
         .queue_bind(

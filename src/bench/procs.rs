@@ -161,14 +161,18 @@ impl Worker {
     /// # Errors
     /// The admin server does not answer.
     pub async fn succeeded(&self) -> anyhow::Result<u64> {
-        let text = self
+        Ok(succeeded_in(&self.metrics().await?))
+    }
+
+    /// The worker's `/metrics` exposition.
+    async fn metrics(&self) -> anyhow::Result<String> {
+        Ok(self
             .http
             .get(format!("{}/metrics", self.admin))
             .send()
             .await?
             .text()
-            .await?;
-        Ok(succeeded_in(&text))
+            .await?)
     }
 
     /// The value of the unlabelled metric `name` (e.g.
@@ -177,13 +181,7 @@ impl Worker {
     /// # Errors
     /// The admin server does not answer.
     pub async fn counter(&self, name: &str) -> anyhow::Result<u64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.admin))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics().await?;
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         Ok(text
             .lines()
