@@ -101,10 +101,30 @@ async fn connect_one(
     let mut uri: AMQPUri = address.parse()?;
     uri.query.heartbeat = Some(u16::try_from(settings.heartbeat.as_secs()).unwrap_or(u16::MAX));
     uri.query.connection_timeout = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-    // No `frame_max` of our own: lapin then takes the broker's (RabbitMQ:
-    // 128 KiB by default). Asking for less made the connection refuse any
-    // message whose headers the broker had accepted but did not fit our
-    // frame, and every task in flight on it was returned with it.
+    // The frame size is the broker's: asking for less made the connection
+    // refuse any message whose headers the broker had accepted but did not
+    // fit our frame, and every task in flight on it was returned with it.
+    // lapin sizes its two 32-frame rings from what we ask for *before* the
+    // handshake and, when the broker's frame is larger, grows them by
+    // writing zeros, which makes both resident at once (8 MiB at RabbitMQ's
+    // 128 KiB). Asked for up front, they are allocated zeroed by the kernel
+    // and only the pages traffic reaches become resident. So a short-lived
+    // probe learns the broker's frame first (its buffers are freed with it).
+    if uri.query.frame_max.is_none() {
+        let probe = open(settings, uri.clone(), role, timeout).await?;
+        let frame_max = probe.configuration().frame_max();
+        let _ = probe.close(200, "frame size learned".into()).await;
+        uri.query.frame_max = Some(frame_max);
+    }
+    open(settings, uri, role, timeout).await
+}
+
+async fn open(
+    settings: &Settings,
+    uri: AMQPUri,
+    role: &str,
+    timeout: Duration,
+) -> Result<Connection, String> {
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name(settings, role).into());
     let tls = tls_config(&settings.tls)?;
