@@ -148,6 +148,7 @@ impl Channels {
         {
             return Ok(state.clone());
         }
+        let asked = Instant::now();
         let state = match self.store.get(channel).await? {
             None => ChannelState::Missing,
             Some(r) => match r.status {
@@ -164,14 +165,25 @@ impl Channels {
         };
         // A miss is not cached: any name a producer invents would otherwise
         // stay for a TTL, and the answer costs one indexed query anyway.
-        if !matches!(state, ChannelState::Missing) {
-            self.put(channel, state.clone());
+        if matches!(state, ChannelState::Missing) {
+            return Ok(state);
         }
-        Ok(state)
+        Ok(self.put(channel, state, asked))
     }
 
-    fn put(&self, channel: &str, state: ChannelState) {
+    /// Caches `state`, learned from a read that started at `asked`, and
+    /// returns what the cache now says. What this process learned while the
+    /// store answered wins over the answer: a task that saw the token refused
+    /// meanwhile has set the channel pending, and the older read must not make
+    /// it active again (the next task would call the platform with the dead
+    /// token). Checked and written under one lock.
+    fn put(&self, channel: &str, state: ChannelState, asked: Instant) -> ChannelState {
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, newer)) = cache.get(channel)
+            && *at >= asked
+        {
+            return newer.clone();
+        }
         if cache.len() >= MAX_CACHED && !cache.contains_key(channel) {
             cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
             if cache.len() >= MAX_CACHED {
@@ -186,13 +198,14 @@ impl Channels {
                 }
             }
         }
-        cache.insert(channel.to_owned(), (Instant::now(), state));
+        cache.insert(channel.to_owned(), (Instant::now(), state.clone()));
+        state
     }
 
     /// This process saw the token refused: park the channel's tasks at once,
     /// without waiting for the store round trip.
     pub fn set_pending(&self, channel: &str) {
-        self.put(channel, ChannelState::Pending);
+        self.put(channel, ChannelState::Pending, Instant::now());
     }
 
     /// Forget `channel` (a `{prefix}.tokens` notice arrived).

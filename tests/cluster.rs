@@ -272,7 +272,7 @@ async fn on_a_three_node_cluster_a_leader_killed_and_a_rolling_restart_lose_no_t
     support::use_broker(&cluster.url);
     let stack = Stack::with_channels("cluster", &["cluster-a"], PASSWORD, |s| {
         // Node losses return what is in flight; poison is not under test.
-        s.delivery_limit = 50;
+        s.delivery_limit = warden::config::BROKER_DELIVERY_LIMIT;
         s.retry.base_delay = Duration::from_millis(500);
     })
     .await;

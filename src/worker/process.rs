@@ -61,6 +61,19 @@ pub(super) async fn process(
     let span = crate::trace::ProcessSpan::start(&delivery, attempt);
     let work = span.wrap(async {
         let ran = run(&ctx, &delivery).await;
+        // A revoked token parks the channel's next tasks in this process
+        // before the slot goes to one of them: otherwise it could pass the
+        // channel gate and call the platform with the dead token while this
+        // task is still settling (marking the store, announcing the
+        // revocation).
+        if ran.verdict == Verdict::Failed(ErrorKind::TokenRevoked)
+            && let (Some(channels), Some(ch)) = (
+                ctx.channels.as_ref(),
+                ran.task.as_ref().and_then(|t| t.channel.as_deref()),
+            )
+        {
+            channels.set_pending(ch);
+        }
         // The handler is done: its slot goes to the next delivery while this
         // one waits for its confirms.
         drop(slot);
