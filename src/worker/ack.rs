@@ -1,7 +1,7 @@
 //! Coalesced acknowledgements.
 //!
 //! Awaiting one `basic.ack` per message caps lapin at about a fifth of what the
-//! broker can do (DESIGN.md §5). Instead every task records its delivery in a
+//! broker can do (ARCHITECTURE.md, "The flow of one task"). Instead every task records its delivery in a
 //! shared [`Ledger`], and one acker task acknowledges the longest settled run
 //! of delivery tags with a single `multiple` ack once half the prefetch window
 //! has settled, nothing is left running, or a millisecond has passed
