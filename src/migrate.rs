@@ -75,17 +75,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Migrated>> {
 async fn move_through(conn: &Connection, topology: &Topology, queue: &str) -> anyhow::Result<u64> {
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let consumers = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?
-        .consumer_count();
+    let consumers = crate::topology::inspect(&ch, queue).await?.consumer_count();
     if consumers > 0 {
         anyhow::bail!(
             "queue '{queue}' has {consumers} consumer(s): stop every worker (and `warden reauth`) \

@@ -292,17 +292,7 @@ impl Topology {
     pub async fn ensure(&self, conn: &lapin::Connection) -> lapin::Result<()> {
         // A failed passive declare closes its channel, so probe on a spare one.
         let probe = conn.create_channel().await?;
-        let exists = probe
-            .queue_declare(
-                self.tasks().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .is_ok();
+        let exists = inspect(&probe, &self.tasks()).await.is_ok();
         if exists {
             let _ = probe.close(200, "probe".into()).await;
             return Ok(());
@@ -330,16 +320,7 @@ impl Topology {
     pub async fn describe(&self, ch: &Channel) -> lapin::Result<Vec<QueueInfo>> {
         let mut out = Vec::new();
         for (name, role) in self.queues() {
-            let q = ch
-                .queue_declare(
-                    name.clone().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
+            let q = inspect(ch, &name).await?;
             out.push(QueueInfo {
                 name,
                 role: role.into(),
@@ -372,6 +353,23 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// A passive declare of `queue`: its message and consumer counts, declaring
+/// nothing. A missing queue closes `ch` with `NOT_FOUND`.
+///
+/// # Errors
+/// Broker errors.
+pub async fn inspect(ch: &Channel, queue: &str) -> lapin::Result<lapin::Queue> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
 }
 
 /// Consumes a private copy of what `exchange` routes with `keys`: an

@@ -882,7 +882,7 @@ async fn the_password_never_reaches_the_logs_even_with_rust_log_at_trace() {
 
     // The Playwright driver (node, a child of warden reauth) sees none of warden's
     // environment: no broker or store URL, no token key.
-    let drivers = children_named(reauth.pid(), "node");
+    let drivers = provider_browser::children_named(u32::try_from(reauth.pid()).unwrap(), "node");
     assert!(!drivers.is_empty(), "the driver is running after the login");
     for pid in drivers {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
@@ -898,36 +898,6 @@ async fn the_password_never_reaches_the_logs_even_with_rust_log_at_trace() {
         );
     }
     drop((worker, reauth));
-}
-
-/// Pids of the processes named `name` whose parent is `parent`.
-fn children_named(parent: i32, name: &str) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so split at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let ppid = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<i32>().ok());
-        if comm == name && ppid == Some(parent) {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 #[tokio::test]

@@ -143,16 +143,7 @@ impl BenchEnv {
     }
 
     async fn inspect(&self, queue: &str) -> lapin::Result<lapin::Queue> {
-        self.ch
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
+        crate::topology::inspect(&self.ch, queue).await
     }
 
     /// Ready messages in `{p}.tasks`.

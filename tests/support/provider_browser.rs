@@ -113,6 +113,15 @@ fn process_table() -> Vec<(u32, u32, String)> {
     table
 }
 
+/// Live processes named `name` whose parent is `parent`.
+pub fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    process_table()
+        .into_iter()
+        .filter(|(_, ppid, comm)| *ppid == parent && comm == name)
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
 /// Live node and Chromium processes that descend from this test process.
 pub fn browser_descendants() -> Vec<(u32, String)> {
     let table = process_table();
