@@ -32,7 +32,7 @@ impl Handler for SendEmail {
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load(None)?;
     // Keep the guard: shutting it down flushes the last spans (when exported).
-    let telemetry = warden::telemetry::init(settings.log_format);
+    let telemetry = warden::observe::telemetry::init(settings.log_format);
     let mut registry = Registry::builtin(settings.fault_handlers);
     registry.register("email.send", SendEmail);
     let result =

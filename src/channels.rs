@@ -24,7 +24,7 @@ pub const CACHE_TTL: Duration = Duration::from_secs(30);
 /// Most channel states a process caches. Channel names come from task bodies,
 /// so without a bound a producer could grow the cache without limit; with it,
 /// the cache costs at most this many entries of at most
-/// [`crate::envelope::MAX_CHANNEL_BYTES`] each, and a flood of names only costs
+/// [`crate::amqp::envelope::MAX_CHANNEL_BYTES`] each, and a flood of names only costs
 /// store queries.
 pub const MAX_CACHED: usize = 10_000;
 

@@ -112,7 +112,7 @@ pub struct Settings {
     /// Channels (third-party accounts) by name (TOML only).
     pub channels: BTreeMap<String, ChannelConfig>,
     /// Task types handled by an HTTP call made for the task's channel (TOML only).
-    pub handlers: BTreeMap<String, crate::http_handler::HttpHandlerConfig>,
+    pub handlers: BTreeMap<String, crate::handler::http::config::HttpHandlerConfig>,
     /// The re-auth consumer.
     pub reauth: ReauthSettings,
 }
@@ -390,9 +390,9 @@ impl Settings {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("`{key}` {why}")));
         let url = self.amqp_url.expose_secret();
         // A comma-separated list names the nodes of one cluster
-        // (`broker::addresses`): each must be a valid URI, and all of one
+        // ([`addresses`]): each must be a valid URI, and all of one
         // scheme, since the TLS settings apply to every connection.
-        let addresses = crate::broker::addresses(url);
+        let addresses = addresses(url);
         if addresses.is_empty() {
             return bad("amqp_url", "must name at least one broker address");
         }
@@ -507,7 +507,8 @@ impl Settings {
             }
         }
         for (kind, handler) in &self.handlers {
-            crate::http_handler::HttpHandler::new(handler.clone(), reqwest::Client::new())
+            handler
+                .check()
                 .map_err(|e| ConfigError(format!("`handlers.{kind}`: {e}")))?;
         }
         match (&self.tls.cert_file, &self.tls.key_file) {
@@ -559,7 +560,7 @@ impl Settings {
     /// The broker URL with its password replaced, safe to log.
     #[must_use]
     pub fn amqp_url_redacted(&self) -> String {
-        crate::broker::addresses(self.amqp_url.expose_secret())
+        addresses(self.amqp_url.expose_secret())
             .into_iter()
             .map(redact_url)
             .collect::<Vec<_>>()
@@ -657,6 +658,21 @@ fn one_line(e: &figment::Error) -> String {
         msg = format!("`{}`: {msg}", e.path.join("."));
     }
     msg
+}
+
+/// The broker addresses in `raw`: one AMQP URI, or several separated by
+/// commas (the nodes of a cluster), each trimmed, empty entries dropped.
+///
+/// Several addresses are how warden reaches a RabbitMQ cluster without a load
+/// balancer in front of it: each connect tries them in a fresh random order
+/// (`amqp::broker::connect`), so replicas spread over the nodes and a dead node only costs
+/// a refused attempt.
+#[must_use]
+pub fn addresses(raw: &str) -> Vec<&str> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect()
 }
 
 #[cfg(test)]

@@ -20,14 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
+use crate::amqp::envelope::Task;
+use crate::amqp::events::Event;
+use crate::amqp::publish::{Publisher, publish_confirmed, task_properties};
+use crate::amqp::topology::Topology;
 use crate::channels::Channels;
 use crate::config::Settings;
-use crate::envelope::Task;
-use crate::events::Event;
 use crate::handler::Registry;
-use crate::publish::{Publisher, publish_confirmed, task_properties};
 use crate::reauth::flow::SecretRef;
-use crate::topology::Topology;
 use crate::worker::Worker;
 
 /// `post.publish` tasks for channel `acme-main` before, and again after, the revocation.
@@ -93,7 +93,7 @@ impl ReauthDemo {
         );
         settings.handlers.insert(
             "post.publish".into(),
-            crate::http_handler::HttpHandlerConfig {
+            crate::handler::http::HttpHandlerConfig {
                 method: "POST".into(),
                 url: format!("{}/api/channels/{{channel}}/posts", provider.base_url()),
                 timeout: Duration::from_secs(10),
@@ -215,16 +215,20 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     };
 
     // Listen to events before anything is published, so none is missed.
-    let conn = crate::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;
+    let conn = crate::amqp::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;
     let ch = conn.create_channel().await?;
     let topology = Topology::new(&settings);
     topology.declare(&ch).await?;
-    let mut events =
-        crate::topology::private_consumer(&ch, &topology.events(), &["task.#", "reauth.#"], false)
-            .await?;
+    let mut events = crate::amqp::topology::private_consumer(
+        &ch,
+        &topology.events(),
+        &["task.#", "reauth.#"],
+        false,
+    )
+    .await?;
 
     let shutdown = CancellationToken::new();
-    let registry = Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let registry = Registry::from_settings(&settings)?;
     let mut worker = Worker::new(settings.clone(), registry);
     let mut reauth_task = None;
     if let Some(r) = &reauth {
@@ -309,7 +313,8 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
             }
             continue;
         }
-        if event.kind == "post.publish" && delivery.routing_key.as_str() == crate::events::SUCCEEDED
+        if event.kind == "post.publish"
+            && delivery.routing_key.as_str() == crate::amqp::events::SUCCEEDED
         {
             posts_ok += 1;
         }
@@ -337,13 +342,13 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         };
         let row = rows.entry(kind).or_default();
         match delivery.routing_key.as_str() {
-            crate::events::SUCCEEDED => {
+            crate::amqp::events::SUCCEEDED => {
                 if terminal.insert(event.id) {
                     row[0] += 1;
                     ok += 1;
                 }
             }
-            crate::events::DEAD => {
+            crate::amqp::events::DEAD => {
                 if terminal.insert(event.id) {
                     row[2] += 1;
                     dead += 1;
@@ -404,7 +409,7 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         (None, _) => println!("Re-auth: skipped; {}", ReauthDemo::WHY_SKIPPED),
     }
 
-    let dq = crate::dlq::DeadQueue::open(&settings).await?;
+    let dq = crate::amqp::dlq::DeadQueue::open(&settings).await?;
     let letters = dq.list(Some(50)).await?;
     dq.close().await;
     let mut table = Table::new();

@@ -9,59 +9,38 @@
 //! | module | role |
 //! |---|---|
 //! | [`config`] | typed, layered settings; validated once at start |
-//! | [`envelope`] | the wire contract: task body and headers, defensive decoding |
 //! | [`outcome`] | error kinds and the pure [`outcome::decide`] function |
-//! | [`handler`] | the [`Handler`] trait, the registry and the built-in handlers |
-//! | [`http_handler`] | task types mapped to HTTP calls made for a channel |
+//! | [`amqp`] | connecting, the topology and its migration, the wire contract ([`amqp::envelope`]), confirmed publishing, `task.*` events, dead-letter tools |
+//! | [`handler`] | the [`Handler`] trait, the registry, the built-in handlers and HTTP task types ([`handler::http`]) |
 //! | [`outbound`] | the policy for outbound HTTP that carries a secret: no redirects, https, bounded reads |
 //! | [`channels`] | per-process channel status/token cache; revocation and refresh messages |
-//! | [`topology`] | every exchange and queue, declared idempotently in one place |
-//! | [`migrate`] | `warden topology migrate`: queues of an older warden brought to today's arguments |
-//! | [`broker`] | connecting, with backoff |
-//! | [`worker`] | the consumer loop: sessions, per-task isolation, the crash sandbox, settling, coalesced acks |
-//! | [`publish`] | confirmed publishing for tasks, copies and the CLI |
-//! | [`events`] | `task.*` lifecycle events |
-//! | [`dlq`] | listing, replaying and purging dead letters |
-//! | [`admin`] | `/livez`, `/readyz`, `/metrics` |
-//! | [`metrics`] | the Prometheus registry |
-//! | [`telemetry`] | log output and the OTLP trace pipeline |
-//! | [`trace`] | W3C trace context in AMQP headers; the messaging spans |
-//! | [`shutdown`] | signals to a cancellation token |
-//! | [`provider`] | `warden demo-provider`: a simulated OAuth2 platform for tests, demo and rehearsal |
-//! | [`reauth`] | login flows, the Playwright/Chromium driver, and the `warden reauth` consumer |
+//! | [`supervisor`] | one broker session at a time, reconnecting with backoff: the skeleton of `worker` and `reauth` |
+//! | [`worker`] | the consumer loop: per-task isolation, the crash sandbox, settling, coalesced acks |
+//! | [`reauth`] | the `warden reauth` consumer: login flows, the Playwright/Chromium driver, the OAuth client |
 //! | [`store`] | channel tokens: SQLite/PostgreSQL, AES-256-GCM at rest, versions, leases |
-//! | [`cli`], [`commands`], [`demo`] | the command line |
-//! | [`bench`] | `warden bench`: the worker against a raw-client baseline, same run |
+//! | [`observe`] | `/livez`, `/readyz`, `/metrics`, logs and the OTLP trace pipeline |
+//! | [`shutdown`] | signals to a cancellation token |
+//! | [`cli`] | the command line: arguments and one function per command |
+//! | [`provider`], [`demo`], [`bench`] | test and demo tooling (moving out of the library) |
 
-pub mod admin;
+pub mod amqp;
 pub mod bench;
-pub mod broker;
 pub mod channels;
 pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod demo;
-pub mod dlq;
-pub mod envelope;
-pub mod events;
 pub mod handler;
-pub mod http_handler;
-pub mod metrics;
-pub mod migrate;
+pub mod observe;
 pub mod outbound;
 pub mod outcome;
 pub mod provider;
-pub mod publish;
 pub mod reauth;
 pub mod shutdown;
 pub mod store;
 pub mod supervisor;
-pub mod telemetry;
-pub mod topology;
-pub mod trace;
 pub mod worker;
 
+pub use amqp::envelope::Task;
 pub use config::Settings;
-pub use envelope::Task;
 pub use handler::{Handler, Registry, TaskContext};
 pub use outcome::{ErrorKind, TaskError};

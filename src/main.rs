@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use warden::cli::Cli;
-use warden::{Settings, commands};
+use warden::Settings;
+use warden::cli::{Cli, commands};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(64); // EX_USAGE
         }
     };
-    let telemetry = warden::telemetry::init(settings.log_format);
+    let telemetry = warden::observe::telemetry::init(settings.log_format);
     let shutdown = warden::shutdown::on_signals();
     let result = commands::run(cli.command, settings, shutdown).await;
     // Flush the spans of the last tasks before the process goes.

@@ -111,10 +111,10 @@ mod tests {
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
 
+    use crate::amqp::envelope::Task;
     use crate::channels::ChannelToken;
-    use crate::envelope::Task;
+    use crate::handler::http::{HttpHandler, HttpHandlerConfig};
     use crate::handler::{Handler as _, TaskContext};
-    use crate::http_handler::{HttpHandler, HttpHandlerConfig};
     use crate::outcome::ErrorKind;
 
     const TOKEN: &str = "tok-0123456789";
@@ -257,7 +257,7 @@ mod tests {
             client.clone(),
         )
         .unwrap_err();
-        assert!(e.contains("https"), "{e}");
+        assert!(e.to_string().contains("https"), "{e}");
         assert!(
             HttpHandler::new(
                 config("http://api.example.com/{channel}", true),

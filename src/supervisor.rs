@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Health;
 use crate::config::Settings;
-use crate::metrics::Metrics;
+use crate::observe::admin::Health;
+use crate::observe::metrics::Metrics;
 
 /// One role's broker sessions.
 pub trait Session {
@@ -43,10 +43,10 @@ pub async fn supervise<S: Session + Sync>(
     sessions: &S,
     shutdown: &CancellationToken,
 ) {
-    let mut losses = crate::broker::SessionLosses::default();
+    let mut losses = crate::amqp::broker::SessionLosses::default();
     loop {
         health.beat();
-        let connecting = crate::broker::connect_with_backoff(settings, role, shutdown);
+        let connecting = crate::amqp::broker::connect_with_backoff(settings, role, shutdown);
         let Some(conn) = health.beating_while(connecting).await else {
             break;
         };

@@ -117,7 +117,7 @@ async fn a_broker_restart_mid_run_loses_no_task_and_the_worker_carries_on_by_its
         .await
         .unwrap()
     {
-        let event: warden::events::Event = serde_json::from_slice(&m.delivery.data).unwrap();
+        let event: warden::amqp::events::Event = serde_json::from_slice(&m.delivery.data).unwrap();
         seen.push(event.id);
     }
     let _ = ch
@@ -136,7 +136,7 @@ async fn a_broker_restart_mid_run_loses_no_task_and_the_worker_carries_on_by_its
         "{} duplicates",
         seen.len() - unique.len()
     );
-    let dq = warden::dlq::DeadQueue::open(&broker.settings)
+    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
         .await
         .unwrap();
     assert!(

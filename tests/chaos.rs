@@ -33,7 +33,7 @@ use serde_json::json;
 use stack::{PASSWORD, Stack};
 use support::proxy::TcpProxy;
 use support::{WardenProc, eventually, wait_for};
-use warden::envelope::Task;
+use warden::amqp::envelope::Task;
 
 /// Handlers at once per worker.
 const CONCURRENCY: usize = 32;
@@ -42,7 +42,7 @@ const PREFETCH: usize = 4 * CONCURRENCY;
 const READY: Duration = Duration::from_secs(30);
 /// Time between the recovery from one fault and the next fault: a little
 /// longer than a session must last to count as healthy.
-const SPACING: Duration = Duration::from_secs(warden::broker::HEALTHY_SESSION.as_secs() + 1);
+const SPACING: Duration = Duration::from_secs(warden::amqp::broker::HEALTHY_SESSION.as_secs() + 1);
 
 /// How a task must end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +225,7 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
     }
     let started = Instant::now();
     // The producer talks to the broker directly: the faults are the workers'.
-    let publisher = warden::publish::Publisher::connect(&broker.settings)
+    let publisher = warden::amqp::publish::Publisher::connect(&broker.settings)
         .await
         .unwrap();
     // Ids published so far, and a pause for the quiet moment a queue deletion needs.
@@ -481,7 +481,7 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
 
     // The dead-letter queue holds exactly the tasks that had to die, with
     // their reasons, and nothing that had to succeed.
-    let dq = warden::dlq::DeadQueue::open(&broker.settings)
+    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
         .await
         .unwrap();
     let dead = dq.list(None).await.unwrap();

@@ -36,8 +36,8 @@ use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
 use stack::{PASSWORD, Stack};
 use support::WardenProc;
-use warden::envelope::Task;
-use warden::events::Event;
+use warden::amqp::envelope::Task;
+use warden::amqp::events::Event;
 
 /// Handlers at once per worker.
 const CONCURRENCY: usize = 32;
@@ -148,7 +148,7 @@ impl Tap {
     async fn start(urls: &str, exchange: String, queue: String) -> Self {
         let tap = Self::default();
         let endings = tap.endings.clone();
-        let urls: Vec<String> = warden::broker::addresses(urls)
+        let urls: Vec<String> = warden::config::addresses(urls)
             .into_iter()
             .map(str::to_owned)
             .collect();
@@ -339,7 +339,7 @@ async fn on_a_three_node_cluster_a_leader_killed_and_a_rolling_restart_lose_no_t
             let mut tries = 0;
             loop {
                 if publisher.is_none() {
-                    publisher = warden::publish::Publisher::connect(&broker.settings)
+                    publisher = warden::amqp::publish::Publisher::connect(&broker.settings)
                         .await
                         .ok();
                 }
@@ -451,7 +451,7 @@ async fn on_a_three_node_cluster_a_leader_killed_and_a_rolling_restart_lose_no_t
     );
 
     // `{p}.dead` holds exactly the tasks that had to die, with their reasons.
-    let dq = warden::dlq::DeadQueue::open(&broker.settings)
+    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
         .await
         .unwrap();
     let dead = dq.list(None).await.unwrap();
@@ -504,7 +504,7 @@ async fn full_queue() -> (lapin::Connection, lapin::Channel, String) {
     )
     .await
     .unwrap();
-    warden::publish::publish_and_confirm(&ch, "", &queue, b"first", Default::default(), true)
+    warden::amqp::publish::publish_and_confirm(&ch, "", &queue, b"first", Default::default(), true)
         .await
         .expect("an empty queue takes the first message");
     (conn, ch, queue)
@@ -530,12 +530,19 @@ async fn a_nacked_publish_is_retried_on_the_same_channel_until_the_broker_takes_
     };
     let t0 = Instant::now();
     let (published, ()) = tokio::join!(
-        warden::publish::publish_and_confirm(&ch, "", &queue, b"second", Default::default(), true),
+        warden::amqp::publish::publish_and_confirm(
+            &ch,
+            "",
+            &queue,
+            b"second",
+            Default::default(),
+            true
+        ),
         drain
     );
     published.expect("taken once the queue had room, on the same channel");
     assert!(
-        t0.elapsed() >= warden::publish::NACK_BACKOFF,
+        t0.elapsed() >= warden::amqp::publish::NACK_BACKOFF,
         "it was refused at least once first ({:?})",
         t0.elapsed()
     );
@@ -546,19 +553,26 @@ async fn a_nacked_publish_is_retried_on_the_same_channel_until_the_broker_takes_
 async fn a_broker_that_keeps_refusing_ends_in_nacked_after_the_bounded_backoff() {
     let (_conn, ch, queue) = full_queue().await;
     let t0 = Instant::now();
-    let err =
-        warden::publish::publish_and_confirm(&ch, "", &queue, b"second", Default::default(), true)
-            .await
-            .expect_err("the queue stays full");
+    let err = warden::amqp::publish::publish_and_confirm(
+        &ch,
+        "",
+        &queue,
+        b"second",
+        Default::default(),
+        true,
+    )
+    .await
+    .expect_err("the queue stays full");
     assert!(
-        matches!(err, warden::publish::PublishError::Nacked { .. }),
+        matches!(err, warden::amqp::publish::PublishError::Nacked { .. }),
         "{err}"
     );
-    let floor = warden::publish::NACK_BACKOFF * ((1 << warden::publish::NACK_RETRIES) - 1);
+    let floor =
+        warden::amqp::publish::NACK_BACKOFF * ((1 << warden::amqp::publish::NACK_RETRIES) - 1);
     assert!(
         t0.elapsed() >= floor && t0.elapsed() < floor + Duration::from_secs(5),
         "retried {} times over {:?} (backoff floor {floor:?})",
-        warden::publish::NACK_RETRIES,
+        warden::amqp::publish::NACK_RETRIES,
         t0.elapsed()
     );
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use proptest::prelude::*;
-use warden::envelope::{self, Task};
+use warden::amqp::envelope::{self, Task};
 use warden::outcome::{ErrorKind, RetryPolicy, Verdict, decide};
 
 fn amqp_value() -> impl Strategy<Value = AMQPValue> {
@@ -88,7 +88,7 @@ proptest! {
             prop_assert!(next_attempt > attempt && next_attempt <= policy.max_attempts);
         }
         let props = BasicProperties::default().with_headers(h);
-        let _ = warden::dlq::describe(b"{}", &props, "rk", 5);
+        let _ = warden::amqp::dlq::describe(b"{}", &props, "rk", 5);
         let _ = envelope::broker_death_reason(props.headers().as_ref());
     }
 }
@@ -172,7 +172,7 @@ async fn a_flood_of_ten_thousand_random_bodies_goes_dead_with_reasons_and_valid_
 
     let terminal = tap.terminal();
     assert!(good.iter().all(|id| terminal[id] == ["task.succeeded"]));
-    let dq = warden::dlq::DeadQueue::open(&broker.settings)
+    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
         .await
         .unwrap();
     let dead: HashMap<String, String> = dq

@@ -155,7 +155,7 @@ async fn a_wrong_password_ends_in_reauth_failed_the_tasks_go_dead_at_once_and_to
         to_dead < Duration::from_secs(3),
         "tasks dead {to_dead:?} after the failed login"
     );
-    let dq = warden::dlq::DeadQueue::open(&stack.broker.settings)
+    let dq = warden::amqp::dlq::DeadQueue::open(&stack.broker.settings)
         .await
         .unwrap();
     let dead = dq.list(None).await.unwrap();
@@ -225,7 +225,7 @@ async fn a_wrong_password_ends_in_reauth_failed_the_tasks_go_dead_at_once_and_to
     .await;
     eprintln!("token set to a successful replay: {:?}", started.elapsed());
     // The dead-lettered re-auth request stayed where it was: it is not a task.
-    let dq = warden::dlq::DeadQueue::open(&stack.broker.settings)
+    let dq = warden::amqp::dlq::DeadQueue::open(&stack.broker.settings)
         .await
         .unwrap();
     let dead = dq.list(None).await.unwrap();
@@ -930,9 +930,9 @@ async fn a_forged_future_parked_at_cannot_keep_a_task_parked_past_max_park() {
     worker.wait_ready(READY).await;
     let id = uuid::Uuid::new_v4().to_string();
     let mut headers = lapin::types::FieldTable::default();
-    warden::envelope::set_text(
+    warden::amqp::envelope::set_text(
         &mut headers,
-        warden::envelope::PARKED_AT_HEADER,
+        warden::amqp::envelope::PARKED_AT_HEADER,
         "9999-12-31T23:59:59Z",
     );
     stack

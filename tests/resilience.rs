@@ -67,10 +67,14 @@ async fn cutting_the_connection_five_times_loses_no_task() {
         // counting proxy connections is not enough, since every connect also
         // opens a short probe, and a cut during a handshake would be a failed
         // connect rather than a lost session.
-        eventually(Duration::from_secs(30), "the worker to count the cut", || {
-            let worker = &worker;
-            async move { reconnects(worker).await >= cut as f64 }
-        })
+        eventually(
+            Duration::from_secs(30),
+            "the worker to count the cut",
+            || {
+                let worker = &worker;
+                async move { reconnects(worker).await >= cut as f64 }
+            },
+        )
         .await;
         // Consuming again, not just connected.
         worker.wait_ready(READY).await;
@@ -191,7 +195,7 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     // Back to back in one process, before the broker has applied the previous
     // listing's returns, every letter is still seen.
     for round in 0..3 {
-        let dq = warden::dlq::DeadQueue::open(&broker.settings)
+        let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
             .await
             .unwrap();
         let listed = dq.list(None).await.unwrap().len();
@@ -242,7 +246,7 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
         .unwrap()
         .unwrap();
     assert_eq!(
-        warden::envelope::attempt_of(msg.delivery.properties.headers().as_ref()),
+        warden::amqp::envelope::attempt_of(msg.delivery.properties.headers().as_ref()),
         1
     );
     drop(ch);

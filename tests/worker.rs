@@ -8,11 +8,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::json;
 use support::{TestBroker, eventually, run_cli, wait_for};
-use warden::dlq::DeadQueue;
+use warden::amqp::dlq::DeadQueue;
 
 const READY: Duration = Duration::from_secs(20);
 
-async fn dead_letters(broker: &TestBroker) -> HashMap<String, warden::dlq::DeadLetter> {
+async fn dead_letters(broker: &TestBroker) -> HashMap<String, warden::amqp::dlq::DeadLetter> {
     let dq = DeadQueue::open(&broker.settings).await.unwrap();
     let letters = dq.list(None).await.unwrap();
     dq.close().await;
@@ -245,7 +245,7 @@ struct PoisonRun {
     /// Kubernetes would).
     worker_deaths: usize,
     /// The poison's dead letter.
-    letter: warden::dlq::DeadLetter,
+    letter: warden::amqp::dlq::DeadLetter,
 }
 
 /// Puts `poison` in the middle of 1,000 `builtin.noop` tasks, runs a worker at

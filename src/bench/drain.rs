@@ -21,10 +21,10 @@ use lapin::{BasicProperties, Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
 
 use super::env::{BenchEnv, NOOP, Poller, STALL};
-use crate::events::{Event, SUCCEEDED};
+use crate::amqp::events::{Event, SUCCEEDED};
+use crate::amqp::publish::PERSISTENT;
 use crate::handler::Registry;
-use crate::metrics::TaskLabels;
-use crate::publish::PERSISTENT;
+use crate::observe::metrics::TaskLabels;
 use crate::worker::Worker;
 
 /// How often the bench looks at the worker's counters while it drains. The
@@ -300,7 +300,7 @@ async fn raw_consumer(
     name: &str,
     prefetch: u16,
 ) -> anyhow::Result<(Connection, Channel, Consumer)> {
-    let conn = crate::broker::connect(&env.settings, name, Duration::from_secs(5)).await?;
+    let conn = crate::amqp::broker::connect(&env.settings, name, Duration::from_secs(5)).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let consumer = ch

@@ -21,10 +21,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::env::{BenchEnv, Poller};
-use crate::envelope::Task;
+use crate::amqp::envelope::Task;
+use crate::amqp::publish::task_properties;
 use crate::handler::{Handler, Registry, TaskContext};
 use crate::outcome::TaskError;
-use crate::publish::task_properties;
 use crate::worker::Worker;
 
 /// The bench-only task type.

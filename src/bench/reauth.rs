@@ -25,13 +25,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::env::{BenchEnv, Poller};
+use crate::amqp::events::Event;
+use crate::amqp::topology::Topology;
 use crate::channels::Channels;
 use crate::config::Settings;
 use crate::demo::ReauthDemo;
-use crate::events::Event;
 use crate::handler::Registry;
 use crate::reauth::consumer::{FAILED, SUCCEEDED};
-use crate::topology::Topology;
 use crate::worker::Worker;
 
 /// The channel every run revokes and heals.
@@ -121,14 +121,14 @@ pub async fn measure(
     let demo = ReauthDemo::start(&mut settings).await?;
     let ch = env.conn().create_channel().await?;
     let topology = Topology::new(&settings);
-    let events = crate::topology::private_consumer(
+    let events = crate::amqp::topology::private_consumer(
         &ch,
         &topology.events(),
-        &[crate::events::SUCCEEDED, SUCCEEDED, FAILED],
+        &[crate::amqp::events::SUCCEEDED, SUCCEEDED, FAILED],
         false,
     )
     .await?;
-    let registry = Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let registry = Registry::from_settings(&settings)?;
     let worker = Worker::new(settings.clone(), registry)
         .with_channels(Arc::new(Channels::new(demo.store.clone())));
     let stop = shutdown.child_token();
@@ -182,7 +182,7 @@ impl Stage {
         state.revoke(CHANNEL);
         let task = ReauthDemo::posts(1).remove(0);
         let id = task.id.clone();
-        let publisher = crate::publish::Publisher::connect(&self.settings).await?;
+        let publisher = crate::amqp::publish::Publisher::connect(&self.settings).await?;
         let published = publisher.publish_all(vec![task], 1, || {}).await;
         publisher.close().await;
         published?;
@@ -210,7 +210,7 @@ impl Stage {
                     "re-authentication failed: {}",
                     event.reason.unwrap_or_default()
                 ),
-                crate::events::SUCCEEDED if event.id == id => break at,
+                crate::amqp::events::SUCCEEDED if event.id == id => break at,
                 _ => {}
             }
         };

@@ -44,19 +44,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::admin::{AdminState, Health};
-use crate::channels::{RevocationRequest, TokenRefreshed};
-use crate::config::Settings;
-use crate::envelope::{self, Task};
-use crate::events::{self, Event};
-use crate::metrics::Metrics;
-use crate::publish::{
+use crate::amqp::envelope::{self, Task};
+use crate::amqp::events::{self, Event};
+use crate::amqp::publish::{
     PERSISTENT, PublishError, copy_properties, publish_confirmed, publish_copy_confirmed,
 };
+use crate::amqp::topology::Topology;
+use crate::channels::{RevocationRequest, TokenRefreshed};
+use crate::config::Settings;
+use crate::observe::admin::{AdminState, Health};
+use crate::observe::metrics::Metrics;
 use crate::reauth::browser::{LoginDriver, LoginDriverConfig, LoginErrorKind};
 use crate::reauth::flow::{ChannelCredentials, OAuthProvider, TokenError, TokenSet as FlowTokens};
 use crate::store::{ChannelStatus, TokenSet, TokenStore};
-use crate::topology::Topology;
 
 /// `reauth.*` routing keys.
 pub const STARTED: &str = "reauth.started";
@@ -70,7 +70,7 @@ pub const FAILED: &str = "reauth.failed";
 pub enum Handled {
     /// Acked without a login: the channel is not pending at the request's
     /// version (already healed or failed, or a forged or stale request), or
-    /// not known here. `why` is one of [`crate::metrics::REAUTH_IGNORED`].
+    /// not known here. `why` is one of [`crate::observe::metrics::REAUTH_IGNORED`].
     Ignored {
         /// Why.
         why: &'static str,
@@ -132,7 +132,7 @@ struct Ctx {
 impl Ctx {
     /// Counts one re-auth attempt of `mode` that took `since` until now.
     fn attempt(&self, mode: &'static str, ok: bool, since: Instant) {
-        use crate::metrics::{ModeLabel, REAUTH_FAILED, REAUTH_SUCCEEDED, ReauthLabels};
+        use crate::observe::metrics::{ModeLabel, REAUTH_FAILED, REAUTH_SUCCEEDED, ReauthLabels};
         let result = if ok { REAUTH_SUCCEEDED } else { REAUTH_FAILED };
         self.metrics
             .reauth_attempts
@@ -158,9 +158,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let health = Arc::new(Health::new(settings.liveness_limit));
     let metrics = Arc::new(Metrics::new());
-    let listener = crate::admin::bind(settings.admin_addr).await?;
+    let listener = crate::observe::admin::bind(settings.admin_addr).await?;
     let admin_stop = CancellationToken::new();
-    let admin = tokio::spawn(crate::admin::serve(
+    let admin = tokio::spawn(crate::observe::admin::serve(
         listener,
         AdminState {
             health: health.clone(),
@@ -181,7 +181,7 @@ pub async fn run(
     }));
     let ctx = Arc::new(Ctx {
         topology: Topology::new(&settings),
-        holder: crate::broker::connection_name(&settings, "reauth"),
+        holder: crate::amqp::broker::connection_name(&settings, "reauth"),
         leases: std::sync::atomic::AtomicU64::new(0),
         last_heal: std::sync::Mutex::default(),
         shutdown: shutdown.clone(),
@@ -325,7 +325,7 @@ async fn handle_delivery(
     // Continue the trace of the task whose 401 asked for this re-auth: the
     // login, the token exchange, the notice, the event and the released tasks
     // are all part of it.
-    let span = crate::trace::ProcessSpan::start(&delivery, 1);
+    let span = crate::observe::trace::ProcessSpan::start(&delivery, 1);
     span.wrap(handle_request(ctx, publish, &delivery, &span))
         .await
 }
@@ -334,7 +334,7 @@ async fn handle_request(
     ctx: &Ctx,
     publish: &Channel,
     delivery: &Delivery,
-    span: &crate::trace::ProcessSpan,
+    span: &crate::observe::trace::ProcessSpan,
 ) -> Result<(), PublishError> {
     let request: RevocationRequest = match serde_json::from_slice(&delivery.data) {
         Ok(r) => r,
@@ -388,7 +388,7 @@ async fn handle_request(
         Handled::Ignored { why } => {
             ctx.metrics
                 .reauth_ignored
-                .get_or_create(&crate::metrics::WhyLabel { why })
+                .get_or_create(&crate::observe::metrics::WhyLabel { why })
                 .inc();
             tracing::warn!(channel = %request.channel, failed_version = request.failed_version, why, "re-auth request acked without a login");
         }
@@ -817,7 +817,11 @@ async fn try_heal(
                         warden.channel = channel
                     ))
                     .await;
-                ctx.attempt(crate::metrics::REAUTH_REFRESH, refreshed.is_ok(), since);
+                ctx.attempt(
+                    crate::observe::metrics::REAUTH_REFRESH,
+                    refreshed.is_ok(),
+                    since,
+                );
                 match refreshed {
                     Ok(tokens) => {
                         return save(
@@ -850,7 +854,11 @@ async fn try_heal(
     tries.browser += 1;
     let since = Instant::now();
     let result = browser_login(ctx, provider, &credentials, tries).await;
-    ctx.attempt(crate::metrics::REAUTH_BROWSER, result.is_ok(), since);
+    ctx.attempt(
+        crate::observe::metrics::REAUTH_BROWSER,
+        result.is_ok(),
+        since,
+    );
     match result {
         Ok(tokens) => {
             save(
@@ -1016,7 +1024,7 @@ async fn notify_workers(
 /// The broker cannot be reached, or `{prefix}.tokens` does not exist yet (no
 /// worker or `warden reauth` has declared the topology).
 pub async fn announce(settings: &Settings, channel: &str, version: u64) -> anyhow::Result<()> {
-    let conn = crate::broker::connect(settings, "cli", Duration::from_secs(5)).await?;
+    let conn = crate::amqp::broker::connect(settings, "cli", Duration::from_secs(5)).await?;
     let result = async {
         let ch = conn.create_channel().await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;

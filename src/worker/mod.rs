@@ -35,13 +35,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{AdminState, Health};
+use crate::amqp::topology::Topology;
 use crate::channels::{Channels, TokenRefreshed};
 use crate::config::Settings;
 use crate::handler::Registry;
-use crate::metrics::Metrics;
+use crate::observe::admin::{AdminState, Health};
+use crate::observe::metrics::Metrics;
 use crate::outcome::RetryPolicy;
-use crate::topology::Topology;
 
 /// Everything a delivery's task needs, shared by all tasks of one session.
 struct SessionCtx {
@@ -81,7 +81,7 @@ pub struct Worker {
 /// # Errors
 /// The token store cannot be opened (when channels are used), or [`run`]'s.
 pub async fn serve(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let registry = Registry::from_settings(&settings).map_err(anyhow::Error::msg)?;
+    let registry = Registry::from_settings(&settings)?;
     let channels = if settings.uses_channels() {
         Some(Arc::new(Channels::new(
             crate::channels::open_store(&settings).await?,
@@ -114,9 +114,9 @@ pub async fn run(
     if let Some(c) = channels {
         worker = worker.with_channels(c);
     }
-    let listener = crate::admin::bind(worker.settings.admin_addr).await?;
+    let listener = crate::observe::admin::bind(worker.settings.admin_addr).await?;
     let admin_stop = CancellationToken::new();
-    let admin = tokio::spawn(crate::admin::serve(
+    let admin = tokio::spawn(crate::observe::admin::serve(
         listener,
         worker.admin_state(),
         admin_stop.clone(),
@@ -217,7 +217,7 @@ impl Worker {
         topology
             .declare(&consume)
             .await
-            .map_err(|e| crate::topology::explain_declare_error(&e, &s.prefix))?;
+            .map_err(|e| crate::amqp::topology::explain_declare_error(&e, &s.prefix))?;
         let publish = conn
             .create_channel()
             .await
@@ -231,7 +231,7 @@ impl Worker {
             .basic_qos(s.prefetch(), BasicQosOptions::default())
             .await
             .map_err(|e| e.to_string())?;
-        let tag = crate::broker::connection_name(s, "worker");
+        let tag = crate::amqp::broker::connection_name(s, "worker");
         let mut consumer = consume
             .basic_consume(
                 topology.tasks().into(),
@@ -289,7 +289,9 @@ impl Worker {
 
         let end = loop {
             self.health.beat();
-            crate::admin::stall_point().await;
+            if let Some(stall) = self.registry.loop_stall() {
+                stall.point().await;
+            }
             tokio::select! {
                 biased;
                 () = &mut stopping => break SessionEnd::Shutdown,
@@ -360,7 +362,7 @@ impl crate::supervisor::Session for Worker {
 /// copy of every "token refreshed" notice.
 async fn token_notices(conn: &Connection, topology: &Topology) -> lapin::Result<lapin::Consumer> {
     let ch = conn.create_channel().await?;
-    crate::topology::private_consumer(&ch, &topology.tokens(), &[""], true).await
+    crate::amqp::topology::private_consumer(&ch, &topology.tokens(), &[""], true).await
 }
 
 /// Drops the cached state of every channel whose token was refreshed, so its

@@ -14,17 +14,17 @@ use tokio_util::sync::CancellationToken;
 use super::SessionCtx;
 use super::ack::Ledger;
 use super::sandbox;
+use crate::amqp::envelope::{self, Reject, Task};
+use crate::amqp::events::{self, Event};
+use crate::amqp::publish::{PublishError, publish_confirmed};
+use crate::amqp::topology::PARKED_ROUTE;
 use crate::channels::{ChannelState, ChannelToken, RevocationRequest};
 use crate::config::Isolation;
-use crate::envelope::{self, Reject, Task};
-use crate::events::{self, Event};
 use crate::handler::{TaskContext, run_guarded};
-use crate::metrics::{ReasonLabel, TaskLabels, TierLabel, TypeLabel};
+use crate::observe::metrics::{ReasonLabel, TaskLabels, TierLabel, TypeLabel};
 use crate::outcome::{
     DeadReason, ErrorKind, Outcome, TaskError, Verdict, decide, jittered, tier_at_least,
 };
-use crate::publish::{PublishError, publish_confirmed};
-use crate::topology::PARKED_ROUTE;
 
 /// What a delivery turned out to be, before settling.
 struct Ran {
@@ -58,7 +58,7 @@ pub(super) async fn process(
     ctx.metrics.in_flight.inc();
     let tag = delivery.delivery_tag;
     let attempt = envelope::attempt_of(delivery.properties.headers().as_ref());
-    let span = crate::trace::ProcessSpan::start(&delivery, attempt);
+    let span = crate::observe::trace::ProcessSpan::start(&delivery, attempt);
     let work = span.wrap(async {
         let ran = run(&ctx, &delivery).await;
         // A revoked token parks the channel's next tasks in this process
@@ -80,7 +80,7 @@ pub(super) async fn process(
         let outcome = decide(ran.verdict, ran.attempt, ctx.policy);
         span.record_outcome(ran.task.as_ref(), ran.verdict, outcome);
         let settled = settle(&ctx, &delivery, &ran, outcome).await;
-        span.record_settled(outcome, &settled);
+        span.record_settled(outcome, settled.as_ref().err().map(|e| e.error_type()));
         settled
     });
     tokio::select! {
@@ -213,9 +213,9 @@ async fn in_sandbox(
     token: Option<&ChannelToken>,
 ) -> (Verdict, Option<TaskError>) {
     ctx.metrics.suspects.inc();
-    let traceparent = crate::trace::enabled().then(|| {
+    let traceparent = crate::observe::trace::enabled().then(|| {
         let mut carrier = FieldTable::default();
-        crate::trace::inject(&mut carrier);
+        crate::observe::trace::inject(&mut carrier);
         envelope::header_text(Some(&carrier), "traceparent")
     });
     let request = sandbox::Request {
@@ -467,7 +467,8 @@ async fn settle(
     let copy = async {
         let Some(mut c) = copy else { return Ok(()) };
         fit_frame(&mut c.headers, ctx.frame_max, error);
-        let props = crate::publish::copy_properties(&delivery.properties, c.headers, c.expiration);
+        let props =
+            crate::amqp::publish::copy_properties(&delivery.properties, c.headers, c.expiration);
         publish_confirmed(
             &ctx.publish,
             &c.exchange,
@@ -549,7 +550,7 @@ async fn revoke(
             let body = serde_json::to_vec(&request).unwrap_or_default();
             let props = lapin::BasicProperties::default()
                 .with_content_type("application/json".into())
-                .with_delivery_mode(crate::publish::PERSISTENT)
+                .with_delivery_mode(crate::amqp::publish::PERSISTENT)
                 .with_message_id(format!("{channel}@{version}").into());
             publish_confirmed(&ctx.publish, "", &ctx.topology.reauth(), &body, props, true).await?;
             Ok(AfterRevocation::Park)

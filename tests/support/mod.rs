@@ -19,8 +19,8 @@ use lapin::options::{BasicAckOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use warden::Settings;
-use warden::events::Event;
-use warden::topology::Topology;
+use warden::amqp::events::Event;
+use warden::amqp::topology::Topology;
 
 pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -90,7 +90,7 @@ where
 pub async fn connect() -> (Connection, Channel) {
     // The first node of a cluster that answers (a test may have one down).
     let mut conn = None;
-    for url in warden::broker::addresses(amqp_url()) {
+    for url in warden::config::addresses(amqp_url()) {
         if let Ok(c) = Connection::connect(url, ConnectionProperties::default()).await {
             conn = Some(c);
             break;
@@ -317,7 +317,7 @@ impl EventTap {
     async fn start(conn: &Connection, topology: &Topology) -> Self {
         let ch = conn.create_channel().await.unwrap();
         let mut consumer =
-            warden::topology::private_consumer(&ch, &topology.events(), &["#"], false)
+            warden::amqp::topology::private_consumer(&ch, &topology.events(), &["#"], false)
                 .await
                 .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));

@@ -110,9 +110,9 @@ async fn run(registry: &Registry, job: Job, timeout: std::time::Duration) -> Res
     };
     let mut carrier = lapin::types::FieldTable::default();
     if let Some(tp) = &job.traceparent {
-        crate::envelope::set_text(&mut carrier, "traceparent", tp);
+        crate::amqp::envelope::set_text(&mut carrier, "traceparent", tp);
     }
-    let parent = crate::trace::extract(Some(&carrier));
+    let parent = crate::observe::trace::extract(Some(&carrier));
     run_guarded(&*handler, &job.task, &ctx, timeout)
         .with_context(parent)
         .await

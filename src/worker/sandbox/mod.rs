@@ -52,10 +52,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::envelope::Task;
 use crate::channels::ChannelToken;
 use crate::config::Settings;
-use crate::envelope::Task;
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 use crate::outcome::TaskError;
 use wire::{Done, Job, WireToken};
 

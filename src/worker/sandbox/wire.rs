@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::envelope::Task;
+use crate::amqp::envelope::Task;
 use crate::outcome::TaskError;
 
 /// Environment variable that turns a warden process into a sandbox: the path

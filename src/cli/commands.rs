@@ -9,13 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp::dlq::{DeadLetter, DeadQueue, Filter};
+use crate::amqp::envelope::Task;
+use crate::amqp::publish::{Publisher, read_ndjson};
+use crate::amqp::topology::Topology;
 use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs, TopologyCommand};
 use crate::config::Settings;
-use crate::dlq::{DeadLetter, DeadQueue, Filter};
-use crate::envelope::Task;
 use crate::outcome::DeadReason;
-use crate::publish::{Publisher, read_ndjson};
-use crate::topology::Topology;
 
 /// Runs one subcommand to completion; `shutdown` is cancelled on SIGTERM/SIGINT.
 ///
@@ -34,7 +34,7 @@ pub async fn run(
     if let Some(socket) = crate::worker::sandbox::child_socket() {
         drop(settings);
         return crate::worker::sandbox::child::serve(&socket, |s| {
-            crate::handler::Registry::from_settings(s).map_err(anyhow::Error::msg)
+            crate::handler::Registry::from_settings(s).map_err(anyhow::Error::from)
         })
         .await;
     }
@@ -69,7 +69,8 @@ const PROGRESS_THRESHOLD: usize = 1000;
 /// Broker unreachable or refusing the declarations.
 pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let conn =
-        crate::broker::connect(settings, "topology", std::time::Duration::from_secs(5)).await?;
+        crate::amqp::broker::connect(settings, "topology", std::time::Duration::from_secs(5))
+            .await?;
     let topology = Topology::new(settings);
     topology.ensure(&conn).await?;
     let ch = conn.create_channel().await?;
@@ -115,7 +116,7 @@ pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
 /// # Errors
 /// A queue still has consumers, or the broker refuses.
 pub async fn migrate(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let migrated = crate::migrate::run(settings).await?;
+    let migrated = crate::amqp::migrate::run(settings).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&migrated)?);
     } else if migrated.is_empty() {
@@ -320,7 +321,7 @@ async fn dlq_inner(dead: &DeadQueue, command: DlqCommand) -> anyhow::Result<()> 
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     if e.is::<crate::config::ConfigError>() {
         64 // EX_USAGE
-    } else if e.is::<crate::broker::Unreachable>() {
+    } else if e.is::<crate::amqp::broker::Unreachable>() {
         69 // EX_UNAVAILABLE
     } else {
         1
@@ -559,7 +560,7 @@ pub fn config(settings: &Settings, command: &ConfigCommand) -> anyhow::Result<()
             for k in Settings::env_keys() {
                 println!("{k}");
             }
-            for k in crate::telemetry::ENV_KEYS {
+            for k in crate::observe::telemetry::ENV_KEYS {
                 println!("{k}");
             }
         }

@@ -14,9 +14,9 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use tracing::Instrument;
 
+use crate::amqp::envelope::Task;
+use crate::amqp::topology::Topology;
 use crate::config::Settings;
-use crate::envelope::Task;
-use crate::topology::Topology;
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
 pub const PERSISTENT: u8 = 2;
@@ -142,23 +142,23 @@ pub async fn publish_copy_confirmed(
     mandatory: bool,
     original: Option<&FieldTable>,
 ) -> Result<(), PublishError> {
-    let span = crate::trace::publish_span(exchange, routing_key, &properties, body.len());
+    let span = crate::observe::trace::publish_span(exchange, routing_key, &properties, body.len());
     if let Some(headers) = original {
-        crate::trace::continue_from(&span, headers);
+        crate::observe::trace::continue_from(&span, headers);
     }
-    let properties = crate::trace::with_context(properties, &span);
+    let properties = crate::observe::trace::with_context(properties, &span);
     let result = publish_and_confirm(ch, exchange, routing_key, body, properties, mandatory)
         .instrument(span.clone())
         .await;
     if let Err(e) = &result {
-        crate::trace::record_error(&span, e.error_type());
+        crate::observe::trace::record_error(&span, e.error_type());
     }
     result
 }
 
 /// [`publish_confirmed`] without a span of its own and without touching the
 /// headers: for messages that carry the current context themselves (see
-/// [`crate::events::publish`]).
+/// [`crate::amqp::events::publish`]).
 ///
 /// A nack is retried on the same channel, at most [`NACK_RETRIES`] times with
 /// a doubling pause from [`NACK_BACKOFF`]: a quorum queue whose leader is
@@ -244,7 +244,8 @@ impl Publisher {
     /// # Errors
     /// The broker is unreachable or refused the declarations.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let conn = crate::broker::connect(settings, "publisher", Duration::from_secs(5)).await?;
+        let conn =
+            crate::amqp::broker::connect(settings, "publisher", Duration::from_secs(5)).await?;
         let topology = Topology::new(settings);
         topology.ensure(&conn).await?;
         let ch = conn.create_channel().await?;

@@ -1,5 +1,7 @@
 //! The command line: one binary, one subcommand per role or tool.
 
+pub mod commands;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};

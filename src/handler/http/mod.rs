@@ -12,56 +12,19 @@
 //! The task payload is the JSON body and the channel's access token the bearer.
 //! How the platform answers decides the error kind ([`classify`]).
 
+pub mod config;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 
-use crate::envelope::Task;
+use crate::amqp::envelope::Task;
 use crate::handler::{Handler, TaskContext};
 use crate::outcome::{ErrorKind, TaskError};
 
-/// One configured HTTP call.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct HttpHandlerConfig {
-    /// HTTP method.
-    #[serde(default = "default_method")]
-    pub method: String,
-    /// URL; `{channel}` is replaced by the task's channel (URL-encoded).
-    pub url: String,
-    /// Per-request timeout (a timeout is a transient failure).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Allows `http://` to a host that is not loopback (a private network,
-    /// such as the compose demo). Off: the bearer token goes out over https only.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub plain_http: bool,
-    /// Header that carries the task id, so the platform can recognise a call
-    /// repeated after a retry or a redelivery; empty sends none.
-    #[serde(default = "default_idempotency_header")]
-    pub idempotency_header: String,
-    /// Also count a 4xx whose body mentions `invalid_token`, `token_revoked`
-    /// or "token has been revoked" as a revoked token. Off by default: a body
-    /// that echoes the task's payload could then fake a revocation. Turn it on
-    /// only for a platform that answers revocations so and never echoes input.
-    #[serde(default)]
-    pub revocation_in_body: bool,
-}
-
-fn default_method() -> String {
-    "POST".into()
-}
-
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-fn default_idempotency_header() -> String {
-    "Idempotency-Key".into()
-}
+pub use config::{HttpConfigError, HttpHandlerConfig};
 
 /// The handler for one configured task type.
 #[derive(Debug, Clone)]
@@ -75,24 +38,12 @@ impl HttpHandler {
     /// Builds the handler, checking method and URL template.
     ///
     /// # Errors
-    /// An invalid method or URL, as a message naming the problem.
-    pub fn new(config: HttpHandlerConfig, client: reqwest::Client) -> Result<Self, String> {
-        let method = reqwest::Method::from_bytes(config.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| format!("method {:?} is not an HTTP method", config.method))?;
-        let url = url::Url::parse(&config.url.replace("{channel}", "c"))
-            .map_err(|e| format!("url {:?} is not a URL: {e}", config.url))?;
-        crate::outbound::check_url(&url, config.plain_http)
-            .map_err(|e| format!("url {:?}: {e}", config.url))?;
-        if !config.idempotency_header.is_empty() {
-            reqwest::header::HeaderName::from_bytes(config.idempotency_header.as_bytes()).map_err(
-                |_| {
-                    format!(
-                        "idempotency_header {:?} is not a header name",
-                        config.idempotency_header
-                    )
-                },
-            )?;
-        }
+    /// An invalid method, URL or header name ([`HttpConfigError`]).
+    pub fn new(
+        config: HttpHandlerConfig,
+        client: reqwest::Client,
+    ) -> Result<Self, HttpConfigError> {
+        let method = config.check()?;
         Ok(Self {
             config,
             method,
@@ -350,7 +301,8 @@ mod tests {
         assert!(HttpHandler::new(config("Idempotency-Key"), client.clone()).is_ok());
         assert!(HttpHandler::new(config(""), client.clone()).is_ok());
         let e = HttpHandler::new(config("Bad Header"), client).unwrap_err();
-        assert!(e.contains("idempotency_header"), "{e}");
+        assert!(matches!(e, HttpConfigError::Header(_)), "{e}");
+        assert!(e.to_string().contains("idempotency_header"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::observe::metrics::Metrics;
 
 /// What `/livez` and `/readyz` report, updated by the consumer loop.
 #[derive(Debug)]
@@ -96,38 +96,6 @@ impl Health {
     /// Shutdown has begun: not ready any more, whatever the session says.
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Set by `builtin.stall`; read by the consumer loop on every turn.
-static STALL_LOOP: AtomicBool = AtomicBool::new(false);
-
-/// `builtin.stall` (registered only with `WARDEN_FAULT_HANDLERS=true`): makes the
-/// consumer loop of this process hang for good, as a deadlocked `select!` would,
-/// so that a test can watch `/livez` fail within `WARDEN_LIVENESS_LIMIT`. The
-/// task itself succeeds; the loop stops at its next turn (a delivery or a
-/// heartbeat tick) and never beats again.
-#[derive(Debug)]
-pub struct StallLoop;
-
-#[async_trait::async_trait]
-impl crate::Handler for StallLoop {
-    async fn handle(
-        &self,
-        _: &crate::Task,
-        _: &crate::TaskContext,
-    ) -> Result<(), crate::TaskError> {
-        STALL_LOOP.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-/// Awaited by the consumer loop on every turn: returns at once, unless
-/// `builtin.stall` ran, in which case it never returns.
-pub async fn stall_point() {
-    if STALL_LOOP.load(Ordering::Relaxed) {
-        tracing::error!("builtin.stall: the consumer loop hangs here on purpose");
-        std::future::pending::<()>().await;
     }
 }
 

@@ -12,10 +12,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use serde::Serialize;
 
+use crate::amqp::envelope::{self, Task};
+use crate::amqp::publish::{copy_properties, publish_confirmed};
+use crate::amqp::topology::Topology;
 use crate::config::Settings;
-use crate::envelope::{self, Task};
-use crate::publish::{copy_properties, publish_confirmed};
-use crate::topology::Topology;
 
 /// One dead letter, as `dlq list` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -159,8 +159,8 @@ impl DeadQueue {
     /// # Errors
     /// Broker unreachable, or the queue does not exist (nothing was ever declared).
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
-        let conn =
-            crate::broker::connect(settings, "dlq", std::time::Duration::from_secs(5)).await?;
+        let conn = crate::amqp::broker::connect(settings, "dlq", std::time::Duration::from_secs(5))
+            .await?;
         let topology = Topology::new(settings);
         topology.ensure(&conn).await?;
         let ch = conn.create_channel().await?;
@@ -362,7 +362,7 @@ fn replay_headers(h: Option<&FieldTable>) -> FieldTable {
         for (k, v) in h.inner() {
             let k = k.as_str();
             if !(k.starts_with("x-warden-")
-                || k == crate::envelope::DELAY_HEADER
+                || k == crate::amqp::envelope::DELAY_HEADER
                 || k == "x-death"
                 || k.starts_with("x-first-death")
                 || k.starts_with("x-last-death")

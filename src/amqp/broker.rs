@@ -30,24 +30,9 @@ pub struct Unreachable {
     pub detail: String,
 }
 
-/// The broker addresses in `raw`: one AMQP URI, or several separated by
-/// commas (the nodes of a cluster), each trimmed, empty entries dropped.
-///
-/// Several addresses are how warden reaches a RabbitMQ cluster without a load
-/// balancer in front of it: each connect tries them in a fresh random order
-/// ([`connect`]), so replicas spread over the nodes and a dead node only costs
-/// a refused attempt.
-#[must_use]
-pub fn addresses(raw: &str) -> Vec<&str> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect()
-}
-
 /// Opens one connection, failing after `timeout` per address.
 ///
-/// `settings.amqp_url` may list several addresses ([`addresses`]); they are
+/// `settings.amqp_url` may list several addresses ([`crate::config::addresses`]); they are
 /// tried in a shuffled order, and the first that answers wins. Shuffling on
 /// every connect rather than rotating from a fixed start spreads replicas
 /// that all start at once, and after a node dies the survivors take its
@@ -64,7 +49,7 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Connection, Unreachable> {
     let raw = settings.amqp_url.expose_secret();
-    let mut order = addresses(raw);
+    let mut order = crate::config::addresses(raw);
     order.shuffle(&mut rand::rng());
     let mut failures = Vec::with_capacity(order.len());
     for address in &order {
@@ -277,11 +262,11 @@ mod tests {
     #[test]
     fn a_comma_separated_url_names_every_node_and_ignores_blanks() {
         assert_eq!(
-            addresses(" amqp://a:5672/%2f, amqp://b:5672/%2f,,amqp://c/ "),
+            crate::config::addresses(" amqp://a:5672/%2f, amqp://b:5672/%2f,,amqp://c/ "),
             ["amqp://a:5672/%2f", "amqp://b:5672/%2f", "amqp://c/"]
         );
-        assert_eq!(addresses("amqp://one"), ["amqp://one"]);
-        assert!(addresses(" , ").is_empty());
+        assert_eq!(crate::config::addresses("amqp://one"), ["amqp://one"]);
+        assert!(crate::config::addresses(" , ").is_empty());
     }
 
     #[tokio::test]

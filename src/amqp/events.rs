@@ -7,7 +7,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 
-use crate::publish::{PERSISTENT, PublishError, publish_and_confirm};
+use crate::amqp::publish::{PERSISTENT, PublishError, publish_and_confirm};
 
 /// One lifecycle event, as JSON on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,8 +61,8 @@ pub async fn publish(
 ) -> Result<(), PublishError> {
     let body = serde_json::to_vec(event).unwrap_or_default();
     let mut headers = FieldTable::default();
-    if crate::trace::enabled() {
-        crate::trace::inject(&mut headers);
+    if crate::observe::trace::enabled() {
+        crate::observe::trace::inject(&mut headers);
     }
     let props = BasicProperties::default()
         .with_content_type("application/json".into())

@@ -52,7 +52,7 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static TRACER: RwLock<Option<SdkTracer>> = RwLock::new(None);
 static PROPAGATOR: LazyLock<TraceContextPropagator> = LazyLock::new(TraceContextPropagator::new);
 
-/// Is a trace exporter installed? Set by [`crate::telemetry`]; while false the
+/// Is a trace exporter installed? Set by [`crate::observe::telemetry`]; while false the
 /// span helpers skip every OpenTelemetry-only cost.
 #[must_use]
 pub fn enabled() -> bool {
@@ -60,7 +60,7 @@ pub fn enabled() -> bool {
 }
 
 /// Installs the tracer that exports warden's own spans, or with `None`
-/// removes it (see [`enabled`]). Set by [`crate::telemetry`].
+/// removes it (see [`enabled`]). Set by [`crate::observe::telemetry`].
 pub fn install(tracer: Option<SdkTracer>) {
     let on = tracer.is_some();
     *TRACER.write().unwrap_or_else(PoisonError::into_inner) = tracer;
@@ -161,7 +161,7 @@ pub const EXPORT_ONLY_TARGET: &str = "warden::otel";
 
 /// Target of spans that exist only as log context (a [`ProcessSpan`]'s): the
 /// trace layer ignores it, since the exported span is built separately.
-pub const LOG_ONLY_TARGET: &str = "warden::trace";
+pub const LOG_ONLY_TARGET: &str = "warden::observe::trace";
 
 /// The semantic conventions' destination name: the exchange, with the default
 /// exchange named `amq.default`.
@@ -370,14 +370,11 @@ impl ProcessSpan {
     /// The `settle` event: the delivery's copy and event are confirmed and it
     /// is handed to the acker. A settle that failed (the broker will
     /// redeliver) marks the span failed instead.
-    pub fn record_settled(
-        &self,
-        outcome: Outcome,
-        settled: &Result<(), crate::publish::PublishError>,
-    ) {
+    /// `failed` is the failed settle's low-cardinality `error.type`.
+    pub fn record_settled(&self, outcome: Outcome, failed: Option<&'static str>) {
         let Some(cx) = &self.otel else { return };
-        match settled {
-            Ok(()) => cx.span().add_event(
+        match failed {
+            None => cx.span().add_event(
                 "settle",
                 vec![
                     KeyValue::new("messaging.operation.type", "settle"),
@@ -385,7 +382,7 @@ impl ProcessSpan {
                     KeyValue::new("warden.outcome", outcome.as_str()),
                 ],
             ),
-            Err(e) => self.record_error(e.error_type()),
+            Some(error_type) => self.record_error(error_type),
         }
     }
 }

@@ -333,7 +333,7 @@ impl Drop for Telemetry {
 /// export task (on the tokio runtime) has flushed, which must not happen on a
 /// runtime thread, and a stuck collector must not hold up the process's exit.
 fn shutdown_on_thread(provider: SdkTracerProvider, done: impl FnOnce() + Send + 'static) {
-    crate::trace::install(None);
+    crate::observe::trace::install(None);
     let spawned = std::thread::Builder::new()
         .name("otel-shutdown".into())
         .spawn(move || {
@@ -382,7 +382,7 @@ pub fn init_with(format: LogFormat, otlp: Option<&OtlpSettings>) -> Telemetry {
                 opentelemetry_sdk::propagation::TraceContextPropagator::new(),
             );
         }
-        crate::trace::install(tracer);
+        crate::observe::trace::install(tracer);
     }
     if let Some(e) = error {
         tracing::warn!(error = %e, "cannot export traces; continuing without them");
@@ -468,7 +468,7 @@ fn no_playwright_trace() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
 
 /// Keeps the spans that exist only to be exported out of log lines' context.
 fn not_export_only() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
-    filter_fn(|meta| meta.target() != crate::trace::EXPORT_ONLY_TARGET)
+    filter_fn(|meta| meta.target() != crate::observe::trace::EXPORT_ONLY_TARGET)
 }
 
 /// What becomes a span or span event: info and above, independent of
@@ -478,7 +478,7 @@ fn trace_filter() -> Targets {
         .with_default(LevelFilter::INFO)
         .with_target("lapin", LevelFilter::WARN)
         // A delivery's exported span is built by `trace::ProcessSpan` itself.
-        .with_target(crate::trace::LOG_ONLY_TARGET, LevelFilter::OFF)
+        .with_target(crate::observe::trace::LOG_ONLY_TARGET, LevelFilter::OFF)
         .with_target("opentelemetry", LevelFilter::OFF)
         .with_target("opentelemetry_sdk", LevelFilter::OFF)
         .with_target("opentelemetry_otlp", LevelFilter::OFF)

@@ -19,9 +19,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 
+use crate::amqp::publish::publish_confirmed;
+use crate::amqp::topology::{ArgumentMismatch, Topology};
 use crate::config::Settings;
-use crate::publish::publish_confirmed;
-use crate::topology::{ArgumentMismatch, Topology};
 
 /// One queue brought to the current arguments.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,8 +44,8 @@ pub struct Migrated {
 /// # Errors
 /// A queue still has consumers (stop the workers first), or a broker error.
 pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Migrated>> {
-    let conn =
-        crate::broker::connect(settings, "migrate", std::time::Duration::from_secs(5)).await?;
+    let conn = crate::amqp::broker::connect(settings, "migrate", std::time::Duration::from_secs(5))
+        .await?;
     let topology = Topology::new(settings);
     let mut done = Vec::new();
     // Each pass fixes the first queue the broker objects to; there are only
@@ -75,7 +75,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<Migrated>> {
 async fn move_through(conn: &Connection, topology: &Topology, queue: &str) -> anyhow::Result<u64> {
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
-    let consumers = crate::topology::inspect(&ch, queue).await?.consumer_count();
+    let consumers = crate::amqp::topology::inspect(&ch, queue)
+        .await?
+        .consumer_count();
     if consumers > 0 {
         anyhow::bail!(
             "queue '{queue}' has {consumers} consumer(s): stop every worker (and `warden reauth`) \

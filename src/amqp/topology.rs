@@ -268,7 +268,7 @@ impl Topology {
                 .await?;
             let binding = table(&[
                 ("x-match", text("all")),
-                (crate::envelope::DELAY_HEADER, text(&route)),
+                (crate::amqp::envelope::DELAY_HEADER, text(&route)),
             ]);
             ch.queue_bind(
                 queue.into(),

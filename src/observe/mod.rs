@@ -1,0 +1,7 @@
+//! What operators and Kubernetes see: health and metrics over HTTP, logs,
+//! and OpenTelemetry traces carried in AMQP headers.
+
+pub mod admin;
+pub mod metrics;
+pub mod telemetry;
+pub mod trace;
