@@ -21,6 +21,7 @@
 pub mod ack;
 mod process;
 pub mod sandbox;
+mod settle;
 
 use std::sync::Arc;
 use std::time::Duration;
