@@ -133,13 +133,26 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` under `name` and returns it, for the struct to keep.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// Creates and registers every metric.
     #[must_use]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("warden");
-        let tasks = Family::<TaskLabels, Counter>::default();
-        registry.register("tasks", "Tasks settled, by type and outcome", tasks.clone());
+        let tasks = registered(
+            &mut registry,
+            "tasks",
+            "Tasks settled, by type and outcome",
+            Family::<TaskLabels, Counter>::default(),
+        );
         let task_duration = Family::<TypeLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 4.0, 10))
         });
@@ -149,47 +162,47 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             task_duration.clone(),
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        let in_flight = registered(
+            &mut registry,
             "tasks_in_flight",
             "Tasks received and not yet settled",
-            in_flight.clone(),
+            Gauge::default(),
         );
-        let retries = Family::<TierLabel, Counter>::default();
-        registry.register(
+        let retries = registered(
+            &mut registry,
             "retries",
             "Retry copies published, by delay tier",
-            retries.clone(),
+            Family::<TierLabel, Counter>::default(),
         );
-        let dead_letters = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let dead_letters = registered(
+            &mut registry,
             "dead_letters",
             "Tasks dead-lettered by warden, by reason",
-            dead_letters.clone(),
+            Family::<ReasonLabel, Counter>::default(),
         );
-        let parked = Counter::default();
-        registry.register(
+        let parked = registered(
+            &mut registry,
             "parked",
             "Tasks parked while their channel re-authenticates",
-            parked.clone(),
+            Counter::default(),
         );
-        let reconnects = Counter::default();
-        registry.register(
+        let reconnects = registered(
+            &mut registry,
             "broker_reconnects",
             "Broker sessions rebuilt after a loss",
-            reconnects.clone(),
+            Counter::default(),
         );
-        let consumer_up = Gauge::default();
-        registry.register(
+        let consumer_up = registered(
+            &mut registry,
             "consumer_up",
             "1 while the consumer (tasks, or re-auth requests) is running",
-            consumer_up.clone(),
+            Gauge::default(),
         );
-        let reauth_attempts = Family::<ReauthLabels, Counter>::default();
-        registry.register(
+        let reauth_attempts = registered(
+            &mut registry,
             "reauth_attempts",
             "Re-authentication attempts, by result and mode (refresh or browser)",
-            reauth_attempts.clone(),
+            Family::<ReauthLabels, Counter>::default(),
         );
         // A refresh-token grant takes tens of milliseconds, a browser login
         // about half a second to a minute (its timeout): 10 ms to ~80 s.
@@ -202,56 +215,56 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             reauth_duration.clone(),
         );
-        let browser_processes = Gauge::default();
-        registry.register(
+        let browser_processes = registered(
+            &mut registry,
             "browser_processes",
             "Browser processes alive in this replica",
-            browser_processes.clone(),
+            Gauge::default(),
         );
-        let token_store_errors = Counter::default();
-        registry.register(
+        let token_store_errors = registered(
+            &mut registry,
             "token_store_errors",
             "Token store operations that failed",
-            token_store_errors.clone(),
+            Counter::default(),
         );
-        let reauth_ignored = Family::<WhyLabel, Counter>::default();
-        registry.register(
+        let reauth_ignored = registered(
+            &mut registry,
             "reauth_requests_ignored",
             "Re-auth requests acked without a login, by why",
-            reauth_ignored.clone(),
+            Family::<WhyLabel, Counter>::default(),
         );
-        let reauth_retries = Counter::default();
-        registry.register(
+        let reauth_retries = registered(
+            &mut registry,
             "reauth_retries",
             "Re-auth tries that failed transiently (provider, token store, browser) and are tried again",
-            reauth_retries.clone(),
+            Counter::default(),
         );
         for why in REAUTH_IGNORED {
             drop(reauth_ignored.get_or_create(&WhyLabel { why }));
         }
-        let sandbox_processes = Gauge::default();
-        registry.register(
+        let sandbox_processes = registered(
+            &mut registry,
             "sandbox_processes",
             "Sandbox processes alive in this replica",
-            sandbox_processes.clone(),
+            Gauge::default(),
         );
-        let sandbox_starts = Counter::default();
-        registry.register(
+        let sandbox_starts = registered(
+            &mut registry,
             "sandbox_starts",
             "Sandbox processes started",
-            sandbox_starts.clone(),
+            Counter::default(),
         );
-        let sandbox_deaths = Counter::default();
-        registry.register(
+        let sandbox_deaths = registered(
+            &mut registry,
             "sandbox_deaths",
             "Sandbox processes that died, or were killed past a hard deadline, with tasks in them",
-            sandbox_deaths.clone(),
+            Counter::default(),
         );
-        let suspects = Counter::default();
-        registry.register(
+        let suspects = registered(
+            &mut registry,
             "suspects",
             "Deliveries run in the sandbox (redelivered, retried from it, or isolated by type)",
-            suspects.clone(),
+            Counter::default(),
         );
         // Series that exist from the start read as 0 on a dashboard, not as
         // "no data": every dead-letter reason and every re-auth result and mode.

@@ -203,12 +203,44 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    /// One broker session. `Err` means it could not be set up.
+    /// One broker session: set up, consume until shutdown or a loss, then
+    /// drain. `Err` means it could not be set up.
     async fn session(
         &self,
         conn: &Connection,
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, String> {
+        let mut open = self.open(conn).await?;
+        let acks = Arc::new(ack::Ledger::new(ack::Coalesce::for_prefetch(
+            self.settings.prefetch(),
+        )));
+        let acker = tokio::spawn(ack::run(open.consume.clone(), acks.clone()));
+        // Cancelled when this session can no longer settle anything: running tasks
+        // then stop and the broker redelivers their messages.
+        let abandon = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let end = self
+            .consume(&mut open, &acks, &abandon, &tracker, shutdown)
+            .await;
+        if let SessionEnd::Lost(_) = end {
+            abandon.cancel();
+            acks.close();
+            return Ok(end);
+        }
+        self.drain(&open, &abandon, &tracker).await;
+        // The acker flushes what the drained tasks settled before the
+        // channels close: an ack lost here would be a redelivery.
+        acks.close();
+        drop(open.ctx);
+        let _ = acker.await;
+        let _ = open.publish.close(200, "shutdown".into()).await;
+        let _ = open.consume.close(200, "shutdown".into()).await;
+        Ok(SessionEnd::Shutdown)
+    }
+
+    /// Declares the topology, opens the consuming and the confirming channel,
+    /// starts consuming and listens for token notices.
+    async fn open(&self, conn: &Connection) -> Result<Open, String> {
         let s = &self.settings;
         let topology = Topology::new(s);
         let consume = conn
@@ -233,7 +265,7 @@ impl Worker {
             .await
             .map_err(|e| e.to_string())?;
         let tag = crate::amqp::broker::connection_name(s, "worker");
-        let mut consumer = consume
+        let consumer = consume
             .basic_consume(
                 topology.tasks().into(),
                 tag.clone().into(),
@@ -268,12 +300,26 @@ impl Worker {
                 .map_err(|e| format!("listening on {}: {e}", ctx.topology.tokens()))?;
             tokio::spawn(forget_refreshed(notices, channels.clone()));
         }
-        let acks = Arc::new(ack::Ledger::new(ack::Coalesce::for_prefetch(s.prefetch())));
-        let acker = tokio::spawn(ack::run(consume.clone(), acks.clone()));
-        // Cancelled when this session can no longer settle anything: running tasks
-        // then stop and the broker redelivers their messages.
-        let abandon = CancellationToken::new();
-        let tracker = TaskTracker::new();
+        Ok(Open {
+            consume,
+            publish,
+            consumer,
+            tag,
+            ctx,
+        })
+    }
+
+    /// The consumer loop: one delivery per free handler slot, each processed
+    /// on its own task, until shutdown or until the session is lost.
+    async fn consume(
+        &self,
+        open: &mut Open,
+        acks: &Arc<ack::Ledger>,
+        abandon: &CancellationToken,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> SessionEnd {
+        let s = &self.settings;
         let mut tick =
             tokio::time::interval((s.liveness_limit / 4).max(Duration::from_millis(250)));
         // A delivery is taken from the consumer only with a handler slot in
@@ -288,52 +334,47 @@ impl Worker {
         let abandoned = abandon.cancelled();
         tokio::pin!(stopping, abandoned);
 
-        let end = loop {
+        loop {
             self.health.beat();
             if let Some(stall) = self.registry.loop_stall() {
                 stall.point().await;
             }
             tokio::select! {
                 biased;
-                () = &mut stopping => break SessionEnd::Shutdown,
-                () = &mut abandoned => break SessionEnd::Lost("a copy or event could not be published".into()),
+                () = &mut stopping => return SessionEnd::Shutdown,
+                () = &mut abandoned => return SessionEnd::Lost("a copy or event could not be published".into()),
                 _ = tick.tick() => {}
                 permit = slots.clone().acquire_owned(), if slot.is_none() => {
                     slot = permit.ok();
                 }
-                next = consumer.next(), if slot.is_some() => match next {
+                next = open.consumer.next(), if slot.is_some() => match next {
                     Some(Ok(delivery)) => {
                         acks.started(delivery.delivery_tag);
                         let permit = slot.take().expect("guarded by slot.is_some()");
-                        tracker.spawn(process::process(ctx.clone(), delivery, permit, acks.clone(), abandon.clone()));
+                        tracker.spawn(process::process(open.ctx.clone(), delivery, permit, acks.clone(), abandon.clone()));
                     }
-                    Some(Err(e)) => break SessionEnd::Lost(format!("consumer error: {e}")),
-                    None => break SessionEnd::Lost("the broker cancelled the consumer".into()),
+                    Some(Err(e)) => return SessionEnd::Lost(format!("consumer error: {e}")),
+                    None => return SessionEnd::Lost("the broker cancelled the consumer".into()),
                 },
             }
-        };
-
-        if let SessionEnd::Lost(_) = end {
-            abandon.cancel();
-            acks.close();
-            return Ok(end);
         }
+    }
 
-        // Graceful drain: stop deliveries first, so nothing new starts, then give
-        // running tasks the grace period to finish and settle.
+    /// Graceful drain: stop deliveries first, so nothing new starts, then give
+    /// running tasks the grace period to finish and settle.
+    async fn drain(&self, open: &Open, abandon: &CancellationToken, tracker: &TaskTracker) {
+        let grace = self.settings.shutdown_grace;
         self.health.set_draining();
-        let _ = consume
-            .basic_cancel(tag.into(), BasicCancelOptions::default())
+        let _ = open
+            .consume
+            .basic_cancel(open.tag.as_str().into(), BasicCancelOptions::default())
             .await;
         tracker.close();
         let running = tracker.len();
         if running > 0 {
-            tracing::info!(running, grace = ?s.shutdown_grace, "draining in-flight tasks");
+            tracing::info!(running, grace = ?grace, "draining in-flight tasks");
         }
-        if tokio::time::timeout(s.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
             tracing::warn!(
                 unfinished = tracker.len(),
                 "grace period over; leaving unfinished tasks unacked for the broker to redeliver"
@@ -341,13 +382,16 @@ impl Worker {
             abandon.cancel();
             tracker.wait().await;
         }
-        acks.close();
-        drop(ctx);
-        let _ = acker.await;
-        let _ = publish.close(200, "shutdown".into()).await;
-        let _ = consume.close(200, "shutdown".into()).await;
-        Ok(SessionEnd::Shutdown)
     }
+}
+
+/// A session's channels, consumer and shared context, once set up.
+struct Open {
+    consume: lapin::Channel,
+    publish: lapin::Channel,
+    consumer: lapin::Consumer,
+    tag: String,
+    ctx: Arc<SessionCtx>,
 }
 
 impl crate::supervisor::Session for Worker {

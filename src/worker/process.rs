@@ -14,30 +14,13 @@ use tokio_util::sync::CancellationToken;
 use super::SessionCtx;
 use super::ack::Ledger;
 use super::sandbox;
+use super::settle::Ran;
 use crate::amqp::envelope::{self, Reject, Task};
 use crate::channels::{ChannelState, ChannelToken};
 use crate::config::Isolation;
 use crate::handler::{TaskContext, run_guarded};
 use crate::observe::metrics::TypeLabel;
 use crate::outcome::{ErrorKind, TaskError, Verdict, decide};
-
-/// What a delivery turned out to be, before settling.
-pub(super) struct Ran {
-    pub(super) task: Option<Task>,
-    pub(super) attempt: u32,
-    pub(super) verdict: Verdict,
-    /// The failure, if any (its message never holds a secret).
-    pub(super) failure: Option<TaskError>,
-    /// It ran in the sandbox: its copies say so, and its retries run there too.
-    pub(super) sandboxed: bool,
-    pub(super) elapsed_ms: u64,
-}
-
-impl Ran {
-    pub(super) fn error(&self) -> Option<&str> {
-        self.failure.as_ref().map(|f| f.message.as_str())
-    }
-}
 
 /// Processes one delivery and reports it to the acker once its copies are
 /// confirmed; `slot` is its handler slot, given back as soon as the handler is

@@ -7,7 +7,6 @@ use lapin::message::Delivery;
 use lapin::types::FieldTable;
 
 use super::SessionCtx;
-use super::process::Ran;
 use crate::amqp::envelope::{self, Task};
 use crate::amqp::events::{self, Event};
 use crate::amqp::publish::{PublishError, publish_confirmed};
@@ -15,6 +14,25 @@ use crate::amqp::topology::PARKED_ROUTE;
 use crate::channels::RevocationRequest;
 use crate::observe::metrics::{ReasonLabel, TaskLabels, TierLabel};
 use crate::outcome::{DeadReason, Outcome, jittered, tier_at_least};
+use crate::outcome::{TaskError, Verdict};
+
+/// What a delivery turned out to be, before settling.
+pub(super) struct Ran {
+    pub(super) task: Option<Task>,
+    pub(super) attempt: u32,
+    pub(super) verdict: Verdict,
+    /// The failure, if any (its message never holds a secret).
+    pub(super) failure: Option<TaskError>,
+    /// It ran in the sandbox: its copies say so, and its retries run there too.
+    pub(super) sandboxed: bool,
+    pub(super) elapsed_ms: u64,
+}
+
+impl Ran {
+    pub(super) fn error(&self) -> Option<&str> {
+        self.failure.as_ref().map(|f| f.message.as_str())
+    }
+}
 
 /// A copy of the delivery to publish before it is acked.
 struct Copy {
