@@ -30,6 +30,30 @@ pub struct Unreachable {
     pub detail: String,
 }
 
+/// Why one address did not give a connection; its text never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The address is not an AMQP URI (lapin's parser says why).
+    #[error("{0}")]
+    Uri(String),
+    /// A TLS file named in the settings cannot be used.
+    #[error("{key} {path}: {why}")]
+    Tls {
+        /// The setting, e.g. `tls.ca_file`.
+        key: &'static str,
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The broker refused the connection or the handshake failed.
+    #[error("{0}")]
+    Refused(#[from] lapin::Error),
+    /// Nothing answered in time.
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+}
+
 /// Opens one connection, failing after `timeout` per address.
 ///
 /// `settings.amqp_url` may list several addresses ([`crate::config::addresses`]); they are
@@ -55,15 +79,13 @@ pub async fn connect(
     for address in &order {
         match connect_one(settings, address, role, timeout).await {
             Ok(conn) => return Ok(conn),
-            Err(detail) if order.len() == 1 => {
+            Err(e) if order.len() == 1 => {
                 return Err(Unreachable {
                     url: settings.amqp_url_redacted(),
-                    detail,
+                    detail: e.to_string(),
                 });
             }
-            Err(detail) => {
-                failures.push(format!("{}: {detail}", crate::config::redact_url(address)))
-            }
+            Err(e) => failures.push(format!("{}: {e}", crate::config::redact_url(address))),
         }
     }
     Err(Unreachable {
@@ -76,14 +98,14 @@ pub async fn connect(
     })
 }
 
-/// Opens a connection to one address; the error is the reason, secret-free.
+/// Opens a connection to one address.
 async fn connect_one(
     settings: &Settings,
     address: &str,
     role: &str,
     timeout: Duration,
-) -> Result<Connection, String> {
-    let mut uri: AMQPUri = address.parse()?;
+) -> Result<Connection, ConnectError> {
+    let mut uri: AMQPUri = address.parse().map_err(ConnectError::Uri)?;
     uri.query.heartbeat = Some(u16::try_from(settings.heartbeat.as_secs()).unwrap_or(u16::MAX));
     uri.query.connection_timeout = Some(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
     // The frame size is the broker's: asking for less made the connection
@@ -109,31 +131,33 @@ async fn open(
     uri: AMQPUri,
     role: &str,
     timeout: Duration,
-) -> Result<Connection, String> {
+) -> Result<Connection, ConnectError> {
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name(settings, role).into());
     let tls = tls_config(&settings.tls)?;
-    let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+    let runtime = lapin::runtime::default_runtime()?;
     let connecting = Connection::connect_uri_with_config(uri, props, tls, runtime);
     match tokio::time::timeout(timeout, connecting).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!(
-            "no answer within {}",
-            humantime::format_duration(timeout)
-        )),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(ConnectError::Timeout(timeout)),
     }
 }
 
 /// The TLS material of `tls`, read from its files (the system roots are
 /// always trusted too). Errors name the setting and the path, never contents.
-fn tls_config(tls: &TlsSettings) -> Result<OwnedTLSConfig, String> {
-    let read = |key: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("reading {key} {}: {e}", path.display()))
+fn tls_config(tls: &TlsSettings) -> Result<OwnedTLSConfig, ConnectError> {
+    let bad = |key, path: &std::path::Path, why: String| ConnectError::Tls {
+        key,
+        path: path.display().to_string(),
+        why,
+    };
+    let read = |key, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| bad(key, path, format!("cannot be read: {e}")))
     };
     let cert_chain = match &tls.ca_file {
         Some(path) => Some(
             String::from_utf8(read("tls.ca_file", path)?)
-                .map_err(|_| format!("tls.ca_file {} is not PEM text", path.display()))?,
+                .map_err(|_| bad("tls.ca_file", path, "is not PEM text".into()))?,
         ),
         None => None,
     };
