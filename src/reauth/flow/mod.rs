@@ -26,7 +26,7 @@
 //! ```
 //!
 //! Secrets are only ever *referenced* (an environment variable or a file); the types here
-//! refuse inline values, and every secret is a [`SecretString`] so `Debug` prints it redacted.
+//! refuse inline values, and every secret is a [`SecretString`](secrecy::SecretString) so `Debug` prints it redacted.
 //!
 //! One file per role: [`SecretRef`] and [`ChannelCredentials`] (secrets), the [`Step`]
 //! language (steps), [`TotpSettings`] (totp), [`OAuthProvider`] and its validation
