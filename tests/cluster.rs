@@ -504,9 +504,16 @@ async fn full_queue() -> (lapin::Connection, lapin::Channel, String) {
     )
     .await
     .unwrap();
-    warden::amqp::publish::publish_and_confirm(&ch, "", &queue, b"first", Default::default(), true)
-        .await
-        .expect("an empty queue takes the first message");
+    warden::amqp::publish::publish_confirmed_untraced(
+        &ch,
+        "",
+        &queue,
+        b"first",
+        Default::default(),
+        true,
+    )
+    .await
+    .expect("an empty queue takes the first message");
     (conn, ch, queue)
 }
 
@@ -530,7 +537,7 @@ async fn a_nacked_publish_is_retried_on_the_same_channel_until_the_broker_takes_
     };
     let t0 = Instant::now();
     let (published, ()) = tokio::join!(
-        warden::amqp::publish::publish_and_confirm(
+        warden::amqp::publish::publish_confirmed_untraced(
             &ch,
             "",
             &queue,
@@ -553,7 +560,7 @@ async fn a_nacked_publish_is_retried_on_the_same_channel_until_the_broker_takes_
 async fn a_broker_that_keeps_refusing_ends_in_nacked_after_the_bounded_backoff() {
     let (_conn, ch, queue) = full_queue().await;
     let t0 = Instant::now();
-    let err = warden::amqp::publish::publish_and_confirm(
+    let err = warden::amqp::publish::publish_confirmed_untraced(
         &ch,
         "",
         &queue,

@@ -122,7 +122,7 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
     mandatory: bool,
 ) -> Result<(), PublishError> {
-    publish_copy_confirmed(ch, exchange, routing_key, body, properties, mandatory, None).await
+    traced(ch, exchange, routing_key, body, properties, mandatory, None).await
 }
 
 /// [`publish_confirmed`] for a copy of a message that carries a trace
@@ -133,7 +133,30 @@ pub async fn publish_confirmed(
 ///
 /// # Errors
 /// [`PublishError`] when the broker did not take the message.
-pub async fn publish_copy_confirmed(
+pub async fn publish_confirmed_in_trace_of(
+    original: Option<&FieldTable>,
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+    mandatory: bool,
+) -> Result<(), PublishError> {
+    traced(
+        ch,
+        exchange,
+        routing_key,
+        body,
+        properties,
+        mandatory,
+        original,
+    )
+    .await
+}
+
+/// The one traced publish: a PRODUCER span, child of `original`'s context
+/// when it carries one, else of the current span, injected into the message.
+async fn traced(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,
@@ -147,7 +170,7 @@ pub async fn publish_copy_confirmed(
         crate::observe::trace::continue_from(&span, headers);
     }
     let properties = crate::observe::trace::with_context(properties, &span);
-    let result = publish_and_confirm(ch, exchange, routing_key, body, properties, mandatory)
+    let result = publish_confirmed_untraced(ch, exchange, routing_key, body, properties, mandatory)
         .instrument(span.clone())
         .await;
     if let Err(e) = &result {
@@ -171,7 +194,7 @@ pub async fn publish_copy_confirmed(
 ///
 /// # Errors
 /// [`PublishError`] when the broker did not take the message.
-pub async fn publish_and_confirm(
+pub async fn publish_confirmed_untraced(
     ch: &Channel,
     exchange: &str,
     routing_key: &str,

@@ -6,7 +6,7 @@ use lapin::types::FieldTable;
 
 use super::context::Ctx;
 use crate::amqp::envelope::{self, Task};
-use crate::amqp::publish::{PublishError, copy_properties, publish_copy_confirmed};
+use crate::amqp::publish::{PublishError, copy_properties, publish_confirmed_in_trace_of};
 
 /// Moves every parked task back to `{prefix}.tasks` so it runs now rather than
 /// at its next park expiry. Tasks of channels still pending are simply parked
@@ -55,14 +55,14 @@ pub(super) async fn release_parked(
             },
         );
         // The released task stays in its own trace, not this re-auth's.
-        publish_copy_confirmed(
+        publish_confirmed_in_trace_of(
+            d.properties.headers().as_ref(),
             ch,
             &ctx.topology.tasks(),
             d.routing_key.as_str(),
             &d.data,
             copy_properties(&d.properties, h, None),
             true,
-            d.properties.headers().as_ref(),
         )
         .await?;
         ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
