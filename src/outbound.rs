@@ -25,20 +25,32 @@ pub fn client_builder() -> reqwest::ClientBuilder {
         .redirect(reqwest::redirect::Policy::none())
 }
 
+/// A URL the outbound policy refuses to send a secret to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefusedUrl {
+    /// Plain http to a host that is not loopback, without `plain_http`.
+    #[error(
+        "http://{0} would send a secret in clear text: use https (plain http is allowed to a loopback host, or with `plain_http = true` on a private network)"
+    )]
+    ClearText(String),
+    /// Not http(s) at all.
+    #[error("{0}: URLs are not http(s)")]
+    Scheme(String),
+}
+
 /// Whether `url` may carry a secret: https, or http to a loopback host, or
 /// http anywhere when `plain_http` is set.
 ///
 /// # Errors
-/// A message naming the scheme and host, and the way out.
-pub fn check_url(url: &Url, plain_http: bool) -> Result<(), String> {
+/// [`RefusedUrl`], naming the scheme or host and the way out.
+pub fn check_url(url: &Url, plain_http: bool) -> Result<(), RefusedUrl> {
     match url.scheme() {
         "https" => Ok(()),
         "http" if plain_http || is_loopback(url) => Ok(()),
-        "http" => Err(format!(
-            "http://{} would send a secret in clear text: use https (plain http is allowed to a loopback host, or with `plain_http = true` on a private network)",
-            url.host_str().unwrap_or("")
+        "http" => Err(RefusedUrl::ClearText(
+            url.host_str().unwrap_or("").to_owned(),
         )),
-        other => Err(format!("{other}: URLs are not http(s)")),
+        other => Err(RefusedUrl::Scheme(other.to_owned())),
     }
 }
 
@@ -89,7 +101,7 @@ pub fn scrub(text: &str, secret: &str) -> String {
 mod tests {
     use super::*;
 
-    fn check(url: &str, plain_http: bool) -> Result<(), String> {
+    fn check(url: &str, plain_http: bool) -> Result<(), RefusedUrl> {
         check_url(&Url::parse(url).unwrap(), plain_http)
     }
 

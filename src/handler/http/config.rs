@@ -66,7 +66,7 @@ pub enum HttpConfigError {
         /// The configured template.
         url: String,
         /// What the policy refuses.
-        why: String,
+        why: crate::outbound::RefusedUrl,
     },
     /// `idempotency_header` is not a header name.
     #[error("idempotency_header {0:?} is not a header name")]
@@ -90,7 +90,7 @@ impl HttpHandlerConfig {
         crate::outbound::check_url(&url, self.plain_http).map_err(|why| {
             HttpConfigError::Policy {
                 url: self.url.clone(),
-                why: why.to_string(),
+                why,
             }
         })?;
         if !self.idempotency_header.is_empty()
