@@ -7,7 +7,7 @@
 //! its replacement is confirmed by the broker.
 
 use chrono::{DateTime, Utc};
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, ConfirmSelectOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use serde::Serialize;
@@ -159,12 +159,8 @@ impl DeadQueue {
     /// # Errors
     /// Broker unreachable, or the queue does not exist (nothing was ever declared).
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
-        let conn = crate::amqp::broker::connect(settings, "dlq", std::time::Duration::from_secs(5))
-            .await?;
-        let topology = Topology::new(settings);
-        topology.ensure(&conn).await?;
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let super::ToolSession { conn, ch, topology } =
+            super::ToolSession::open(settings, "dlq", true).await?;
         Ok(Self {
             conn,
             ch,

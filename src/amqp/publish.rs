@@ -9,13 +9,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 use tracing::Instrument;
 
 use crate::amqp::envelope::Task;
-use crate::amqp::topology::Topology;
 use crate::config::Settings;
 
 /// AMQP delivery mode 2: the broker writes the message to disk.
@@ -267,16 +266,11 @@ impl Publisher {
     /// # Errors
     /// The broker is unreachable or refused the declarations.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let conn =
-            crate::amqp::broker::connect(settings, "publisher", Duration::from_secs(5)).await?;
-        let topology = Topology::new(settings);
-        topology.ensure(&conn).await?;
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        let tool = super::ToolSession::open(settings, "publisher", true).await?;
         Ok(Self {
-            conn,
-            ch,
-            exchange: topology.tasks(),
+            conn: tool.conn,
+            ch: tool.ch,
+            exchange: tool.topology.tasks(),
         })
     }
 

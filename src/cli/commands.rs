@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::dlq::{DeadLetter, DeadQueue, Filter};
 use crate::amqp::envelope::Task;
 use crate::amqp::publish::{Publisher, read_ndjson};
-use crate::amqp::topology::Topology;
 use crate::cli::{Command, ConfigCommand, DlqCommand, DlqFilter, PublishArgs, TopologyCommand};
 use crate::config::Settings;
 use crate::outcome::DeadReason;
@@ -68,12 +67,8 @@ const PROGRESS_THRESHOLD: usize = 1000;
 /// # Errors
 /// Broker unreachable or refusing the declarations.
 pub async fn topology(settings: &Settings, json: bool) -> anyhow::Result<()> {
-    let conn =
-        crate::amqp::broker::connect(settings, "topology", std::time::Duration::from_secs(5))
-            .await?;
-    let topology = Topology::new(settings);
-    topology.ensure(&conn).await?;
-    let ch = conn.create_channel().await?;
+    let crate::amqp::ToolSession { conn, ch, topology } =
+        crate::amqp::ToolSession::open(settings, "topology", false).await?;
     let queues = topology.describe(&ch).await?;
     let _ = conn.close(200, "bye".into()).await;
     if json {
