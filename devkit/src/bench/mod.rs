@@ -24,6 +24,7 @@
 //! so the drift of a shared 2-core machine cancels out. Later rounds run the
 //! measurements in reverse order.
 
+mod args;
 mod drain;
 mod env;
 mod latency;
@@ -41,56 +42,12 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
+pub use self::args::{BenchArgs, Scenario};
 use self::drain::{Acks, DrainConfig, Tracing};
 use self::env::BenchEnv;
 use self::procs::ChildConfig;
 use self::report::{Collector, Report, quantile};
-use crate::cli::BenchArgs;
-use crate::config::Settings;
-
-/// A part of the bench, selected with `--scenarios`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scenario {
-    /// The worker draining N waiting tasks, by concurrency and events.
-    Drain,
-    /// Raw lapin consumers on the same queue: the naive and coalesced references.
-    Baseline,
-    /// Publish→handler and publish→ack latency at a steady rate.
-    Latency,
-    /// `Publisher::publish_all` against a raw confirming publisher.
-    Publish,
-    /// Drain rate and peak memory as the backlog grows.
-    Backlog,
-    /// One worker process against two.
-    Replicas,
-    /// Time to `/readyz` and idle memory of `warden worker`.
-    Startup,
-    /// The cost of exporting every span over OTLP.
-    Tracing,
-    /// Revoked token → stored → parked task done, browser cold and warm.
-    Reauth,
-    /// A cut connection: how fast the redelivered suspects drain in the
-    /// sandbox, and how long until the worker is back to speed.
-    Suspects,
-}
-
-impl Scenario {
-    fn as_str(self) -> &'static str {
-        match self {
-            Scenario::Drain => "drain",
-            Scenario::Baseline => "baseline",
-            Scenario::Latency => "latency",
-            Scenario::Publish => "publish",
-            Scenario::Backlog => "backlog",
-            Scenario::Replicas => "replicas",
-            Scenario::Startup => "startup",
-            Scenario::Tracing => "tracing",
-            Scenario::Reauth => "reauth",
-            Scenario::Suspects => "suspects",
-        }
-    }
-}
+use warden::config::Settings;
 
 /// The trace-export settings every drain runs with; see [`drain::Tracing`]
 /// for how export joins them once `telemetry.rs` can export.
@@ -619,7 +576,8 @@ pub async fn run(
         )
     });
     let children = if spawns {
-        Some(ChildConfig::write(&settings)?)
+        let warden = crate::shipped::locate(args.warden.as_deref())?;
+        Some(ChildConfig::write(&settings, warden)?)
     } else {
         None
     };
@@ -762,17 +720,23 @@ mod tests {
     use super::*;
     use clap::Parser as _;
 
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
+    /// `bench --scenarios …` as `warden-dev` parses it.
     fn args(line: &str) -> BenchArgs {
-        let cli = crate::cli::Cli::try_parse_from(line.split_whitespace()).unwrap();
-        match cli.command {
-            crate::cli::Command::Bench(a) => a,
-            other => panic!("not bench: {other:?}"),
-        }
+        let words = line.split_whitespace().filter(|w| *w != "bench");
+        Line::try_parse_from(words).unwrap().args
     }
 
     #[test]
     fn every_measurement_is_between_two_ceiling_runs() {
-        let steps = plan(&args("warden bench --scenarios drain,baseline --repeat 2"));
+        let steps = plan(&args(
+            "warden-dev bench --scenarios drain,baseline --repeat 2",
+        ));
         let kinds: Vec<bool> = steps.iter().map(|s| matches!(s, Step::Ceiling)).collect();
         // C m C m C … C, per round.
         assert!(kinds.first().copied().unwrap());
@@ -790,16 +754,16 @@ mod tests {
                 .filter(|s| matches!(s, Step::Backlog(_)))
                 .count()
         };
-        assert_eq!(count("warden bench --scenarios backlog"), 2);
+        assert_eq!(count("warden-dev bench --scenarios backlog"), 2);
         assert_eq!(
-            count("warden bench --scenarios backlog --backlog-max 1000000"),
+            count("warden-dev bench --scenarios backlog --backlog-max 1000000"),
             3
         );
     }
 
     #[test]
     fn latency_alone_needs_no_ceiling() {
-        let steps = plan(&args("warden bench --scenarios latency"));
+        let steps = plan(&args("warden-dev bench --scenarios latency"));
         assert!(matches!(steps.as_slice(), [Step::Latency]));
     }
 }

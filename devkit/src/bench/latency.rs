@@ -21,11 +21,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::env::{BenchEnv, Poller};
-use crate::amqp::envelope::Task;
-use crate::amqp::publish::task_properties;
-use crate::handler::{Handler, Registry, TaskContext};
-use crate::outcome::TaskError;
-use crate::worker::Worker;
+use warden::amqp::envelope::Task;
+use warden::amqp::publish::task_properties;
+use warden::handler::{Handler, Registry, TaskContext};
+use warden::outcome::TaskError;
+use warden::worker::Worker;
 
 /// The bench-only task type.
 pub const STAMP: &str = "bench.stamp";

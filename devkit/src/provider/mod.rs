@@ -1,6 +1,6 @@
 //! A simulated OAuth2 authorization-code provider, served over real HTTP with axum.
 //!
-//! Tests, `warden demo` and users rehearsing a login flow point warden at it before they point
+//! Tests, `warden-dev demo`, compose and users rehearsing a login flow point warden at it before they point
 //! it at a real platform. It behaves like one on purpose:
 //!
 //! - `GET /oauth/authorize` validates the client and redirect URI and answers with a redirect
@@ -39,6 +39,7 @@
 //! [`oauth_client`] gives the matching provider entry for warden's side, login flow included.
 
 mod api;
+pub mod command;
 mod oauth;
 mod pages;
 mod state;
@@ -55,11 +56,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::reauth::flow::{FillValue, OAuthProvider, SecretRef, Step, TokenAuth, TotpSettings};
+use warden::reauth::flow::{FillValue, OAuthProvider, SecretRef, Step, TokenAuth, TotpSettings};
 
+pub use command::ProviderArgs;
 pub use state::{ChannelStats, GrantStats, ProviderState, ProviderStats, TokenResponse};
 
-/// Configuration of the simulated provider, as `warden demo-provider` reads it.
+/// Configuration of the simulated provider, as `warden-dev provider` reads it.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -292,7 +294,7 @@ pub async fn start(
     Ok(RunningProvider { addr, state, task })
 }
 
-/// Runs the provider in the foreground until `shutdown` is cancelled (`warden demo-provider`).
+/// Runs the provider in the foreground until `shutdown` is cancelled (`warden-dev provider`).
 ///
 /// # Errors
 /// Returns an error when the configuration is invalid or serving fails.

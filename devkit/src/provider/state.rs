@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret, TOTP};
 
 use super::{ProviderConfig, ProviderError};
-use crate::reauth::flow::Pkce;
+use warden::reauth::flow::Pkce;
 
 /// How long a login transaction (authorize → redirect with a code) may take.
 const TRANSACTION_TTL: Duration = Duration::from_secs(600);

@@ -1,7 +1,7 @@
 //! Publishing `n` tasks with confirms: warden's [`Publisher::publish_all`]
 //! against a raw lapin publisher keeping as many confirms in flight.
 //!
-//! [`Publisher::publish_all`]: crate::amqp::publish::Publisher::publish_all
+//! [`Publisher::publish_all`]: warden::amqp::publish::Publisher::publish_all
 
 use std::time::Instant;
 
@@ -10,8 +10,8 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
 
 use super::env::{BenchEnv, NOOP};
-use crate::amqp::envelope::Task;
-use crate::amqp::publish::task_properties;
+use warden::amqp::envelope::Task;
+use warden::amqp::publish::task_properties;
 
 /// Confirms in flight, for both publishers: what `warden publish` uses.
 pub const WINDOW: usize = 256;

@@ -1,4 +1,4 @@
-//! `warden demo`: the whole worker story in one command, on a throwaway prefix.
+//! `warden-dev demo`: the whole worker story in one command, on a throwaway prefix.
 //!
 //! It starts a worker in this process, publishes a mixed batch (successes,
 //! slow tasks, transient failures that recover, permanent failures, panics,
@@ -20,15 +20,15 @@ use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::amqp::envelope::Task;
-use crate::amqp::events::Event;
-use crate::amqp::publish::{Publisher, publish_confirmed, task_properties};
-use crate::amqp::topology::Topology;
-use crate::channels::Channels;
-use crate::config::Settings;
-use crate::handler::Registry;
-use crate::reauth::flow::SecretRef;
-use crate::worker::Worker;
+use warden::amqp::envelope::Task;
+use warden::amqp::events::Event;
+use warden::amqp::publish::{Publisher, publish_confirmed, task_properties};
+use warden::amqp::topology::Topology;
+use warden::channels::Channels;
+use warden::config::Settings;
+use warden::handler::Registry;
+use warden::reauth::flow::SecretRef;
+use warden::worker::Worker;
 
 /// `post.publish` tasks for channel `acme-main` before, and again after, the revocation.
 const POSTS: usize = 20;
@@ -36,10 +36,10 @@ const POSTS: usize = 20;
 /// The re-auth half of the demo: a simulated provider in this process, a
 /// throwaway SQLite token store with a throwaway key, and channel `acme-main`.
 ///
-/// `warden bench --scenarios reauth` measures the same setup.
+/// `warden-dev bench --scenarios reauth` measures the same setup.
 pub(crate) struct ReauthDemo {
     pub(crate) provider: crate::provider::RunningProvider,
-    pub(crate) store: Arc<dyn crate::store::TokenStore>,
+    pub(crate) store: Arc<dyn warden::store::TokenStore>,
     _stop: tokio_util::sync::DropGuard,
     _dir: tempfile::TempDir,
 }
@@ -81,19 +81,19 @@ impl ReauthDemo {
             secret("client-secret", &client_secret)?,
         )?;
         settings.providers.insert("demo".into(), oauth);
-        let mut credentials = crate::reauth::flow::CredentialRefs::new();
+        let mut credentials = warden::reauth::flow::CredentialRefs::new();
         credentials.insert("username".into(), secret("username", "acme")?);
         credentials.insert("password".into(), secret("password", &password)?);
         settings.channels.insert(
             "acme-main".into(),
-            crate::config::ChannelConfig {
+            warden::config::ChannelConfig {
                 provider: "demo".into(),
                 credentials,
             },
         );
         settings.handlers.insert(
             "post.publish".into(),
-            crate::handler::http::HttpHandlerConfig {
+            warden::handler::http::HttpHandlerConfig {
                 method: "POST".into(),
                 url: format!("{}/api/channels/{{channel}}/posts", provider.base_url()),
                 timeout: Duration::from_secs(10),
@@ -104,7 +104,7 @@ impl ReauthDemo {
         );
         let url = format!("sqlite://{}/demo.db", dir.path().display());
         settings.token_store = Some(secrecy::SecretString::from(url.clone()));
-        let store = crate::store::connect(&url, crate::store::Keyring::generate()).await?;
+        let store = warden::store::connect(&url, warden::store::Keyring::generate()).await?;
         let t = provider
             .state
             .mint_tokens("acme-main")
@@ -113,7 +113,7 @@ impl ReauthDemo {
             .put_token(
                 "acme-main",
                 "demo",
-                &crate::store::TokenSet::new(secrecy::SecretString::from(t.access_token)),
+                &warden::store::TokenSet::new(secrecy::SecretString::from(t.access_token)),
             )
             .await?;
         Ok(Self {
@@ -172,11 +172,23 @@ fn batch(noop: usize) -> Vec<Task> {
     tasks
 }
 
+/// `warden-dev demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// How many `builtin.noop` tasks to add to the mix.
+    #[arg(long, default_value_t = 200)]
+    pub noop: usize,
+    /// Keep the demo's queues afterwards (for `warden topology`, `warden dlq list`).
+    #[arg(long)]
+    pub keep: bool,
+}
+
 /// Runs the demo against `settings`' broker.
 ///
 /// # Errors
 /// Broker unreachable, or the batch not settling within three minutes.
-pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()> {
+pub async fn run(base: &Settings, args: &DemoArgs) -> anyhow::Result<()> {
+    let DemoArgs { noop, keep } = *args;
     let mut settings = base.clone();
     settings.prefix = format!(
         "warden-demo-{}",
@@ -194,12 +206,12 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     // setting: it dies once, and the redelivered task runs in the sandbox.)
     settings.task_types.insert(
         "builtin.abort".into(),
-        crate::config::TaskTypeSettings {
-            isolation: crate::config::Isolation::Always,
+        warden::config::TaskTypeSettings {
+            isolation: warden::config::Isolation::Always,
         },
     );
     println!(
-        "warden demo on {} with throwaway prefix {}",
+        "warden-dev demo on {} with throwaway prefix {}",
         settings.amqp_url_redacted(),
         settings.prefix
     );
@@ -215,11 +227,11 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
     };
 
     // Listen to events before anything is published, so none is missed.
-    let conn = crate::amqp::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;
+    let conn = warden::amqp::broker::connect(&settings, "demo", Duration::from_secs(5)).await?;
     let ch = conn.create_channel().await?;
     let topology = Topology::new(&settings);
     topology.declare(&ch).await?;
-    let mut events = crate::amqp::topology::private_consumer(
+    let mut events = warden::amqp::topology::private_consumer(
         &ch,
         &topology.events(),
         &["task.#", "reauth.#"],
@@ -235,7 +247,7 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         worker = worker.with_channels(Arc::new(Channels::new(r.store.clone())));
         let mut s = settings.clone();
         s.admin_addr = "127.0.0.1:0".parse()?;
-        reauth_task = Some(tokio::spawn(crate::reauth::consumer::run(
+        reauth_task = Some(tokio::spawn(warden::reauth::consumer::run(
             s,
             r.store.clone(),
             shutdown.clone(),
@@ -300,7 +312,7 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
             continue;
         };
         if delivery.routing_key.as_str().starts_with("reauth.") {
-            if delivery.routing_key.as_str() != crate::reauth::consumer::STARTED {
+            if delivery.routing_key.as_str() != warden::reauth::consumer::STARTED {
                 healed = Some((
                     delivery.routing_key.to_string(),
                     event.reason.clone(),
@@ -314,7 +326,7 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
             continue;
         }
         if event.kind == "post.publish"
-            && delivery.routing_key.as_str() == crate::amqp::events::SUCCEEDED
+            && delivery.routing_key.as_str() == warden::amqp::events::SUCCEEDED
         {
             posts_ok += 1;
         }
@@ -342,13 +354,13 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         };
         let row = rows.entry(kind).or_default();
         match delivery.routing_key.as_str() {
-            crate::amqp::events::SUCCEEDED => {
+            warden::amqp::events::SUCCEEDED => {
                 if terminal.insert(event.id) {
                     row[0] += 1;
                     ok += 1;
                 }
             }
-            crate::amqp::events::DEAD => {
+            warden::amqp::events::DEAD => {
                 if terminal.insert(event.id) {
                     row[2] += 1;
                     dead += 1;
@@ -409,7 +421,7 @@ pub async fn run(base: &Settings, noop: usize, keep: bool) -> anyhow::Result<()>
         (None, _) => println!("Re-auth: skipped; {}", ReauthDemo::WHY_SKIPPED),
     }
 
-    let dq = crate::amqp::dlq::DeadQueue::open(&settings).await?;
+    let dq = warden::amqp::dlq::DeadQueue::open(&settings).await?;
     let letters = dq.list(Some(50)).await?;
     dq.close().await;
     let mut table = Table::new();
