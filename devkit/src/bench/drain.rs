@@ -19,13 +19,13 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
-
-use super::env::{BenchEnv, NOOP, Poller, STALL};
 use warden::amqp::events::{Event, SUCCEEDED};
 use warden::amqp::publish::PERSISTENT;
 use warden::handler::Registry;
 use warden::observe::metrics::TaskLabels;
 use warden::worker::Worker;
+
+use super::env::{BenchEnv, NOOP, Poller, STALL};
 
 /// How often the bench looks at the worker's counters while it drains. The
 /// clock's resolution, and cheap: two atomic loads.

@@ -14,18 +14,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use lapin::Channel;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-use super::env::{BenchEnv, Poller};
 use warden::amqp::envelope::Task;
 use warden::amqp::publish::task_properties;
+use warden::config::Settings;
 use warden::handler::{Handler, Registry, TaskContext};
 use warden::outcome::TaskError;
 use warden::worker::Worker;
+
+use super::env::{BenchEnv, Poller};
 
 /// The bench-only task type.
 pub const STAMP: &str = "bench.stamp";
@@ -307,40 +310,11 @@ pub async fn run(
 ) -> anyhow::Result<Vec<AtRate>> {
     env.purge().await?;
     let clock = Instant::now();
-    let mut settings = env.settings.clone();
-    settings.events = false;
-    let url = settings.amqp_url.expose_secret().to_owned();
-    let tap = match through(&url, None) {
-        Some((upstream, _)) => Some(Tap::start(upstream, clock).await?),
-        None => None,
-    };
-    if let Some((_, via)) = tap
-        .as_ref()
-        .and_then(|t| through(&url, Some(t.addr.port())))
-    {
-        settings.amqp_url = via;
-    }
     let starts = Samples::default();
-    let mut registry = Registry::builtin(false);
-    registry.register(
-        STAMP,
-        Stamp {
-            clock,
-            starts: starts.clone(),
-        },
-    );
-    let worker = Worker::new(settings, registry);
-    let state = worker.admin_state();
+    let (settings, tap) = tapped(env, clock).await?;
     let stop = shutdown.child_token();
     let _stop_on_exit = stop.clone().drop_guard();
-    let running = tokio::spawn({
-        let stop = stop.clone();
-        async move { worker.run(stop).await }
-    });
-    let mut poll = Poller::new("the worker to become ready", Duration::from_millis(1));
-    while !state.health.ready() {
-        poll.wait(false).await?;
-    }
+    let running = start_worker(settings, clock, &starts, stop.clone()).await?;
 
     let ch = env.conn().create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -354,47 +328,9 @@ pub async fn run(
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let total = (f64::from(rate) * secs).round() as usize;
         progress(format!("latency at {rate}/s: publishing {total}"));
-        let mut confirms = Vec::with_capacity(total);
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        let began = Instant::now();
-        let mut sent = 0usize;
-        while sent < total {
-            tick.tick().await;
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let due = ((began.elapsed().as_secs_f64() * f64::from(rate)) as usize).min(total);
-            while sent < due {
-                let mut task = Task::new(STAMP, serde_json::json!({ SENT: ns(clock) }));
-                task.created_at = None;
-                let confirm = ch
-                    .basic_publish(
-                        exchange.as_str().into(),
-                        STAMP.into(),
-                        BasicPublishOptions::default(),
-                        &task.to_body(),
-                        task_properties(&task.id, lapin::types::FieldTable::default()),
-                    )
-                    .await?;
-                confirms.push(confirm);
-                sent += 1;
-            }
-        }
-        #[allow(clippy::cast_precision_loss)]
-        let achieved = total as f64 / began.elapsed().as_secs_f64();
-        for c in confirms {
-            anyhow::ensure!(c.await?.is_ack(), "the broker refused a latency probe");
-        }
+        let achieved = publish_steady(&ch, &exchange, rate, total, clock).await?;
         progress(format!("latency at {rate}/s: waiting for the acks"));
-        let mut poll = Poller::new("the latency probes to be acked", Duration::from_millis(5));
-        let mut last = 0;
-        loop {
-            let handled = count(&starts);
-            let acked = tap.as_ref().map_or(total, |t| count(&t.acks));
-            if handled >= total && acked >= total {
-                break;
-            }
-            poll.wait(std::mem::replace(&mut last, handled + acked) != handled + acked)
-                .await?;
-        }
+        wait_for_acks(&starts, tap.as_ref(), total).await?;
         let mut handler = take(&starts);
         let mut ack = tap.as_ref().map(|t| take(&t.acks)).unwrap_or_default();
         handler.sort_unstable();
@@ -411,6 +347,107 @@ pub async fn run(
     running.await.context("the latency worker")?;
     env.expect_drained("latency").await?;
     Ok(out)
+}
+
+/// The worker's settings (events off), connecting through a [`Tap`] that
+/// times its acks, unless the broker is reached over TLS.
+async fn tapped(env: &BenchEnv, clock: Instant) -> anyhow::Result<(Settings, Option<Tap>)> {
+    let mut settings = env.settings.clone();
+    settings.events = false;
+    let url = settings.amqp_url.expose_secret().to_owned();
+    let tap = match through(&url, None) {
+        Some((upstream, _)) => Some(Tap::start(upstream, clock).await?),
+        None => None,
+    };
+    if let Some((_, via)) = tap
+        .as_ref()
+        .and_then(|t| through(&url, Some(t.addr.port())))
+    {
+        settings.amqp_url = via;
+    }
+    Ok((settings, tap))
+}
+
+/// Starts the worker with the [`Stamp`] handler, which records into
+/// `starts`, and waits until it is ready.
+async fn start_worker(
+    settings: Settings,
+    clock: Instant,
+    starts: &Samples,
+    stop: CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let mut registry = Registry::builtin(false);
+    registry.register(
+        STAMP,
+        Stamp {
+            clock,
+            starts: starts.clone(),
+        },
+    );
+    let worker = Worker::new(settings, registry);
+    let state = worker.admin_state();
+    let running = tokio::spawn(async move { worker.run(stop).await });
+    let mut poll = Poller::new("the worker to become ready", Duration::from_millis(1));
+    while !state.health.ready() {
+        poll.wait(false).await?;
+    }
+    Ok(running)
+}
+
+/// Publishes `total` stamped probes at `rate` a second, paced every
+/// millisecond, and waits for their confirms; the rate achieved.
+async fn publish_steady(
+    ch: &Channel,
+    exchange: &str,
+    rate: u32,
+    total: usize,
+    clock: Instant,
+) -> anyhow::Result<f64> {
+    let mut confirms = Vec::with_capacity(total);
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let began = Instant::now();
+    let mut sent = 0usize;
+    while sent < total {
+        tick.tick().await;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let due = ((began.elapsed().as_secs_f64() * f64::from(rate)) as usize).min(total);
+        while sent < due {
+            let mut task = Task::new(STAMP, serde_json::json!({ SENT: ns(clock) }));
+            task.created_at = None;
+            let confirm = ch
+                .basic_publish(
+                    exchange.into(),
+                    STAMP.into(),
+                    BasicPublishOptions::default(),
+                    &task.to_body(),
+                    task_properties(&task.id, lapin::types::FieldTable::default()),
+                )
+                .await?;
+            confirms.push(confirm);
+            sent += 1;
+        }
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let achieved = total as f64 / began.elapsed().as_secs_f64();
+    for c in confirms {
+        anyhow::ensure!(c.await?.is_ack(), "the broker refused a latency probe");
+    }
+    Ok(achieved)
+}
+
+/// Waits until `total` probes were handled and (through a tap) acked.
+async fn wait_for_acks(starts: &Samples, tap: Option<&Tap>, total: usize) -> anyhow::Result<()> {
+    let mut poll = Poller::new("the latency probes to be acked", Duration::from_millis(5));
+    let mut last = 0;
+    loop {
+        let handled = count(starts);
+        let acked = tap.map_or(total, |t| count(&t.acks));
+        if handled >= total && acked >= total {
+            return Ok(());
+        }
+        poll.wait(std::mem::replace(&mut last, handled + acked) != handled + acked)
+            .await?;
+    }
 }
 
 #[cfg(test)]

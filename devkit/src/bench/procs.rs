@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
+use warden::config::Settings;
 
 use super::env::{BenchEnv, NOOP, Poller};
-use warden::config::Settings;
 
 /// How often a child's `/readyz` and `/metrics` are asked.
 const POLL: Duration = Duration::from_millis(2);

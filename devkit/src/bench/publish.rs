@@ -8,10 +8,10 @@ use std::time::Instant;
 use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
-
-use super::env::{BenchEnv, NOOP};
 use warden::amqp::envelope::Task;
 use warden::amqp::publish::task_properties;
+
+use super::env::{BenchEnv, NOOP};
 
 /// Confirms in flight, for both publishers: what `warden publish` uses.
 pub const WINDOW: usize = 256;

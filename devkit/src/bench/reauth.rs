@@ -23,9 +23,6 @@ use futures::StreamExt;
 use lapin::options::BasicAckOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-use super::env::{BenchEnv, Poller};
-use crate::demo::ReauthDemo;
 use warden::amqp::events::Event;
 use warden::amqp::topology::Topology;
 use warden::channels::Channels;
@@ -33,6 +30,9 @@ use warden::config::Settings;
 use warden::handler::Registry;
 use warden::reauth::consumer::{FAILED, SUCCEEDED};
 use warden::worker::Worker;
+
+use super::env::{BenchEnv, Poller};
+use crate::demo::ReauthDemo;
 
 /// The channel every run revokes and heals.
 const CHANNEL: &str = "acme-main";

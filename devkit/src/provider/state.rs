@@ -12,9 +12,9 @@ use rand::RngCore as _;
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret, TOTP};
+use warden::reauth::flow::Pkce;
 
 use super::{ProviderConfig, ProviderError};
-use warden::reauth::flow::Pkce;
 
 /// How long a login transaction (authorize → redirect with a code) may take.
 const TRANSACTION_TTL: Duration = Duration::from_secs(600);
