@@ -38,6 +38,7 @@
 //!
 //! [`oauth_client`] gives the matching provider entry for warden's side, login flow included.
 
+mod admin;
 mod api;
 pub mod command;
 mod oauth;
@@ -200,17 +201,7 @@ pub fn router(state: ProviderState) -> Router {
         .route("/help", get(oauth::help))
         .route("/api/me", get(api::me))
         .route("/api/channels/{channel}/posts", post(api::create_post))
-        .route("/admin/stats", get(api::stats))
-        .route("/admin/channels/{channel}/revoke", post(api::revoke))
-        .route(
-            "/admin/channels/{channel}/revoke-access",
-            post(api::revoke_access),
-        )
-        .route("/admin/channels/{channel}/tokens", post(api::mint_tokens))
-        .route(
-            "/admin/channels/{channel}/faults",
-            post(api::set_fault).delete(api::clear_fault),
-        )
+        .merge(admin::routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(state.clone(), outage))
         .with_state(state)
