@@ -9,5 +9,5 @@ use warden::cli::{Cli, commands};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    warden::cli::run_binary("warden", cli.config.as_deref(), cli.command, commands::run).await
+    warden::cli::run_binary("warden", &cli.global, cli.command, commands::run).await
 }

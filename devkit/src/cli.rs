@@ -1,10 +1,9 @@
 //! The `warden-dev` command line: one subcommand per tool of the dev kit.
 
-use std::path::PathBuf;
-
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use warden::Settings;
+use warden::cli::GlobalArgs;
 
 use crate::bench::BenchArgs;
 use crate::demo::DemoArgs;
@@ -14,9 +13,9 @@ use crate::provider::ProviderArgs;
 #[derive(Debug, Parser)]
 #[command(name = "warden-dev", version, about, propagate_version = true)]
 pub struct Cli {
-    /// TOML configuration file (also `WARDEN_CONFIG`); `WARDEN_*` env vars override it.
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    /// Options of every subcommand (`--config`), as `warden` takes them.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -34,19 +33,17 @@ pub enum Command {
     Provider(ProviderArgs),
 }
 
-/// Runs one subcommand to completion; `shutdown` is cancelled on SIGTERM/SIGINT.
-///
-/// # Errors
-/// Whatever the command reports.
-pub async fn run(
-    command: Command,
-    settings: Settings,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    match command {
-        Command::Demo(args) => crate::demo::run(&settings, &args).await,
-        Command::Bench(args) => crate::bench::run(&settings, args, shutdown).await,
-        Command::Provider(args) => crate::provider::command::run(&args, shutdown).await,
+impl Command {
+    /// Runs the subcommand to completion; `shutdown` is cancelled on SIGTERM/SIGINT.
+    ///
+    /// # Errors
+    /// Whatever the command reports.
+    pub async fn run(self, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+        match self {
+            Self::Demo(args) => crate::demo::run(&settings, &args).await,
+            Self::Bench(args) => crate::bench::run(&settings, args, shutdown).await,
+            Self::Provider(args) => crate::provider::command::run(&args, shutdown).await,
+        }
     }
 }
 

@@ -6,10 +6,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use warden_devkit::cli::{self, Cli};
+use warden_devkit::cli::{Cli, Command};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    warden::cli::run_binary("warden-dev", cli.config.as_deref(), cli.command, cli::run).await
+    warden::cli::run_binary("warden-dev", &cli.global, cli.command, Command::run).await
 }

@@ -3,7 +3,7 @@
 
 pub mod commands;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 
 /// The life of a command-line binary built on the library (`warden`, and the
-/// dev kit's `warden-dev`): loads the settings (`config` or `WARDEN_CONFIG`,
+/// dev kit's `warden-dev`): loads the settings (`--config` or `WARDEN_CONFIG`,
 /// then `WARDEN_*`), starts logging and trace export, turns SIGTERM/SIGINT
 /// into a cancellation token, runs `command` with `run`, flushes the last
 /// spans, and maps an error to an exit code ([`commands::exit_code`]),
@@ -23,17 +23,12 @@ use crate::config::Settings;
 /// [`crate::worker::sandbox`]) serves the sandbox instead of `command`, with
 /// the built-in and configured handlers: whatever its command line says, it
 /// only runs tasks, with the effective settings the worker sends it.
-pub async fn run_binary<C, F, Fut>(
-    name: &str,
-    config: Option<&Path>,
-    command: C,
-    run: F,
-) -> ExitCode
+pub async fn run_binary<C, F, Fut>(name: &str, global: &GlobalArgs, command: C, run: F) -> ExitCode
 where
     F: FnOnce(C, Settings, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let settings = match Settings::load(config) {
+    let settings = match Settings::load(global.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{name}: {e}");
@@ -65,12 +60,21 @@ where
 #[derive(Debug, Parser)]
 #[command(name = "warden", version, about, propagate_version = true)]
 pub struct Cli {
-    /// TOML configuration file (also `WARDEN_CONFIG`); `WARDEN_*` env vars override it.
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    /// Options of every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The options every binary built on the library takes, before or after
+/// its subcommand; see [`run_binary`].
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file (also `WARDEN_CONFIG`); `WARDEN_*` env vars override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 /// Subcommands.

@@ -7,7 +7,7 @@ use indicatif::ProgressBar;
 use tokio_util::sync::CancellationToken;
 
 use super::env::BenchEnv;
-use super::procs::ChildConfig;
+use super::procs::{self, ChildConfig, ProcDrain, Shape};
 use super::sink::Sink;
 
 /// Everything one step needs.
@@ -67,5 +67,27 @@ impl Ctx {
         self.children
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("no settings were written for worker processes"))
+    }
+
+    /// Prefills `n` tasks and times `replicas` `warden worker` processes of
+    /// `shape` draining them.
+    pub(super) async fn drain_processes(
+        &self,
+        replicas: usize,
+        shape: Shape<'_>,
+        n: u64,
+        what: &str,
+    ) -> anyhow::Result<ProcDrain> {
+        self.prefill(n).await?;
+        let children = self.children()?;
+        procs::drain(
+            &self.env,
+            children,
+            replicas,
+            shape,
+            n,
+            self.counter(what, n),
+        )
+        .await
     }
 }

@@ -310,6 +310,18 @@ pub struct Shape<'a> {
     pub otlp: Option<&'a str>,
 }
 
+impl Shape<'_> {
+    /// `concurrency` tasks at once, no events, no export.
+    #[must_use]
+    pub fn plain(concurrency: u16) -> Self {
+        Self {
+            concurrency,
+            events: false,
+            otlp: None,
+        }
+    }
+}
+
 /// Starts `replicas` worker processes on the `n` tasks waiting in `{p}.tasks`
 /// and times them from the moment all are ready until the tasks are settled.
 /// Tasks settled before the last replica came up are left out of the rate.

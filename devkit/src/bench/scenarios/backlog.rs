@@ -2,7 +2,7 @@
 
 use super::baseline::CEILING;
 use crate::bench::ctx::Ctx;
-use crate::bench::procs;
+use crate::bench::procs::Shape;
 use crate::bench::report::Collector;
 
 /// The backlogs measured, up to `--backlog-max`.
@@ -16,31 +16,15 @@ pub(super) async fn run(
     what: &str,
     out: &mut Collector,
 ) -> anyhow::Result<()> {
-    ctx.prefill(size).await?;
-    let shape = procs::Shape {
-        concurrency: CONCURRENCY,
-        events: false,
-        otlp: None,
-    };
-    let d = procs::drain(
-        &ctx.env,
-        ctx.children()?,
-        1,
-        shape,
-        size,
-        ctx.counter(what, size),
-    )
-    .await?;
-    let variant = format!("warden worker process c={CONCURRENCY}, {size} waiting");
+    let d = ctx
+        .drain_processes(1, Shape::plain(CONCURRENCY), size, what)
+        .await?;
+    let v = format!("warden worker process c={CONCURRENCY}, {size} waiting");
     out.sample(
-        ("backlog", &variant, "drain rate", "msg/s"),
+        ("backlog", &v, "drain rate", "msg/s"),
         Some(CEILING),
         d.rate,
     );
-    out.sample(
-        ("backlog", &variant, "peak RSS", "MiB"),
-        None,
-        d.peak_rss_mib,
-    );
+    out.sample(("backlog", &v, "peak RSS", "MiB"), None, d.peak_rss_mib);
     Ok(())
 }

@@ -14,21 +14,13 @@ pub(super) async fn run(ctx: &Ctx, out: &mut Collector) -> anyhow::Result<()> {
         ("warm: browser already up", warm),
     ] {
         for s in samples {
-            out.sample(
-                ("reauth", variant, "first 401 → token stored", "ms"),
-                None,
-                s.stored_ms,
-            );
-            out.sample(
-                ("reauth", variant, "first 401 → parked task done", "ms"),
-                None,
-                s.done_ms,
-            );
-            out.sample(
-                ("reauth", variant, "of which warden reauth handling", "ms"),
-                None,
-                s.handled_ms,
-            );
+            for (metric, value) in [
+                ("first 401 → token stored", s.stored_ms),
+                ("first 401 → parked task done", s.done_ms),
+                ("of which warden reauth handling", s.handled_ms),
+            ] {
+                out.sample(("reauth", variant, metric, "ms"), None, value);
+            }
         }
     }
     Ok(())

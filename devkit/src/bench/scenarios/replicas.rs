@@ -2,7 +2,7 @@
 
 use super::baseline::CEILING;
 use crate::bench::ctx::Ctx;
-use crate::bench::procs;
+use crate::bench::procs::Shape;
 use crate::bench::report::Collector;
 
 const CONCURRENCY: u16 = 64;
@@ -14,29 +14,17 @@ pub(super) async fn run(
     what: &str,
     out: &mut Collector,
 ) -> anyhow::Result<()> {
-    ctx.prefill(ctx.n).await?;
-    let shape = procs::Shape {
-        concurrency: CONCURRENCY,
-        events: false,
-        otlp: None,
-    };
-    let d = procs::drain(
-        &ctx.env,
-        ctx.children()?,
-        k,
-        shape,
-        ctx.n,
-        ctx.counter(what, ctx.n),
-    )
-    .await?;
-    let variant = format!("{k} warden worker process(es) c={CONCURRENCY}");
+    let d = ctx
+        .drain_processes(k, Shape::plain(CONCURRENCY), ctx.n, what)
+        .await?;
+    let v = format!("{k} warden worker process(es) c={CONCURRENCY}");
     out.sample(
-        ("replicas", &variant, "drain rate", "msg/s"),
+        ("replicas", &v, "drain rate", "msg/s"),
         Some(CEILING),
         d.rate,
     );
     out.sample(
-        ("replicas", &variant, "peak RSS per process", "MiB"),
+        ("replicas", &v, "peak RSS per process", "MiB"),
         None,
         d.peak_rss_mib,
     );

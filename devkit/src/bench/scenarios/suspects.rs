@@ -21,26 +21,13 @@ pub(super) async fn run(ctx: &Ctx, what: &str, out: &mut Collector) -> anyhow::R
     .await?;
     let variant =
         format!("warden worker process c={CONCURRENCY}, connection cut with its window in flight");
-    let v = variant.as_str();
-    out.sample(
-        ("suspects", v, "drain rate before the cut", "msg/s"),
-        None,
-        c.before,
-    );
-    out.sample(
-        ("suspects", v, "suspects run in the sandbox", "tasks"),
-        None,
-        c.suspects,
-    );
-    out.sample(
-        ("suspects", v, "cut → last suspect started", "ms"),
-        None,
-        c.suspects_ms,
-    );
-    out.sample(
-        ("suspects", v, "cut → back at 90 % speed", "ms"),
-        None,
-        c.recovered_ms,
-    );
+    for (metric, unit, value) in [
+        ("drain rate before the cut", "msg/s", c.before),
+        ("suspects run in the sandbox", "tasks", c.suspects),
+        ("cut → last suspect started", "ms", c.suspects_ms),
+        ("cut → back at 90 % speed", "ms", c.recovered_ms),
+    ] {
+        out.sample(("suspects", &variant, metric, unit), None, value);
+    }
     Ok(())
 }

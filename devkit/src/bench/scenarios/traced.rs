@@ -3,7 +3,7 @@
 //! export off.
 
 use crate::bench::ctx::Ctx;
-use crate::bench::procs;
+use crate::bench::procs::Shape;
 use crate::bench::report::Collector;
 
 /// The reference name of the export-off runs in the report.
@@ -30,21 +30,12 @@ pub(super) async fn run(
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no OTLP sink was started"))?;
     let before = sink.received();
-    ctx.prefill(ctx.n).await?;
-    let shape = procs::Shape {
+    let shape = Shape {
         concurrency: CONCURRENCY,
         events: true,
         otlp: on.then_some(sink.endpoint.as_str()),
     };
-    let d = procs::drain(
-        &ctx.env,
-        ctx.children()?,
-        1,
-        shape,
-        ctx.n,
-        ctx.counter(what, ctx.n),
-    )
-    .await?;
+    let d = ctx.drain_processes(1, shape, ctx.n, what).await?;
     let (requests, bytes) = sink.received();
     let variant = format!(
         "warden worker process c={CONCURRENCY} events=on, export {}",
