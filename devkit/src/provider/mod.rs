@@ -44,6 +44,7 @@ pub mod command;
 mod oauth;
 mod pages;
 mod state;
+mod token;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -196,7 +197,7 @@ pub fn router(state: ProviderState) -> Router {
             "/oauth/consent",
             get(oauth::consent_page).post(oauth::consent_submit),
         )
-        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/token", post(token::grant))
         .route("/callback", get(oauth::callback))
         .route("/help", get(oauth::help))
         .route("/api/me", get(api::me))
