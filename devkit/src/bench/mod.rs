@@ -34,6 +34,7 @@ mod drain;
 mod env;
 mod latency;
 mod plan;
+mod probe;
 mod procs;
 mod publish;
 mod reauth;
@@ -41,6 +42,7 @@ pub mod report;
 mod scenarios;
 mod sink;
 mod suspects;
+mod tap;
 
 use std::io::IsTerminal;
 use std::sync::Arc;
