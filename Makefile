@@ -1,20 +1,24 @@
-# The two commands README starts with, and a few more.
+# The two commands README starts with, and a few more. The workspace is the
+# `warden` package (library and binary) and the dev kit in devkit/ (`warden-dev`).
 .PHONY: run test services lint deny bench chaos cluster cluster-stop cluster-chaos
 
 CARGO ?= cargo
 
-## The main job end to end: a worker on the local broker against a mixed batch.
+## The main job end to end: a worker on the local broker against a mixed batch
+## (`warden-dev demo`, from the dev kit in devkit/).
 run: services
-	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --quiet -- demo
+	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --quiet -p warden-devkit --bin warden-dev -- demo
 
 ## The whole test suite (unit + integration against the real services, Chromium included).
 test: services
-	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) test --all-targets --no-fail-fast
+	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) test --workspace --all-targets --no-fail-fast
 
-## Throughput, latency and memory of the real worker against a raw-client
+## Throughput, latency and memory of the shipped worker against a raw-client
 ## baseline on a throwaway prefix (a few minutes). BENCH_ARGS="--repeat 3 --json" etc.
+## `warden-dev bench` runs the release `warden` binary beside it as its worker processes.
 bench: services
-	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --release --quiet -- bench $(BENCH_ARGS)
+	$(CARGO) build --release --quiet -p warden --bin warden
+	eval "$$(bash scripts/setup-playwright.sh)" && $(CARGO) run --release --quiet -p warden-devkit --bin warden-dev -- bench $(BENCH_ARGS)
 
 ## The chaos suite at size N (tasks), release build: kills, cuts, a blackhole,
 ## broker-side closes, consumer cancels, token revocations and Chromium killed
@@ -27,8 +31,8 @@ services:
 	@bash scripts/ensure-services.sh
 
 lint:
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 # Licences, bans, sources, and RustSec advisories where GitHub is reachable.
 deny:

@@ -6,7 +6,7 @@
 //! about a megabyte of `R_X86_64_RELATIVE` entries that the loader reads once
 //! at start-up and that then stay resident; packed, they take a few kilobytes.
 //! That megabyte is most of the gap between warden's idle memory and its 15 MiB
-//! target (`warden bench --scenarios startup`). The binary stays PIE, so ASLR
+//! target (`warden-dev bench --scenarios startup`). The binary stays PIE, so ASLR
 //! is unchanged. `WARDEN_NO_RELR=1` turns it off for an older toolchain.
 
 fn main() {

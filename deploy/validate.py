@@ -12,8 +12,9 @@ What it proves, without Docker, a cluster or a helm binary:
   and the template guards reject every file in deploy/test-values/bad-render/;
 * docker-compose.yml: services, env keys, health checks on the admin endpoints, start
   order conditions, mounted files;
-* Dockerfiles: what they copy exists, the env they set is read by warden, non-root, and the
-  reauth image runs the same Playwright setup script as the tests.
+* Dockerfiles: what they copy exists, the env they set is read by warden, non-root, the
+  default target without the dev kit (`warden-dev`), and the reauth image runs the same
+  Playwright setup script as the tests.
 
 Each check prints one PASS / FAIL / SKIP line; the exit status is non-zero on any FAIL.
 """
@@ -260,7 +261,9 @@ def check_dockerfiles(strict_paths: bool, env_keys: set[str]) -> dict[str, dict[
                         (pending if src in PENDING_PATHS else problems).append(src)
                     elif is_ignored(src, patterns):
                         problems.append(f"{src} is excluded by the .dockerignore")
-        needed = ["Cargo.toml", "Cargo.lock", "build.rs", "src/main.rs", "src/lib.rs", ".cargo/config.toml"]
+        # devkit/ is a workspace member: cargo reads its manifest to load the workspace.
+        needed = ["Cargo.toml", "Cargo.lock", "build.rs", "src/main.rs", "src/lib.rs", ".cargo/config.toml",
+                  "devkit/Cargo.toml", "devkit/src/lib.rs"]
         if (ROOT / "migrations").is_dir():
             needed.append("migrations")
         for rel_needed in needed:
@@ -279,8 +282,8 @@ def check_dockerfiles(strict_paths: bool, env_keys: set[str]) -> dict[str, dict[
         problems = []
         if "cargo chef cook" not in runs or "cargo chef prepare" not in runs:
             problems.append("no cargo-chef prepare/cook")
-        if not re.search(r"cargo build --release --locked --bin warden", runs):
-            problems.append("no `cargo build --release --locked --bin warden`")
+        if not re.search(r"cargo build --release --locked -p warden --bin warden(\s|$)", runs):
+            problems.append("no `cargo build --release --locked -p warden --bin warden`")
         m = re.search(r"ARG RUST_VERSION=([\d.]+)", path.read_text())
         if not m or tuple(map(int, m.group(1).split("."))) < tuple(map(int, rust_min.split("."))):
             problems.append(f"RUST_VERSION below Cargo.toml rust-version {rust_min}")
@@ -301,6 +304,16 @@ def check_dockerfiles(strict_paths: bool, env_keys: set[str]) -> dict[str, dict[
         if role == "worker" and "distroless" not in final.base and "distroless" not in runtime_chain[-1].base:
             problems.append(f"worker runtime base {runtime_chain[-1].base} is not distroless")
         R.check(f"{rel}: runtime is non-root ({user}) and runs /usr/local/bin/warden", problems)
+
+        # 3b. the default target ships warden and nothing of the dev kit (warden-dev)
+        problems = [f"the default target copies {c!r}" for s in runtime_chain for c in s.get("COPY")
+                    if "devkit" in c or "warden-dev" in c]
+        builders = {c.split("=", 1)[1].split()[0] for s in runtime_chain for c in s.get("COPY")
+                    if c.startswith("--from=")}
+        for s in stages:
+            if s.name in builders and "warden-dev" in " ".join(s.get("RUN")):
+                problems.append(f"stage {s.name}, copied into the default target, builds warden-dev")
+        R.check(f"{rel}: the default target holds no dev kit (warden-dev)", problems)
 
         # 4. env: runtime ENV is what warden reads; build-stage ENV is build-only
         runtime_env: dict[str, str] = {}
@@ -997,6 +1010,21 @@ def check_chart(env_keys: set[str], image_env: dict[str, dict[str, str]]) -> Non
 # ------------------------------------------------------------------------------------------
 # docker-compose.yml
 # ------------------------------------------------------------------------------------------
+def builds_on_compose(build: dict[str, Any]) -> bool:
+    """Whether a compose `build:` targets the Dockerfile's `compose` stage or one built on it
+    (such as `devkit`), i.e. an image with busybox."""
+    df = ROOT / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+    if not df.exists():
+        return False
+    stages = {s.name: s for s in parse_dockerfile(df) if s.name}
+    name = build.get("target")
+    while name in stages:
+        if name == "compose":
+            return True
+        name = stages[name].base
+    return False
+
+
 def check_compose(env_keys: set[str]) -> None:
     section("docker-compose.yml")
     path = ROOT / "docker-compose.yml"
@@ -1073,9 +1101,21 @@ def check_compose(env_keys: set[str]) -> None:
             problems.append(f"{name}: health check {text!r} does not use /livez or /readyz")
         if test and test[0] == "CMD" and test[1].startswith("/usr/local/bin/busybox"):
             target = (svc.get("build") or {}).get("target")
-            if target != "compose":
-                problems.append(f"{name}: uses busybox but builds target {target!r}")
+            if not builds_on_compose(svc.get("build") or {}):
+                problems.append(f"{name}: uses busybox but builds target {target!r}, not one built on `compose`")
     R.check("warden health checks use the admin endpoints (/readyz for worker and reauth)", problems)
+
+    # the simulated provider comes from the dev kit image, every other warden service from warden's
+    problems = []
+    provider = services.get("provider", {})
+    if (provider.get("build") or {}).get("target") != "devkit":
+        problems.append(f"provider builds target {(provider.get('build') or {}).get('target')!r}, not devkit")
+    if (provider.get("command") or [None])[0] != "provider":
+        problems.append(f"provider runs {provider.get('command')}, not `warden-dev provider`")
+    for name, svc in warden.items():
+        if name != "provider" and (svc.get("build") or {}).get("target") == "devkit":
+            problems.append(f"{name} runs the dev kit image")
+    R.check("the provider service runs the dev kit (warden-dev provider); the warden roles do not", problems)
 
     # start order
     problems = []

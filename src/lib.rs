@@ -20,20 +20,20 @@
 //! | [`store`] | channel tokens: SQLite/PostgreSQL, AES-256-GCM at rest, versions, leases |
 //! | [`observe`] | `/livez`, `/readyz`, `/metrics`, logs and the OTLP trace pipeline |
 //! | [`shutdown`] | signals to a cancellation token |
-//! | [`cli`] | the command line: arguments and one function per command |
-//! | [`provider`], [`demo`], [`bench`] | test and demo tooling (moving out of the library) |
+//! | [`cli`] | the command line: arguments, one function per command, and the life of a binary built on the library |
+//!
+//! The simulated OAuth provider, the bench and the demo are not here: they
+//! are the dev kit, the workspace's `devkit/` crate (`warden-dev`), so they
+//! are neither part of this library's API nor of the production image.
 
 pub mod amqp;
-pub mod bench;
 pub mod channels;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod handler;
 pub mod observe;
 pub mod outbound;
 pub mod outcome;
-pub mod provider;
 pub mod reauth;
 pub mod shutdown;
 pub mod store;

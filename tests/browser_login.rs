@@ -14,9 +14,9 @@ use provider_browser::{
 };
 use provider_http::{CLIENT_ID, CLIENT_SECRET, TOTP_SEED, TestProvider, two_channel_config};
 use secrecy::{ExposeSecret as _, SecretString};
-use warden::provider::ProviderConfig;
 use warden::reauth::browser::{LoginDriver, LoginErrorKind};
 use warden::reauth::flow::{Step, TOTP_SECRET};
+use warden_devkit::provider::ProviderConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

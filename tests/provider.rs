@@ -11,7 +11,7 @@ use provider_http::{
 use reqwest::StatusCode;
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
-use warden::provider::{ProviderConfig, TokenResponse};
+use warden_devkit::provider::{ProviderConfig, TokenResponse};
 
 /// Walks authorize → login (→ TOTP) → consent and returns the final redirect URL.
 async fn log_in(

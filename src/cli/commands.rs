@@ -25,22 +25,9 @@ pub async fn run(
     settings: Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // A sandbox is this executable started again by a worker, with the
-    // worker's own command line (`worker`, or `demo` and `bench`, which run
-    // workers inside them): whatever that says, it only runs tasks.
-    // The worker sends its effective settings; those on the command line
-    // are only what got this process here.
-    if let Some(socket) = crate::worker::sandbox::child_socket() {
-        drop(settings);
-        return crate::worker::sandbox::child::serve(&socket, |s| {
-            crate::handler::Registry::from_settings(s).map_err(anyhow::Error::from)
-        })
-        .await;
-    }
     match command {
         Command::Worker => crate::worker::serve(settings, shutdown).await,
         Command::Reauth => reauth(settings, shutdown).await,
-        Command::DemoProvider { addr, file } => demo_provider(addr, file, shutdown).await,
         Command::Channels { json } => channels(&settings, json).await,
         Command::Token { command } => token(&settings, command).await,
         Command::Topology {
@@ -53,8 +40,6 @@ pub async fn run(
         } => topology(&settings, json).await,
         Command::Publish(args) => publish(&settings, args).await,
         Command::Dlq { command } => dlq(&settings, command).await,
-        Command::Demo { noop, keep } => crate::demo::run(&settings, noop, keep).await,
-        Command::Bench(args) => crate::bench::run(&settings, args, shutdown).await,
         Command::Config { command } => config(&settings, &command),
     }
 }
@@ -333,37 +318,6 @@ pub async fn reauth(
 ) -> anyhow::Result<()> {
     let store = crate::channels::open_store(&settings).await?;
     crate::reauth::consumer::run(settings, store, shutdown).await
-}
-
-/// `warden demo-provider`.
-///
-/// # Errors
-/// An unreadable provider file, or the address cannot be bound.
-pub async fn demo_provider(
-    addr: std::net::SocketAddr,
-    file: Option<std::path::PathBuf>,
-    shutdown: tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
-    let mut config = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            toml::from_str::<crate::provider::ProviderConfig>(&text)
-                .map_err(|e| crate::config::ConfigError::new(format!("{}: {e}", path.display())))?
-        }
-        None => {
-            eprintln!(
-                "demo-provider: no --file; serving the demo client `warden-demo` and account `acme-main` (user `acme`)"
-            );
-            crate::provider::ProviderConfig::new("warden-demo", "demo-client-secret").with_account(
-                "acme-main",
-                crate::provider::Account::new("acme", "correct-horse"),
-            )
-        }
-    };
-    config.bind = addr;
-    crate::provider::run(config, shutdown).await?;
-    Ok(())
 }
 
 /// `warden channels`: configured and stored channels, never a token.

@@ -1,21 +1,80 @@
-//! The command line: one binary, one subcommand per role or tool.
+//! The command line: one binary, one subcommand per role or tool, and
+//! [`run_binary`], the start and end every binary built on the library shares.
 
 pub mod commands;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+
+/// The life of a command-line binary built on the library (`warden`, and the
+/// dev kit's `warden-dev`): loads the settings (`--config` or `WARDEN_CONFIG`,
+/// then `WARDEN_*`), starts logging and trace export, turns SIGTERM/SIGINT
+/// into a cancellation token, runs `command` with `run`, flushes the last
+/// spans, and maps an error to an exit code ([`commands::exit_code`]),
+/// printed as `{name}: …`.
+///
+/// A process started as a worker's sandbox (the binary of a worker started
+/// again, with the worker's own command line, see
+/// [`crate::worker::sandbox`]) serves the sandbox instead of `command`, with
+/// the built-in and configured handlers: whatever its command line says, it
+/// only runs tasks, with the effective settings the worker sends it.
+pub async fn run_binary<C, F, Fut>(name: &str, global: &GlobalArgs, command: C, run: F) -> ExitCode
+where
+    F: FnOnce(C, Settings, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let settings = match Settings::load(global.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(64); // EX_USAGE
+        }
+    };
+    let telemetry = crate::observe::telemetry::init(settings.log_format);
+    let result = if let Some(socket) = crate::worker::sandbox::child_socket() {
+        drop(settings);
+        crate::worker::sandbox::child::serve(&socket, |s| {
+            crate::handler::Registry::from_settings(s).map_err(anyhow::Error::from)
+        })
+        .await
+    } else {
+        run(command, settings, crate::shutdown::on_signals()).await
+    };
+    // Flush the spans of the last tasks before the process goes.
+    telemetry.shutdown().await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::from(commands::exit_code(&e))
+        }
+    }
+}
 
 /// warden: a crash-proof RabbitMQ task worker.
 #[derive(Debug, Parser)]
 #[command(name = "warden", version, about, propagate_version = true)]
 pub struct Cli {
-    /// TOML configuration file (also `WARDEN_CONFIG`); `WARDEN_*` env vars override it.
-    #[arg(long, global = true, value_name = "PATH")]
-    pub config: Option<PathBuf>,
+    /// Options of every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The options every binary built on the library takes, before or after
+/// its subcommand; see [`run_binary`].
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file (also `WARDEN_CONFIG`); `WARDEN_*` env vars override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 /// Subcommands.
@@ -25,16 +84,6 @@ pub enum Command {
     Worker,
     /// Heal revoked channel tokens (refresh grant, then a headless browser login).
     Reauth,
-    /// Serve the simulated OAuth2 provider (tests, demo, rehearsing a login flow).
-    DemoProvider {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8765")]
-        addr: std::net::SocketAddr,
-        /// Provider configuration (TOML: client_id, client_secret, accounts …);
-        /// without it, one demo account `acme-main` (user `acme`).
-        #[arg(long, value_name = "PATH")]
-        file: Option<PathBuf>,
-    },
     /// Show channels: provider, status and token version (never a token).
     Channels {
         /// Print JSON instead of a table.
@@ -65,18 +114,6 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
-    /// Run a worker on a throwaway prefix against a mixed batch, and show what happened.
-    Demo {
-        /// How many `builtin.noop` tasks to add to the mix.
-        #[arg(long, default_value_t = 200)]
-        noop: usize,
-        /// Keep the demo's queues afterwards (for `warden topology`, `warden dlq list`).
-        #[arg(long)]
-        keep: bool,
-    },
-    /// Measure the real worker against the real broker and a raw-client
-    /// baseline on a throwaway prefix; prints a table (or JSON).
-    Bench(BenchArgs),
     /// Configuration helpers.
     Config {
         /// Which helper.
@@ -103,37 +140,6 @@ pub struct PublishArgs {
     /// NDJSON file of tasks, one object per line (`id` optional).
     #[arg(long, value_name = "PATH", conflicts_with_all = ["kind", "payload", "channel"])]
     pub file: Option<PathBuf>,
-}
-
-/// `warden bench`.
-#[derive(Debug, Args, Clone)]
-pub struct BenchArgs {
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Messages per drain, baseline and publish run.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub n: u64,
-    /// Which scenarios to run.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "drain,baseline,latency,publish,backlog,replicas,startup,tracing,suspects,reauth"
-    )]
-    pub scenarios: Vec<crate::bench::Scenario>,
-    /// Rounds; every figure is reported as the median and spread over them.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeat: u32,
-    /// Worker concurrencies of the drain scenario.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
-    pub concurrency: Vec<u16>,
-    /// Largest backlog of the backlog scenario (10k, 100k, 1M are measured up to it).
-    #[arg(long, default_value_t = 100_000)]
-    pub backlog_max: u64,
-    /// Revocations measured by the reauth scenario, cold and again warm.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub reauth_runs: u32,
 }
 
 /// Filters shared by `dlq replay` and `dlq purge`.

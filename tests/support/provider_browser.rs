@@ -64,7 +64,7 @@ pub fn client_secret_file(dir: &tempfile::TempDir, secret: &str) -> SecretRef {
 
 /// A provider entry pointing at the simulator at `base`.
 pub fn simulator_provider(base: &str, client_id: &str, client_secret: SecretRef) -> OAuthProvider {
-    warden::provider::oauth_client(base, client_id, client_secret).unwrap()
+    warden_devkit::provider::oauth_client(base, client_id, client_secret).unwrap()
 }
 
 pub fn credentials(channel: &str, username: &str, password: &str) -> ChannelCredentials {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use tokio_util::sync::CancellationToken;
-use warden::provider::{self, ProviderConfig, ProviderState, ProviderStats};
+use warden_devkit::provider::{self, ProviderConfig, ProviderState, ProviderStats};
 
 pub const CLIENT_ID: &str = "warden-test";
 pub const CLIENT_SECRET: &str = "client-secret-for-tests";

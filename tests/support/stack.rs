@@ -12,8 +12,8 @@ use base64::Engine;
 use serde_json::json;
 
 use crate::support::{TestBroker, WardenProc};
-use warden::provider::{Account, ProviderConfig, RunningProvider};
 use warden::reauth::flow::SecretRef;
+use warden_devkit::provider::{Account, ProviderConfig, RunningProvider};
 
 pub const USER: &str = "acme";
 pub const PASSWORD: &str = "pw-Corr3ct-h0rse";
@@ -71,11 +71,13 @@ impl Stack {
             pc = pc.with_account(*channel, Account::new(username(i), PASSWORD));
         }
         pc.bind = "127.0.0.1:0".parse().unwrap();
-        let provider = warden::provider::start(pc, stop.clone()).await.unwrap();
+        let provider = warden_devkit::provider::start(pc, stop.clone())
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("client-secret");
         std::fs::write(&secret_file, CLIENT_SECRET).unwrap();
-        let oauth = warden::provider::oauth_client(
+        let oauth = warden_devkit::provider::oauth_client(
             &provider.base_url(),
             "warden-test",
             SecretRef::File(secret_file),
@@ -291,7 +293,7 @@ impl Stack {
     }
 
     /// The provider's counters for `channel`.
-    pub fn stats_of(&self, channel: &str) -> warden::provider::ChannelStats {
+    pub fn stats_of(&self, channel: &str) -> warden_devkit::provider::ChannelStats {
         self.provider
             .state
             .stats()
@@ -302,7 +304,7 @@ impl Stack {
     }
 
     /// The provider's counters for [`MAIN`].
-    pub fn stats(&self) -> warden::provider::ChannelStats {
+    pub fn stats(&self) -> warden_devkit::provider::ChannelStats {
         self.stats_of(MAIN)
     }
 }

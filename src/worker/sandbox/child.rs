@@ -1,7 +1,7 @@
 //! The sandbox process: the worker's own executable, started with
 //! [`wire::SOCKET_ENV`] set. It connects back to the worker, takes the
 //! worker's effective settings from its first message (a worker inside
-//! `warden demo` or `warden bench` has settings no command line holds), builds
+//! `warden-dev demo` or `warden-dev bench` has settings no command line holds), builds
 //! the same handlers, runs every job it is sent, answers each, and exits when
 //! the worker hangs up. It never touches the broker: if it dies, only the jobs
 //! in it are affected, and the worker decides what that means for them.

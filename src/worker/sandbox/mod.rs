@@ -27,9 +27,9 @@
 //!
 //! The child is the worker's own executable (`/proc/self/exe`, so an upgrade
 //! that replaces the file on disk cannot mix versions) with the worker's
-//! arguments and environment plus [`wire::SOCKET_ENV`]; `warden`'s
-//! `commands::run` and [`crate::worker::run`] turn such a process into a
-//! sandbox before doing anything else, and the worker sends it its effective
+//! arguments and environment plus [`wire::SOCKET_ENV`];
+//! [`crate::cli::run_binary`] and [`crate::worker::run`] turn such a process
+//! into a sandbox before doing anything else, and the worker sends it its effective
 //! settings first. A binary built on the library therefore gets the sandbox,
 //! with its own handlers, without any code of its own.
 

@@ -13,24 +13,28 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::process::{Child, Command};
+use warden::config::Settings;
 
 use super::env::{BenchEnv, NOOP, Poller};
-use crate::config::Settings;
 
 /// How often a child's `/readyz` and `/metrics` are asked.
 const POLL: Duration = Duration::from_millis(2);
 
-/// Settings written for children; removed when dropped.
+/// How children start: the `warden` binary, and the settings written for
+/// them (removed when dropped).
 #[derive(Debug)]
-pub struct ChildConfig(PathBuf);
+pub struct ChildConfig {
+    program: PathBuf,
+    settings: PathBuf,
+}
 
 impl ChildConfig {
     /// Writes `settings` to a private (0600: it holds the broker password)
-    /// temporary TOML file.
+    /// temporary TOML file for children of `program`, the `warden` binary.
     ///
     /// # Errors
     /// The file cannot be written.
-    pub fn write(settings: &Settings) -> anyhow::Result<Self> {
+    pub fn write(settings: &Settings, program: PathBuf) -> anyhow::Result<Self> {
         let path = std::env::temp_dir().join(format!("{}.toml", settings.prefix));
         let text = toml::to_string(settings).context("writing the workers' settings")?;
         let mut f = std::fs::OpenOptions::new()
@@ -40,13 +44,16 @@ impl ChildConfig {
             .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
         f.write_all(text.as_bytes())?;
-        Ok(Self(path))
+        Ok(Self {
+            program,
+            settings: path,
+        })
     }
 }
 
 impl Drop for ChildConfig {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(&self.settings);
     }
 }
 
@@ -66,7 +73,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl Worker {
-    /// Starts the current executable as `warden worker` on the bench's prefix.
+    /// Starts the `warden` binary as `warden worker` on the bench's prefix.
     ///
     /// # Errors
     /// The binary cannot be started.
@@ -94,9 +101,8 @@ impl Worker {
         amqp_url: Option<&str>,
     ) -> anyhow::Result<Self> {
         let port = free_port()?;
-        let exe = std::env::current_exe().context("finding the warden binary")?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("--config").arg(&config.0).arg("worker");
+        let mut cmd = Command::new(&config.program);
+        cmd.arg("--config").arg(&config.settings).arg("worker");
         // The file carries the bench's settings, already layered with this
         // process's environment; inherited `WARDEN_*` would override it.
         // So do the OpenTelemetry variables: export is this call's choice.
@@ -124,7 +130,7 @@ impl Worker {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("starting `warden worker`")?;
+            .with_context(|| format!("starting {} worker", config.program.display()))?;
         let pid = child.id().context("the worker exited at once")?;
         Ok(Self {
             child,
@@ -302,6 +308,18 @@ pub struct Shape<'a> {
     pub events: bool,
     /// OTLP/HTTP endpoint to export every span to, if any.
     pub otlp: Option<&'a str>,
+}
+
+impl Shape<'_> {
+    /// `concurrency` tasks at once, no events, no export.
+    #[must_use]
+    pub fn plain(concurrency: u16) -> Self {
+        Self {
+            concurrency,
+            events: false,
+            otlp: None,
+        }
+    }
 }
 
 /// Starts `replicas` worker processes on the `n` tasks waiting in `{p}.tasks`

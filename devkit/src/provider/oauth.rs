@@ -1,20 +1,15 @@
-//! The browser-facing half (authorize, login, TOTP, consent) and the token endpoint.
+//! The browser-facing half of the OAuth flow: authorize, login, TOTP and consent, ending
+//! in a redirect to the client with an authorization code.
 
-use std::collections::HashMap;
-
-use axum::body::Bytes;
+use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::{Form, Json};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
-use serde_json::json;
 use url::Url;
 
 use super::pages;
-use super::state::{GrantError, ProviderState, Stage, Transaction};
+use super::state::{ProviderState, Stage, Transaction};
 
 const SESSION_COOKIE: &str = "sim_session";
 
@@ -434,132 +429,5 @@ pub(super) async fn consent_submit(
             &t.redirect_uri,
             &with_state(&t, vec![("error", "access_denied")]),
         )
-    }
-}
-
-// ----- token endpoint --------------------------------------------------------------------------
-
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    let mut response = (
-        status,
-        Json(json!({ "error": error, "error_description": description })),
-    )
-        .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::UNAUTHORIZED {
-        headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"simulated-provider\""),
-        );
-    }
-    response
-}
-
-/// Client credentials from HTTP Basic (RFC 6749 §2.3.1: each part form-urlencoded first) or,
-/// failing that, from the form body.
-fn client_credentials(
-    headers: &HeaderMap,
-    form: &HashMap<String, String>,
-) -> Option<(String, String)> {
-    if let Some(basic) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-    {
-        let decoded = STANDARD.decode(basic.trim()).ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (id, secret) = decoded.split_once(':')?;
-        let unescape = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-        };
-        return Some((unescape(id)?, unescape(secret)?));
-    }
-    Some((
-        form.get("client_id")?.clone(),
-        form.get("client_secret")?.clone(),
-    ))
-}
-
-pub(super) async fn token(
-    State(state): State<ProviderState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let Some((client_id, secret)) = client_credentials(&headers, &form) else {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication is missing",
-        );
-    };
-    if !state.client_matches(&client_id, &secret) {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "client authentication failed",
-        );
-    }
-    if form.get("client_id").is_some_and(|id| *id != client_id) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_id does not match the authenticated client",
-        );
-    }
-    let result = match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => {
-            let Some(code) = form.get("code") else {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "code is missing",
-                );
-            };
-            state.redeem_code(
-                code,
-                form.get("redirect_uri").map(String::as_str),
-                form.get("code_verifier").map(String::as_str),
-            )
-        }
-        Some("refresh_token") => {
-            let Some(refresh) = form.get("refresh_token") else {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    "refresh_token is missing",
-                );
-            };
-            state.redeem_refresh(refresh)
-        }
-        Some(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "only authorization_code and refresh_token are supported",
-            );
-        }
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "grant_type is missing",
-            );
-        }
-    };
-    match result {
-        Ok(tokens) => {
-            let mut response = Json(tokens).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-            response
-        }
-        Err(GrantError::InvalidGrant(why)) => {
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why)
-        }
     }
 }

@@ -1,6 +1,6 @@
 //! A simulated OAuth2 authorization-code provider, served over real HTTP with axum.
 //!
-//! Tests, `warden demo` and users rehearsing a login flow point warden at it before they point
+//! Tests, `warden-dev demo`, compose and users rehearsing a login flow point warden at it before they point
 //! it at a real platform. It behaves like one on purpose:
 //!
 //! - `GET /oauth/authorize` validates the client and redirect URI and answers with a redirect
@@ -38,10 +38,13 @@
 //!
 //! [`oauth_client`] gives the matching provider entry for warden's side, login flow included.
 
+mod admin;
 mod api;
+pub mod command;
 mod oauth;
 mod pages;
 mod state;
+mod token;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -55,11 +58,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::reauth::flow::{FillValue, OAuthProvider, SecretRef, Step, TokenAuth, TotpSettings};
+use warden::reauth::flow::{FillValue, OAuthProvider, SecretRef, Step, TokenAuth, TotpSettings};
 
+pub use command::ProviderArgs;
 pub use state::{ChannelStats, GrantStats, ProviderState, ProviderStats, TokenResponse};
 
-/// Configuration of the simulated provider, as `warden demo-provider` reads it.
+/// Configuration of the simulated provider, as `warden-dev provider` reads it.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
@@ -193,22 +197,12 @@ pub fn router(state: ProviderState) -> Router {
             "/oauth/consent",
             get(oauth::consent_page).post(oauth::consent_submit),
         )
-        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/token", post(token::grant))
         .route("/callback", get(oauth::callback))
         .route("/help", get(oauth::help))
         .route("/api/me", get(api::me))
         .route("/api/channels/{channel}/posts", post(api::create_post))
-        .route("/admin/stats", get(api::stats))
-        .route("/admin/channels/{channel}/revoke", post(api::revoke))
-        .route(
-            "/admin/channels/{channel}/revoke-access",
-            post(api::revoke_access),
-        )
-        .route("/admin/channels/{channel}/tokens", post(api::mint_tokens))
-        .route(
-            "/admin/channels/{channel}/faults",
-            post(api::set_fault).delete(api::clear_fault),
-        )
+        .merge(admin::routes(state.clone()))
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(state.clone(), outage))
         .with_state(state)
@@ -292,7 +286,7 @@ pub async fn start(
     Ok(RunningProvider { addr, state, task })
 }
 
-/// Runs the provider in the foreground until `shutdown` is cancelled (`warden demo-provider`).
+/// Runs the provider in the foreground until `shutdown` is cancelled (`warden-dev provider`).
 ///
 /// # Errors
 /// Returns an error when the configuration is invalid or serving fails.

@@ -11,10 +11,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{Channel, Connection};
 
-use crate::amqp::envelope::Task;
-use crate::amqp::publish::Publisher;
-use crate::amqp::topology::Topology;
-use crate::config::Settings;
+use warden::amqp::envelope::Task;
+use warden::amqp::publish::Publisher;
+use warden::amqp::topology::Topology;
+use warden::config::Settings;
 
 /// How long a condition may make no progress before the bench gives up.
 pub const STALL: Duration = Duration::from_secs(60);
@@ -68,7 +68,8 @@ impl BenchEnv {
     /// # Errors
     /// The broker is unreachable or refuses the declarations.
     pub async fn open(settings: Settings) -> anyhow::Result<Self> {
-        let conn = crate::amqp::broker::connect(&settings, "bench", Duration::from_secs(5)).await?;
+        let conn =
+            warden::amqp::broker::connect(&settings, "bench", Duration::from_secs(5)).await?;
         let ch = conn.create_channel().await?;
         let topology = Topology::new(&settings);
         topology.declare(&ch).await?;
@@ -143,7 +144,7 @@ impl BenchEnv {
     }
 
     async fn inspect(&self, queue: &str) -> lapin::Result<lapin::Queue> {
-        crate::amqp::topology::inspect(&self.ch, queue).await
+        warden::amqp::topology::inspect(&self.ch, queue).await
     }
 
     /// Ready messages in `{p}.tasks`.
@@ -232,7 +233,7 @@ impl BenchEnv {
     /// The broker is unreachable or refuses.
     pub async fn cleanup(&self) -> anyhow::Result<()> {
         if self.delete_on(&self.ch).await.is_err() {
-            let conn = crate::amqp::broker::connect(
+            let conn = warden::amqp::broker::connect(
                 &self.settings,
                 "bench-cleanup",
                 Duration::from_secs(5),

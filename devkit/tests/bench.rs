@@ -1,11 +1,70 @@
-//! `warden bench` end to end: the real binary against the real broker. No
-//! timing is asserted here; performance figures come from the bench itself.
+//! `warden-dev bench` end to end: the real binaries (`warden-dev`, and the
+//! `warden` it runs as worker processes) against the real broker. No timing
+//! is asserted here; performance figures come from the bench itself.
 
-mod support;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use lapin::options::ExchangeDeclareOptions;
 use lapin::types::FieldTable;
 use serde_json::Value;
+use warden::Settings;
+
+/// The `warden` binary of this build, beside `warden-dev`, built first:
+/// `cargo test -p warden-devkit` builds this package's binaries only, and the
+/// bench runs warden's (a no-op when it is up to date).
+fn warden_bin() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let profile_dir = Path::new(env!("CARGO_BIN_EXE_warden-dev"))
+            .parent()
+            .expect("warden-dev is in a profile directory");
+        let target_dir = profile_dir.parent().expect("in a target directory");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "-p", "warden", "--bin", "warden"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        match profile_dir.file_name().and_then(|p| p.to_str()) {
+            Some("debug") | None => {}
+            Some(profile) => {
+                build.args(["--profile", profile]);
+            }
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bin warden: {status}");
+        profile_dir.join("warden")
+    })
+}
+
+/// Runs `warden-dev` to completion with `args`, returning (code, stdout, stderr).
+fn warden_dev(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden-dev"))
+        .args(args)
+        .env("WARDEN_BIN", warden_bin())
+        .env_remove("WARDEN_CONFIG")
+        .env("WARDEN_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn,lapin=off")
+        .output()
+        .expect("run warden-dev");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The broker the bench used: the same settings, from the same environment.
+async fn connect() -> lapin::Connection {
+    let settings = Settings::load(None).expect("settings");
+    warden::amqp::broker::connect(&settings, "bench-test", Duration::from_secs(5))
+        .await
+        .expect("broker")
+}
 
 fn rows<'a>(report: &'a Value, scenario: &str) -> Vec<&'a Value> {
     report["rows"]
@@ -18,7 +77,7 @@ fn rows<'a>(report: &'a Value, scenario: &str) -> Vec<&'a Value> {
 
 async fn queue_exists(conn: &lapin::Connection, name: &str) -> bool {
     let ch = conn.create_channel().await.unwrap();
-    support::message_count(&ch, name).await.is_some()
+    warden::amqp::topology::inspect(&ch, name).await.is_ok()
 }
 
 async fn exchange_exists(conn: &lapin::Connection, name: &str) -> bool {
@@ -38,17 +97,14 @@ async fn exchange_exists(conn: &lapin::Connection, name: &str) -> bool {
 
 #[tokio::test]
 async fn a_small_bench_reports_positive_rates_and_ratios_and_deletes_its_prefix() {
-    let (code, stdout, stderr) = support::run_cli(
-        &[
-            "bench",
-            "--n",
-            "2000",
-            "--scenarios",
-            "drain,baseline",
-            "--json",
-        ],
-        &[],
-    );
+    let (code, stdout, stderr) = warden_dev(&[
+        "bench",
+        "--n",
+        "2000",
+        "--scenarios",
+        "drain,baseline",
+        "--json",
+    ]);
     assert_eq!(code, 0, "stderr:\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     assert_eq!(report["n"], 2000);
@@ -96,7 +152,7 @@ async fn a_small_bench_reports_positive_rates_and_ratios_and_deletes_its_prefix(
 
     let prefix = report["prefix"].as_str().unwrap();
     assert!(prefix.starts_with("bench-"), "{prefix}");
-    let (conn, _ch) = support::connect().await;
+    let conn = connect().await;
     for q in ["tasks", "dead", "parked", "reauth", "bench-events"] {
         assert!(
             !queue_exists(&conn, &format!("{prefix}.{q}")).await,
@@ -113,24 +169,21 @@ async fn a_small_bench_reports_positive_rates_and_ratios_and_deletes_its_prefix(
 
 #[test]
 fn an_unknown_scenario_is_a_usage_error() {
-    let (code, _, stderr) = support::run_cli(&["bench", "--scenarios", "drain,nonsense"], &[]);
+    let (code, _, stderr) = warden_dev(&["bench", "--scenarios", "drain,nonsense"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("nonsense"), "{stderr}");
 }
 
 #[tokio::test]
 async fn the_reauth_bench_times_a_cold_and_a_warm_heal_from_the_first_401() {
-    let (code, stdout, stderr) = support::run_cli(
-        &[
-            "bench",
-            "--scenarios",
-            "reauth",
-            "--reauth-runs",
-            "1",
-            "--json",
-        ],
-        &[],
-    );
+    let (code, stdout, stderr) = warden_dev(&[
+        "bench",
+        "--scenarios",
+        "reauth",
+        "--reauth-runs",
+        "1",
+        "--json",
+    ]);
     assert_eq!(code, 0, "stderr:\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     let reauth = rows(&report, "reauth");
@@ -153,7 +206,7 @@ async fn the_reauth_bench_times_a_cold_and_a_warm_heal_from_the_first_401() {
         assert!(stored <= done, "{variant}: {stored} > {done}");
     }
     let prefix = report["prefix"].as_str().unwrap();
-    let (conn, _ch) = support::connect().await;
+    let conn = connect().await;
     for q in ["tasks", "parked", "reauth"] {
         assert!(
             !queue_exists(&conn, &format!("{prefix}.{q}")).await,
@@ -164,10 +217,8 @@ async fn the_reauth_bench_times_a_cold_and_a_warm_heal_from_the_first_401() {
 
 #[tokio::test]
 async fn the_tracing_scenario_exports_every_run_with_export_on_and_compares_it_with_export_off() {
-    let (code, stdout, stderr) = support::run_cli(
-        &["bench", "--n", "2000", "--scenarios", "tracing", "--json"],
-        &[],
-    );
+    let (code, stdout, stderr) =
+        warden_dev(&["bench", "--n", "2000", "--scenarios", "tracing", "--json"]);
     assert_eq!(code, 0, "stderr:\n{stderr}");
     let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     let tracing = rows(&report, "tracing");

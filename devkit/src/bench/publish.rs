@@ -1,17 +1,17 @@
 //! Publishing `n` tasks with confirms: warden's [`Publisher::publish_all`]
 //! against a raw lapin publisher keeping as many confirms in flight.
 //!
-//! [`Publisher::publish_all`]: crate::amqp::publish::Publisher::publish_all
+//! [`Publisher::publish_all`]: warden::amqp::publish::Publisher::publish_all
 
 use std::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
+use warden::amqp::envelope::Task;
+use warden::amqp::publish::task_properties;
 
 use super::env::{BenchEnv, NOOP};
-use crate::amqp::envelope::Task;
-use crate::amqp::publish::task_properties;
 
 /// Confirms in flight, for both publishers: what `warden publish` uses.
 pub const WINDOW: usize = 256;

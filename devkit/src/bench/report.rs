@@ -189,7 +189,7 @@ fn around(refs: &[f64], at: usize) -> Option<f64> {
     .filter(|x| *x > 0.0)
 }
 
-/// Everything `warden bench` found, as printed with `--json`.
+/// Everything `warden-dev bench` found, as printed with `--json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// The throwaway prefix the bench ran on (deleted afterwards).

@@ -1,15 +1,15 @@
-//! The small platform API that checks bearer tokens, and the admin endpoints.
+//! The small platform API that checks bearer tokens.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
 use super::state::{BearerCheck, Fault, ProviderState};
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+/// The bearer token of `Authorization: Bearer <token>`, if any.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -19,7 +19,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// RFC 6750 §3: a 401 carries `WWW-Authenticate: Bearer` with the error code.
-fn unauthorized(error: &str, description: &str) -> Response {
+pub(super) fn unauthorized(error: &str, description: &str) -> Response {
     let challenge = format!(
         "Bearer realm=\"simulated-provider\", error=\"{error}\", error_description=\"{description}\""
     );
@@ -128,131 +128,4 @@ pub(super) async fn create_post(
         }
         other => reject(other),
     }
-}
-
-/// Why an admin request is refused.
-enum Refused {
-    NotAdmin,
-    UnknownChannel,
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        match self {
-            Self::NotAdmin => unauthorized("invalid_token", "admin token required"),
-            Self::UnknownChannel => (
-                StatusCode::NOT_FOUND,
-                Json(json!({ "error": "unknown_channel" })),
-            )
-                .into_response(),
-        }
-    }
-}
-
-/// Admin endpoints answer 401 unless the request carries the configured admin token.
-fn admin_allowed(state: &ProviderState, headers: &HeaderMap) -> Result<(), Refused> {
-    match &state.config().admin_token {
-        None => Ok(()),
-        Some(token) if bearer(headers) == Some(token.expose_secret()) => Ok(()),
-        Some(_) => Err(Refused::NotAdmin),
-    }
-}
-
-/// `GET /admin/stats`.
-pub(super) async fn stats(State(state): State<ProviderState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = admin_allowed(&state, &headers) {
-        return refused.into_response();
-    }
-    Json(state.stats()).into_response()
-}
-
-fn known(state: &ProviderState, channel: &str) -> Result<(), Refused> {
-    if state.config().accounts.contains_key(channel) {
-        Ok(())
-    } else {
-        Err(Refused::UnknownChannel)
-    }
-}
-
-/// `POST /admin/channels/{channel}/revoke`: access and refresh tokens.
-pub(super) async fn revoke(
-    State(state): State<ProviderState>,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return refused.into_response();
-    }
-    state.revoke(&channel);
-    tracing::info!(%channel, "simulated provider revoked all tokens");
-    Json(json!({ "revoked": "all", "channel": channel })).into_response()
-}
-
-/// `POST /admin/channels/{channel}/revoke-access`: access tokens only.
-pub(super) async fn revoke_access(
-    State(state): State<ProviderState>,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return refused.into_response();
-    }
-    state.revoke_access(&channel);
-    tracing::info!(%channel, "simulated provider revoked access tokens");
-    Json(json!({ "revoked": "access", "channel": channel })).into_response()
-}
-
-/// `POST /admin/channels/{channel}/tokens`: a token pair without a browser, for seeding.
-pub(super) async fn mint_tokens(
-    State(state): State<ProviderState>,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return refused.into_response();
-    }
-    match state.mint_tokens(&channel) {
-        Some(tokens) => {
-            let mut response = Json(tokens).into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-/// `POST /admin/channels/{channel}/faults` with `{"status":429,"times":2,"retry_after_secs":1}`.
-pub(super) async fn set_fault(
-    State(state): State<ProviderState>,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-    Json(fault): Json<Fault>,
-) -> Response {
-    if let Err(refused) = admin_allowed(&state, &headers).and_then(|()| known(&state, &channel)) {
-        return refused.into_response();
-    }
-    if StatusCode::from_u16(fault.status).is_err() {
-        return (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": "invalid status" })),
-        )
-            .into_response();
-    }
-    state.set_fault(&channel, fault.clone());
-    Json(json!({ "channel": channel, "fault": fault })).into_response()
-}
-
-/// `DELETE /admin/channels/{channel}/faults`.
-pub(super) async fn clear_fault(
-    State(state): State<ProviderState>,
-    Path(channel): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = admin_allowed(&state, &headers) {
-        return refused.into_response();
-    }
-    state.clear_fault(&channel);
-    StatusCode::NO_CONTENT.into_response()
 }

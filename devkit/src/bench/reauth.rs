@@ -1,7 +1,7 @@
 //! The `reauth` scenario: how long a channel is out of service after the
 //! platform revokes its token.
 //!
-//! Everything runs in this process on the bench's prefix, as `warden demo`
+//! Everything runs in this process on the bench's prefix, as `warden-dev demo`
 //! runs it: the simulated provider, a throwaway SQLite token store, the worker
 //! (with its channel gate and the `post.publish` HTTP handler) and the
 //! `warden reauth` consumer driving Chromium. Each run revokes channel
@@ -23,16 +23,16 @@ use futures::StreamExt;
 use lapin::options::BasicAckOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use warden::amqp::events::Event;
+use warden::amqp::topology::Topology;
+use warden::channels::Channels;
+use warden::config::Settings;
+use warden::handler::Registry;
+use warden::reauth::consumer::{FAILED, SUCCEEDED};
+use warden::worker::Worker;
 
 use super::env::{BenchEnv, Poller};
-use crate::amqp::events::Event;
-use crate::amqp::topology::Topology;
-use crate::channels::Channels;
-use crate::config::Settings;
 use crate::demo::ReauthDemo;
-use crate::handler::Registry;
-use crate::reauth::consumer::{FAILED, SUCCEEDED};
-use crate::worker::Worker;
 
 /// The channel every run revokes and heals.
 const CHANNEL: &str = "acme-main";
@@ -71,7 +71,7 @@ impl Reauth {
     /// and waits until it consumes `{p}.reauth`.
     async fn start(env: &BenchEnv, stage: &Stage) -> anyhow::Result<Self> {
         let stop = stage.stop.child_token();
-        let task = tokio::spawn(crate::reauth::consumer::run(
+        let task = tokio::spawn(warden::reauth::consumer::run(
             stage.settings.clone(),
             stage.demo.store.clone(),
             stop.clone(),
@@ -121,10 +121,10 @@ pub async fn measure(
     let demo = ReauthDemo::start(&mut settings).await?;
     let ch = env.conn().create_channel().await?;
     let topology = Topology::new(&settings);
-    let events = crate::amqp::topology::private_consumer(
+    let events = warden::amqp::topology::private_consumer(
         &ch,
         &topology.events(),
-        &[crate::amqp::events::SUCCEEDED, SUCCEEDED, FAILED],
+        &[warden::amqp::events::SUCCEEDED, SUCCEEDED, FAILED],
         false,
     )
     .await?;
@@ -182,7 +182,7 @@ impl Stage {
         state.revoke(CHANNEL);
         let task = ReauthDemo::posts(1).remove(0);
         let id = task.id.clone();
-        let publisher = crate::amqp::publish::Publisher::connect(&self.settings).await?;
+        let publisher = warden::amqp::publish::Publisher::connect(&self.settings).await?;
         let published = publisher.publish_all(vec![task], 1, || {}).await;
         publisher.close().await;
         published?;
@@ -210,7 +210,7 @@ impl Stage {
                     "re-authentication failed: {}",
                     event.reason.unwrap_or_default()
                 ),
-                crate::amqp::events::SUCCEEDED if event.id == id => break at,
+                warden::amqp::events::SUCCEEDED if event.id == id => break at,
                 _ => {}
             }
         };

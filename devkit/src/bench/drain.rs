@@ -19,13 +19,13 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 use tokio_util::sync::CancellationToken;
+use warden::amqp::events::{Event, SUCCEEDED};
+use warden::amqp::publish::PERSISTENT;
+use warden::handler::Registry;
+use warden::observe::metrics::TaskLabels;
+use warden::worker::Worker;
 
 use super::env::{BenchEnv, NOOP, Poller, STALL};
-use crate::amqp::events::{Event, SUCCEEDED};
-use crate::amqp::publish::PERSISTENT;
-use crate::handler::Registry;
-use crate::observe::metrics::TaskLabels;
-use crate::worker::Worker;
 
 /// How often the bench looks at the worker's counters while it drains. The
 /// clock's resolution, and cheap: two atomic loads.
@@ -300,7 +300,7 @@ async fn raw_consumer(
     name: &str,
     prefetch: u16,
 ) -> anyhow::Result<(Connection, Channel, Consumer)> {
-    let conn = crate::amqp::broker::connect(&env.settings, name, Duration::from_secs(5)).await?;
+    let conn = warden::amqp::broker::connect(&env.settings, name, Duration::from_secs(5)).await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let consumer = ch
