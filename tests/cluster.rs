@@ -506,11 +506,13 @@ async fn full_queue() -> (lapin::Connection, lapin::Channel, String) {
     .unwrap();
     warden::amqp::publish::publish_confirmed_untraced(
         &ch,
-        "",
-        &queue,
-        b"first",
-        Default::default(),
-        true,
+        &warden::amqp::publish::Outgoing {
+            exchange: "",
+            routing_key: &queue,
+            body: b"first",
+            properties: Default::default(),
+            mandatory: true,
+        },
     )
     .await
     .expect("an empty queue takes the first message");
@@ -535,16 +537,16 @@ async fn a_nacked_publish_is_retried_on_the_same_channel_until_the_broker_takes_
             assert!(got.is_some(), "the first message was there");
         }
     };
+    let second = warden::amqp::publish::Outgoing {
+        exchange: "",
+        routing_key: &queue,
+        body: b"second",
+        properties: Default::default(),
+        mandatory: true,
+    };
     let t0 = Instant::now();
     let (published, ()) = tokio::join!(
-        warden::amqp::publish::publish_confirmed_untraced(
-            &ch,
-            "",
-            &queue,
-            b"second",
-            Default::default(),
-            true
-        ),
+        warden::amqp::publish::publish_confirmed_untraced(&ch, &second),
         drain
     );
     published.expect("taken once the queue had room, on the same channel");
@@ -562,11 +564,13 @@ async fn a_broker_that_keeps_refusing_ends_in_nacked_after_the_bounded_backoff()
     let t0 = Instant::now();
     let err = warden::amqp::publish::publish_confirmed_untraced(
         &ch,
-        "",
-        &queue,
-        b"second",
-        Default::default(),
-        true,
+        &warden::amqp::publish::Outgoing {
+            exchange: "",
+            routing_key: &queue,
+            body: b"second",
+            properties: Default::default(),
+            mandatory: true,
+        },
     )
     .await
     .expect_err("the queue stays full");

@@ -13,7 +13,7 @@ use lapin::{BasicProperties, Channel};
 use serde::Serialize;
 
 use crate::amqp::envelope::{self, Task};
-use crate::amqp::publish::{copy_properties, publish_confirmed};
+use crate::amqp::publish::{Outgoing, copy_properties, publish_confirmed};
 use crate::amqp::topology::Topology;
 use crate::config::Settings;
 
@@ -289,7 +289,17 @@ impl DeadQueue {
                     replay_headers(msg.delivery.properties.headers().as_ref()),
                     None,
                 );
-                publish_confirmed(&ch, &exchange, &d.kind, &msg.delivery.data, props, true).await?;
+                publish_confirmed(
+                    &ch,
+                    Outgoing {
+                        exchange: &exchange,
+                        routing_key: &d.kind,
+                        body: &msg.delivery.data,
+                        properties: props,
+                        mandatory: true,
+                    },
+                )
+                .await?;
                 Ok(true)
             }
         })

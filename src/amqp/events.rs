@@ -7,7 +7,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel};
 use serde::{Deserialize, Serialize};
 
-use crate::amqp::publish::{PERSISTENT, PublishError, publish_confirmed_untraced};
+use crate::amqp::publish::{Outgoing, PERSISTENT, PublishError, publish_confirmed_untraced};
 
 /// One lifecycle event, as JSON on the wire.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,5 +68,15 @@ pub async fn publish(
         .with_content_type("application/json".into())
         .with_delivery_mode(PERSISTENT)
         .with_headers(headers);
-    publish_confirmed_untraced(ch, exchange, routing_key, &body, props, false).await
+    publish_confirmed_untraced(
+        ch,
+        &Outgoing {
+            exchange,
+            routing_key,
+            body: &body,
+            properties: props,
+            mandatory: false,
+        },
+    )
+    .await
 }

@@ -19,7 +19,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection};
 
-use crate::amqp::publish::publish_confirmed;
+use crate::amqp::publish::{Outgoing, publish_confirmed};
 use crate::amqp::topology::{ArgumentMismatch, Topology};
 use crate::config::Settings;
 
@@ -162,9 +162,18 @@ async fn shovel(ch: &Channel, from: &str, to: &str) -> anyhow::Result<u64> {
         .await?
     {
         let d = msg.delivery;
-        publish_confirmed(ch, "", to, &d.data, d.properties.clone(), true)
-            .await
-            .with_context(|| format!("moving a message from {from} to {to}"))?;
+        publish_confirmed(
+            ch,
+            Outgoing {
+                exchange: "",
+                routing_key: to,
+                body: &d.data,
+                properties: d.properties.clone(),
+                mandatory: true,
+            },
+        )
+        .await
+        .with_context(|| format!("moving a message from {from} to {to}"))?;
         ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
             .await?;
         n += 1;

@@ -104,8 +104,24 @@ pub fn copy_properties(
     p
 }
 
+/// One message to publish: where it goes, what it is, and whether it must
+/// be routable.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    /// The exchange (`""`: the default exchange, routing by queue name).
+    pub exchange: &'a str,
+    /// The routing key.
+    pub routing_key: &'a str,
+    /// The body.
+    pub body: &'a [u8],
+    /// The properties, headers included.
+    pub properties: BasicProperties,
+    /// An unroutable message is an error ([`PublishError::Returned`]).
+    pub mandatory: bool,
+}
+
 /// Publishes and waits for the broker's confirm (the channel must be in
-/// confirm mode). With `mandatory`, an unroutable message is an error.
+/// confirm mode).
 ///
 /// Every publish is a `publish {exchange}` PRODUCER span (when traces are
 /// exported), and the message carries that span's context in `traceparent`, so
@@ -113,15 +129,8 @@ pub fn copy_properties(
 ///
 /// # Errors
 /// [`PublishError`] when the broker did not take the message.
-pub async fn publish_confirmed(
-    ch: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    properties: BasicProperties,
-    mandatory: bool,
-) -> Result<(), PublishError> {
-    traced(ch, exchange, routing_key, body, properties, mandatory, None).await
+pub async fn publish_confirmed(ch: &Channel, msg: Outgoing<'_>) -> Result<(), PublishError> {
+    publish_confirmed_in_trace_of(None, ch, msg).await
 }
 
 /// [`publish_confirmed`] for a copy of a message that carries a trace
@@ -135,41 +144,19 @@ pub async fn publish_confirmed(
 pub async fn publish_confirmed_in_trace_of(
     original: Option<&FieldTable>,
     ch: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    properties: BasicProperties,
-    mandatory: bool,
+    mut msg: Outgoing<'_>,
 ) -> Result<(), PublishError> {
-    traced(
-        ch,
-        exchange,
-        routing_key,
-        body,
-        properties,
-        mandatory,
-        original,
-    )
-    .await
-}
-
-/// The one traced publish: a PRODUCER span, child of `original`'s context
-/// when it carries one, else of the current span, injected into the message.
-async fn traced(
-    ch: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    properties: BasicProperties,
-    mandatory: bool,
-    original: Option<&FieldTable>,
-) -> Result<(), PublishError> {
-    let span = crate::observe::trace::publish_span(exchange, routing_key, &properties, body.len());
+    let span = crate::observe::trace::publish_span(
+        msg.exchange,
+        msg.routing_key,
+        &msg.properties,
+        msg.body.len(),
+    );
     if let Some(headers) = original {
         crate::observe::trace::continue_from(&span, headers);
     }
-    let properties = crate::observe::trace::with_context(properties, &span);
-    let result = publish_confirmed_untraced(ch, exchange, routing_key, body, properties, mandatory)
+    msg.properties = crate::observe::trace::with_context(msg.properties, &span);
+    let result = publish_confirmed_untraced(ch, &msg)
         .instrument(span.clone())
         .await;
     if let Err(e) = &result {
@@ -195,12 +182,15 @@ async fn traced(
 /// [`PublishError`] when the broker did not take the message.
 pub async fn publish_confirmed_untraced(
     ch: &Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &[u8],
-    properties: BasicProperties,
-    mandatory: bool,
+    msg: &Outgoing<'_>,
 ) -> Result<(), PublishError> {
+    let Outgoing {
+        exchange,
+        routing_key,
+        body,
+        ref properties,
+        mandatory,
+    } = *msg;
     let mut pause = NACK_BACKOFF;
     for retry in 0..=NACK_RETRIES {
         let confirm = ch
@@ -279,15 +269,15 @@ impl Publisher {
     /// # Errors
     /// [`PublishError`].
     pub async fn publish(&self, task: &Task) -> Result<(), PublishError> {
-        publish_confirmed(
-            &self.ch,
-            &self.exchange,
-            &task.kind,
-            &task.to_body(),
-            task_properties(&task.id, FieldTable::default()),
-            true,
-        )
-        .await
+        let body = task.to_body();
+        let msg = Outgoing {
+            exchange: &self.exchange,
+            routing_key: &task.kind,
+            body: &body,
+            properties: task_properties(&task.id, FieldTable::default()),
+            mandatory: true,
+        };
+        publish_confirmed(&self.ch, msg).await
     }
 
     /// Publishes many tasks keeping up to `window` confirms in flight, calling

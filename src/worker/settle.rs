@@ -9,7 +9,7 @@ use lapin::types::FieldTable;
 use super::SessionCtx;
 use crate::amqp::envelope::{self, Task};
 use crate::amqp::events::{self, Event};
-use crate::amqp::publish::{PublishError, publish_confirmed};
+use crate::amqp::publish::{Outgoing, PublishError, publish_confirmed};
 use crate::amqp::topology::PARKED_ROUTE;
 use crate::channels::RevocationRequest;
 use crate::observe::metrics::{ReasonLabel, TaskLabels, TierLabel};
@@ -92,11 +92,13 @@ pub(super) async fn settle(
             crate::amqp::publish::copy_properties(&delivery.properties, c.headers, c.expiration);
         publish_confirmed(
             &ctx.publish,
-            &c.exchange,
-            delivery.routing_key.as_str(),
-            &delivery.data,
-            props,
-            true,
+            Outgoing {
+                exchange: &c.exchange,
+                routing_key: delivery.routing_key.as_str(),
+                body: &delivery.data,
+                properties: props,
+                mandatory: true,
+            },
         )
         .await
     };
@@ -356,7 +358,17 @@ async fn revoke(
                 .with_content_type("application/json".into())
                 .with_delivery_mode(crate::amqp::publish::PERSISTENT)
                 .with_message_id(format!("{channel}@{version}").into());
-            publish_confirmed(&ctx.publish, "", &ctx.topology.reauth(), &body, props, true).await?;
+            publish_confirmed(
+                &ctx.publish,
+                Outgoing {
+                    exchange: "",
+                    routing_key: &ctx.topology.reauth(),
+                    body: &body,
+                    properties: props,
+                    mandatory: true,
+                },
+            )
+            .await?;
             Ok(AfterRevocation::Park)
         }
         Ok(false) => match channels.store().get(channel).await {

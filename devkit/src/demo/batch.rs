@@ -6,7 +6,7 @@
 use lapin::types::FieldTable;
 use serde_json::json;
 use warden::amqp::envelope::Task;
-use warden::amqp::publish::{Publisher, publish_confirmed, task_properties};
+use warden::amqp::publish::{Outgoing, Publisher, publish_confirmed, task_properties};
 use warden::amqp::topology::Topology;
 
 use super::reauth::{POSTS, ReauthDemo};
@@ -70,11 +70,13 @@ pub(super) async fn publish(
     // One body that is not a task at all, published raw like a buggy producer would.
     publish_confirmed(
         publisher.channel(),
-        &topology.tasks(),
-        "post.publish",
-        b"{\"id\": \"oops\", \"type\": ",
-        task_properties(MALFORMED, FieldTable::default()),
-        true,
+        Outgoing {
+            exchange: &topology.tasks(),
+            routing_key: "post.publish",
+            body: b"{\"id\": \"oops\", \"type\": ",
+            properties: task_properties(MALFORMED, FieldTable::default()),
+            mandatory: true,
+        },
     )
     .await?;
     tally.expect(MALFORMED_ROW, 1);

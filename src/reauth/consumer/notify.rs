@@ -11,7 +11,9 @@ use lapin::{BasicProperties, Channel};
 use super::context::Ctx;
 use crate::amqp::envelope;
 use crate::amqp::events::{self, Event};
-use crate::amqp::publish::{PERSISTENT, PublishError, copy_properties, publish_confirmed};
+use crate::amqp::publish::{
+    Outgoing, PERSISTENT, PublishError, copy_properties, publish_confirmed,
+};
 use crate::amqp::topology::Topology;
 use crate::channels::{RevocationRequest, TokenRefreshed};
 use crate::config::Settings;
@@ -48,7 +50,17 @@ async fn publish_notice(
     };
     // A string, a number and a date: serializing cannot fail.
     let body = serde_json::to_vec(&notice).unwrap_or_default();
-    publish_confirmed(publish, &topology.tokens(), "", &body, json_props(), false).await
+    publish_confirmed(
+        publish,
+        Outgoing {
+            exchange: &topology.tokens(),
+            routing_key: "",
+            body: &body,
+            properties: json_props(),
+            mandatory: false,
+        },
+    )
+    .await
 }
 
 /// Tells every worker that `channel` has a token at `version`, outside a
@@ -121,11 +133,13 @@ pub(super) async fn dead_letter(
     envelope::set_text(&mut h, envelope::ROUTING_KEY_HEADER, d.routing_key.as_str());
     publish_confirmed(
         publish,
-        &ctx.topology.dead(),
-        d.routing_key.as_str(),
-        &d.data,
-        copy_properties(&d.properties, h, None),
-        true,
+        Outgoing {
+            exchange: &ctx.topology.dead(),
+            routing_key: d.routing_key.as_str(),
+            body: &d.data,
+            properties: copy_properties(&d.properties, h, None),
+            mandatory: true,
+        },
     )
     .await
 }

@@ -6,7 +6,9 @@ use lapin::types::FieldTable;
 
 use super::context::Ctx;
 use crate::amqp::envelope::{self, Task};
-use crate::amqp::publish::{PublishError, copy_properties, publish_confirmed_in_trace_of};
+use crate::amqp::publish::{
+    Outgoing, PublishError, copy_properties, publish_confirmed_in_trace_of,
+};
 
 /// Moves every parked task back to `{prefix}.tasks` so it runs now rather than
 /// at its next park expiry. Tasks of channels still pending are simply parked
@@ -58,11 +60,13 @@ pub(super) async fn release_parked(
         publish_confirmed_in_trace_of(
             d.properties.headers().as_ref(),
             ch,
-            &ctx.topology.tasks(),
-            d.routing_key.as_str(),
-            &d.data,
-            copy_properties(&d.properties, h, None),
-            true,
+            Outgoing {
+                exchange: &ctx.topology.tasks(),
+                routing_key: d.routing_key.as_str(),
+                body: &d.data,
+                properties: copy_properties(&d.properties, h, None),
+                mandatory: true,
+            },
         )
         .await?;
         ch.basic_ack(d.delivery_tag, BasicAckOptions::default())
