@@ -3,6 +3,7 @@
 //! binaries one after another, so no other test sees the broker go away. The
 //! broker is started again on every path, a failed assertion included.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;

@@ -16,10 +16,7 @@
 //! `WARDEN_CHAOS_N` sets the size; CI runs the default, `make chaos N=100000`
 //! a large one.
 
-#[path = "support/provider_browser.rs"]
-mod provider_browser;
-#[path = "support/stack.rs"]
-mod stack;
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
@@ -30,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use stack::{PASSWORD, Stack};
+use support::provider_browser;
+use support::stack::{PASSWORD, Stack};
 use support::proxy::TcpProxy;
 use support::{WardenProc, eventually, wait_for};
 use warden::amqp::envelope::Task;

@@ -15,10 +15,7 @@
 //! `make cluster-chaos N=…` a larger one. Its own test binary, so its cluster
 //! and broker override touch no other test.
 
-#[path = "support/provider_browser.rs"]
-mod provider_browser;
-#[path = "support/stack.rs"]
-mod stack;
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +31,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
-use stack::{PASSWORD, Stack};
+use support::provider_browser;
+use support::stack::{PASSWORD, Stack};
 use support::WardenProc;
 use warden::amqp::envelope::Task;
 use warden::amqp::events::Event;

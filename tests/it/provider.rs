@@ -1,10 +1,7 @@
 //! The simulated OAuth2 provider over real HTTP: the authorization-code flow a browser walks,
 //! the token endpoint, the bearer-checked API, revocation and the counters tests rely on.
 
-#[path = "support/provider_http.rs"]
-mod provider_http;
-
-use provider_http::{
+use crate::support::provider_http::{
     Browser, CLIENT_ID, CLIENT_SECRET, TOTP_SEED, TestProvider, authorize_url, current_totp,
     query_param, two_channel_config,
 };

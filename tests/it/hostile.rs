@@ -1,8 +1,6 @@
 //! Hostile input: whatever a producer sends, decoding ends in a clear outcome,
 //! never a panic, and forged headers never buy extra attempts.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -11,6 +9,8 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use proptest::prelude::*;
 use warden::amqp::envelope::{self, Task};
 use warden::outcome::{ErrorKind, RetryPolicy, Verdict, decide};
+
+use crate::support;
 
 fn amqp_value() -> impl Strategy<Value = AMQPValue> {
     let leaf = prop_oneof![

@@ -2,13 +2,11 @@
 //! TLS-terminating proxy in front of the real broker. The proxy runs on the
 //! test's runtime while `run_cli` blocks a thread, hence two worker threads.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::json;
-use support::tls::TlsProxy;
-use support::{TestBroker, run_cli};
+use crate::support::tls::TlsProxy;
+use crate::support::{TestBroker, run_cli};
 
 const BROKER: &str = "127.0.0.1:5672";
 

@@ -1,13 +1,12 @@
 //! No task is lost when connections die or several workers share a queue.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
-use support::proxy::TcpProxy;
-use support::{TestBroker, eventually, run_cli, wait_for};
+use crate::support;
+use crate::support::proxy::TcpProxy;
+use crate::support::{TestBroker, eventually, run_cli, wait_for};
 
 const READY: Duration = Duration::from_secs(20);
 

@@ -1,18 +1,13 @@
 //! Browser logins with real Chromium through Playwright against the simulated provider,
 //! which runs in-process on 127.0.0.1:0. Needs `eval "$(scripts/setup-playwright.sh)"`.
 
-#[path = "support/provider_browser.rs"]
-mod provider_browser;
-#[path = "support/provider_http.rs"]
-mod provider_http;
-
 use std::time::{Duration, Instant};
 
-use provider_browser::{
+use crate::support::provider_browser::{
     BROWSER_LOCK, browser_descendants, client_secret_file, credentials, driver_config, eventually,
     require_playwright, simulator_provider,
 };
-use provider_http::{CLIENT_ID, CLIENT_SECRET, TOTP_SEED, TestProvider, two_channel_config};
+use crate::support::provider_http::{CLIENT_ID, CLIENT_SECRET, TOTP_SEED, TestProvider, two_channel_config};
 use secrecy::{ExposeSecret as _, SecretString};
 use warden::provider::ProviderConfig;
 use warden::reauth::browser::{LoginDriver, LoginErrorKind};

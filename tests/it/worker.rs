@@ -1,13 +1,12 @@
 //! The worker against the real RabbitMQ, through the real binary.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::{TestBroker, eventually, run_cli, wait_for};
+use crate::support;
+use crate::support::{TestBroker, eventually, run_cli, wait_for};
 use warden::amqp::dlq::DeadQueue;
 
 const READY: Duration = Duration::from_secs(20);

@@ -2,8 +2,6 @@
 //! collector: one trace across a retry, metrics that add up, readiness and
 //! liveness that tell the truth, a dashboard that queries real metrics.
 
-mod support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -12,8 +10,9 @@ use fake_opentelemetry_collector::ExportedSpan;
 use lapin::types::{AMQPValue, FieldTable};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use support::otel::{Collector, attr, event_attr, summary};
-use support::{TestBroker, WardenProc, eventually, run_cli};
+use crate::support;
+use crate::support::otel::{Collector, attr, event_attr, summary};
+use crate::support::{TestBroker, WardenProc, eventually, run_cli};
 
 const READY: Duration = Duration::from_secs(20);
 

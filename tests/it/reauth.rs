@@ -2,17 +2,12 @@
 //! `warden worker` and `warden reauth` binaries, Debian's Chromium driven by
 //! Playwright, and the simulated provider speaking real HTTP.
 
-#[path = "support/provider_browser.rs"]
-mod provider_browser;
-#[path = "support/stack.rs"]
-mod stack;
-mod support;
-
 use std::time::Duration;
 
 use serde_json::json;
-use stack::{CLIENT_SECRET, MAIN, PASSWORD, Stack};
-use support::{run_cli, wait_for};
+use crate::support;
+use crate::support::stack::{self, CLIENT_SECRET, MAIN, PASSWORD, Stack};
+use crate::support::{provider_browser, run_cli, wait_for};
 
 const READY: Duration = Duration::from_secs(30);
 

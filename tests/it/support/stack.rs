@@ -11,7 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::json;
 
-use crate::support::{TestBroker, WardenProc};
+use super::{TestBroker, WardenProc};
 use warden::provider::{Account, ProviderConfig, RunningProvider};
 use warden::reauth::flow::SecretRef;
 
