@@ -92,25 +92,31 @@ async fn a_broker_restart_mid_run_loses_no_task_and_the_worker_carries_on_by_its
     for _ in 0..N {
         ids.insert(broker.publish("builtin.sleep", json!({"ms": 5})).await);
     }
-    support::eventually(Duration::from_secs(60), "some work done", || async {
-        depth(&broker.ch, &record).await >= 100
-    })
-    .await;
+    assert!(
+        support::eventually(Duration::from_secs(60), async || {
+            depth(&broker.ch, &record).await >= 100
+        })
+        .await,
+        "timed out waiting for some work done"
+    );
 
     {
         let _restart = RestartGuard::stop_app();
-        support::eventually(Duration::from_secs(30), "/readyz false", || async {
-            !worker.ready().await
-        })
-        .await;
+        assert!(
+            support::eventually(Duration::from_secs(30), async || { !worker.ready().await }).await,
+            "timed out waiting for /readyz false"
+        );
     }
     // The test's own connection died with the broker.
     let (conn, ch) = support::connect().await;
     worker.wait_ready(Duration::from_secs(60)).await;
-    support::eventually(Duration::from_secs(120), "every task recorded", || async {
-        depth(&ch, &record).await as usize >= N
-    })
-    .await;
+    assert!(
+        support::eventually(Duration::from_secs(120), async || {
+            depth(&ch, &record).await as usize >= N
+        })
+        .await,
+        "timed out waiting for every task recorded"
+    );
 
     let mut seen = Vec::new();
     while let Some(m) = ch

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use support::provider_browser;
-use support::stack::{PASSWORD, Stack};
 use support::proxy::TcpProxy;
-use support::{WardenProc, eventually, wait_for};
+use support::stack::{PASSWORD, Stack};
+use support::{WardenProc, eventually};
 use warden::amqp::envelope::Task;
 
 /// Handlers at once per worker.
@@ -287,12 +287,13 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                 Fault::Blackhole => {
                     proxy.blackhole(true);
                     // Only heartbeats can tell: wait until both workers noticed.
-                    eventually(
-                        Duration::from_secs(30),
-                        "both workers to notice the silent connection",
-                        || async { !steady.ready().await && !expendable.ready().await },
-                    )
-                    .await;
+                    assert!(
+                        eventually(Duration::from_secs(30), async || {
+                            !steady.ready().await && !expendable.ready().await
+                        })
+                        .await,
+                        "timed out waiting for both workers to notice the silent connection"
+                    );
                     proxy.blackhole(false);
                     blackholes += 1;
                     at_risk += 2 * PREFETCH;
@@ -315,12 +316,12 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                     expected.insert(t.id.clone(), Expect::Succeeded);
                     publisher.publish_all(vec![t], 1, || {}).await.unwrap();
                     if hold {
-                        wait_for(
-                            Duration::from_secs(60),
-                            "a browser login held mid-way at the provider",
-                            || provider.logins_on_hold() > 0,
-                        )
-                        .await;
+                        assert!(
+                            eventually(Duration::from_secs(60), async || provider.logins_on_hold()
+                                > 0)
+                            .await,
+                            "timed out waiting for a browser login held mid-way at the provider"
+                        );
                         let chromium: Vec<u32> = provider_browser::browser_descendants()
                             .into_iter()
                             .filter(|(_, comm)| comm.contains("chrom"))
@@ -336,20 +337,20 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                         chromium_kills += 1;
                         // The held request dies with its browser; the next
                         // attempt must find the provider answering again.
-                        wait_for(
-                            Duration::from_secs(10),
-                            "the held login to go away with its browser",
-                            || provider.logins_on_hold() == 0,
-                        )
-                        .await;
+                        assert!(
+                            eventually(Duration::from_secs(10), async || provider.logins_on_hold()
+                                == 0)
+                            .await,
+                            "timed out waiting for the held login to go away with its browser"
+                        );
                         provider.hold_logins(false);
                     }
-                    wait_for(
-                        Duration::from_secs(90),
-                        "the re-auth consumer to log in again",
-                        || provider.stats().logins > logins,
-                    )
-                    .await;
+                    assert!(
+                        eventually(Duration::from_secs(90), async || provider.stats().logins
+                            > logins)
+                        .await,
+                        "timed out waiting for the re-auth consumer to log in again"
+                    );
                 }
                 Fault::Cancel => {
                     // A quiet moment: the producer holds back and everything
@@ -370,30 +371,37 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                     ];
                     support::delete_queue(broker, &broker.topology.tasks()).await;
                     support::delete_queue(broker, &broker.topology.reauth()).await;
-                    wait_for(READY, "all three consumers to be cancelled", || {
-                        cancelled(&steady) > seen[0]
-                            && cancelled(&expendable) > seen[1]
-                            && cancelled(&reauth) > seen[2]
-                    })
-                    .await;
+                    assert!(
+                        eventually(READY, async || {
+                            cancelled(&steady) > seen[0]
+                                && cancelled(&expendable) > seen[1]
+                                && cancelled(&reauth) > seen[2]
+                        })
+                        .await,
+                        "timed out waiting for all three consumers to be cancelled"
+                    );
                     // Each declares its queue again in its next session.
                     for (queue, consumers) in
                         [(broker.topology.tasks(), 2), (broker.topology.reauth(), 1)]
                     {
-                        eventually(READY, "the consumers back on their queue", || async {
-                            support::consumer_count(&broker.conn, &queue).await == Some(consumers)
-                        })
-                        .await;
+                        assert!(
+                            eventually(READY, async || {
+                                support::consumer_count(&broker.conn, &queue).await
+                                    == Some(consumers)
+                            })
+                            .await,
+                            "timed out waiting for the consumers back on their queue"
+                        );
                     }
                     paused.store(false, Ordering::SeqCst);
                     cancels += 1;
                 }
             }
             if matches!(fault, Fault::Cut | Fault::Blackhole | Fault::BrokerClose) {
-                wait_for(READY, "both workers to reconnect", || {
-                    proxy.accepted() >= before + 2
-                })
-                .await;
+                assert!(
+                    eventually(READY, async || { proxy.accepted() >= before + 2 }).await,
+                    "timed out waiting for both workers to reconnect"
+                );
             }
         }
     };
@@ -499,32 +507,29 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
         ("expendable", &expendable),
         ("reauth", &reauth),
     ] {
-        let deadline = Instant::now() + READY;
-        while !p.ready().await {
-            let logs = p.logs();
-            let tail: Vec<&str> = logs.lines().rev().take(20).collect();
-            assert!(
-                Instant::now() < deadline,
-                "{name} is not ready at the end; its last log lines, newest first:\n{}",
-                tail.join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(
+            eventually(READY, async || p.ready().await).await,
+            "{name} is not ready at the end; its last log lines, newest first:\n{}",
+            p.logs()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
-
     // No browser outlives the re-auth consumer.
     let browsers = provider_browser::browser_descendants();
     reauth.signal(Signal::SIGTERM);
     let status = reauth.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
-    wait_for(
-        Duration::from_secs(10),
-        "every Chromium and node process to exit",
-        || {
+    assert!(
+        eventually(Duration::from_secs(10), async || {
             browsers
                 .iter()
                 .all(|(pid, _)| !provider_browser::alive(*pid))
-        },
-    )
-    .await;
+        })
+        .await,
+        "timed out waiting for every Chromium and node process to exit"
+    );
 }

@@ -430,12 +430,13 @@ async fn dlq_replay_ignores_a_forged_routing_key_header() {
         .await
         .unwrap();
     let env = [("WARDEN_PREFIX", broker.prefix.as_str())];
-    support::eventually(
-        Duration::from_secs(10),
-        "the letter is in the queue",
-        || async { broker.queue_len(&broker.topology.dead()).await == 1 },
-    )
-    .await;
+    assert!(
+        support::eventually(Duration::from_secs(10), async || {
+            broker.queue_len(&broker.topology.dead()).await == 1
+        })
+        .await,
+        "timed out waiting for the letter is in the queue"
+    );
     let out = support::run_cli(&["dlq", "replay"], &env);
     assert_no_panic("dlq replay", &out);
     assert_eq!(out.0, 0, "{out:?}");

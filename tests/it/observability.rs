@@ -5,14 +5,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::support;
+use crate::support::otel::{Collector, attr, event_attr, summary};
+use crate::support::{TestBroker, WardenProc, eventually, run_cli};
 use base64::Engine as _;
 use fake_opentelemetry_collector::ExportedSpan;
 use lapin::types::{AMQPValue, FieldTable};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use crate::support;
-use crate::support::otel::{Collector, attr, event_attr, summary};
-use crate::support::{TestBroker, WardenProc, eventually, run_cli};
 
 const READY: Duration = Duration::from_secs(20);
 
@@ -320,11 +320,13 @@ async fn metrics_count_every_outcome_of_a_mixed_run() {
 
     // The acker may still be settling the last one; the counters are final once
     // nothing is in flight.
-    eventually(Duration::from_secs(5), "nothing in flight", || {
-        let worker = &worker;
-        async move { worker.metrics().await.get("warden_tasks_in_flight") == Some(&0.0) }
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            worker.metrics().await.get("warden_tasks_in_flight") == Some(&0.0)
+        })
+        .await,
+        "timed out waiting for nothing in flight"
+    );
     let m: HashMap<String, f64> = worker.metrics().await;
     let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
     let tasks = |t: &str, o: &str| {
@@ -436,17 +438,17 @@ async fn warden_reauth_keeps_livez_through_a_broker_outage_and_consumes_again() 
         .unwrap()
         .await
         .unwrap();
-    eventually(Duration::from_secs(10), "the request to be handled", || {
-        let reauth = &reauth;
-        async move {
+    assert!(
+        eventually(Duration::from_secs(10), async || {
             reauth
                 .metrics()
                 .await
                 .get(r#"warden_reauth_requests_ignored_total{why="not_configured"}"#)
                 == Some(&1.0)
-        }
-    })
-    .await;
+        })
+        .await,
+        "timed out waiting for the request to be handled"
+    );
 }
 
 /// Cuts `role`'s broker connection for several times its liveness limit:
@@ -456,22 +458,25 @@ async fn warden_reauth_keeps_livez_through_a_broker_outage_and_consumes_again() 
 async fn livez_holds_during_a_broker_outage(role: &WardenProc, proxy: &support::proxy::TcpProxy) {
     role.wait_ready(READY).await;
     proxy.down(true);
-    eventually(
-        Duration::from_secs(10),
-        "readyz to turn false",
-        || async move { !role.ready().await },
-    )
-    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || { !role.ready().await }).await,
+        "timed out waiting for readyz to turn false"
+    );
     let m = role.metrics().await;
     assert_eq!(m.get("warden_consumer_up"), Some(&0.0));
     let outage = Instant::now();
     let tries = proxy.accepted();
-    while outage.elapsed() < Duration::from_secs(3) || proxy.accepted() < tries + 2 {
+    // Live at every probe, for 3 s and two more connection attempts at least.
+    let outage_lasted = async || {
         let (live, _) = role.get("/livez").await.expect("admin answers");
         assert_eq!(live, 200, "livez failed while waiting for the broker");
         assert!(!role.ready().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        outage.elapsed() >= Duration::from_secs(3) && proxy.accepted() >= tries + 2
+    };
+    assert!(
+        eventually(Duration::from_secs(30), outage_lasted).await,
+        "fewer than two connection attempts in 30 s of outage"
+    );
 
     proxy.down(false);
     role.wait_ready(Duration::from_secs(30)).await;
@@ -490,18 +495,19 @@ async fn sigterm_turns_readyz_false_before_the_drain_finishes() {
     for _ in 0..3 {
         ids.push(broker.publish("builtin.sleep", json!({"ms": 3000})).await);
     }
-    eventually(Duration::from_secs(10), "3 tasks in flight", || {
-        let worker = &worker;
-        async move { worker.metrics().await.get("warden_tasks_in_flight") == Some(&3.0) }
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            worker.metrics().await.get("warden_tasks_in_flight") == Some(&3.0)
+        })
+        .await,
+        "timed out waiting for 3 tasks in flight"
+    );
 
     worker.signal(Signal::SIGTERM);
-    eventually(Duration::from_secs(2), "readyz to turn false", || {
-        let worker = &worker;
-        async move { !worker.ready().await }
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(2), async || { !worker.ready().await }).await,
+        "timed out waiting for readyz to turn false"
+    );
     let m = worker.metrics().await;
     assert_eq!(
         m.get("warden_tasks_in_flight"),
@@ -521,20 +527,24 @@ async fn a_stalled_consumer_loop_fails_livez_within_the_liveness_limit() {
     let worker = broker.spawn_worker(&[("WARDEN_LIVENESS_LIMIT", "1s")]);
     worker.wait_ready(READY).await;
     let limit = Duration::from_secs(1);
-    // Quiet, the loop still beats on its tick: live for well over the limit.
+    // Quiet, the loop still beats on its tick: live at every probe for well
+    // over the limit.
     let quiet = Instant::now();
-    while quiet.elapsed() < 3 * limit {
+    let live_throughout = async || {
         assert_eq!(worker.get("/livez").await.map(|r| r.0), Some(200));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        quiet.elapsed() >= 3 * limit
+    };
+    assert!(eventually(10 * limit, live_throughout).await);
 
     broker.publish("builtin.stall", json!({})).await;
     let stalled = Instant::now();
-    eventually(Duration::from_secs(10), "livez to fail", || {
-        let worker = &worker;
-        async move { worker.get("/livez").await.map(|r| r.0) == Some(503) }
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            worker.get("/livez").await.map(|r| r.0) == Some(503)
+        })
+        .await,
+        "timed out waiting for livez to fail"
+    );
     // The loop stops at its next turn, a heartbeat tick (a quarter of the limit)
     // at most after the stall task ran, and /livez fails once that last beat is
     // `limit` old.

@@ -4,29 +4,16 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use crate::support;
 use crate::support::stack::{self, CLIENT_SECRET, MAIN, PASSWORD, Stack};
-use crate::support::{provider_browser, run_cli, wait_for};
+use crate::support::{eventually, provider_browser, run_cli};
+use serde_json::json;
 
 const READY: Duration = Duration::from_secs(30);
 
-/// Browser tests of this binary run one at a time: two cores, and a login
-/// that times out under load would count as a second login.
-static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn require_browser() {
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists()
-            && std::env::var_os("PLAYWRIGHT_DRIVER_PATH").is_some(),
-        "Chromium and the Playwright driver are needed: run scripts/setup-playwright.sh (make test does)"
-    );
-}
-
 #[tokio::test]
 async fn a_revoked_token_parks_twenty_tasks_heals_with_one_login_and_all_succeed() {
-    require_browser();
-    let _one_at_a_time = BROWSER.lock().await;
+    let _turn = provider_browser::browser_turn().await;
     let stack = Stack::new("revoke", PASSWORD).await;
     let tap = stack.broker.tap().await;
     // One task at a time, so "no call with the dead token after the first 401" is exact.
@@ -113,8 +100,7 @@ async fn the_refresh_token_heals_without_launching_a_browser() {
 #[tokio::test]
 async fn a_wrong_password_ends_in_reauth_failed_the_tasks_go_dead_at_once_and_token_set_then_replay_recovers_them()
  {
-    require_browser();
-    let _one_at_a_time = BROWSER.lock().await;
+    let _turn = provider_browser::browser_turn().await;
     let stack = Stack::new("wrongpw", "not-the-password").await;
     let tap = stack.broker.tap().await;
     let worker = stack.spawn(&["worker"], &[]);
@@ -207,17 +193,16 @@ async fn a_wrong_password_ends_in_reauth_failed_the_tasks_go_dead_at_once_and_to
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 4 dead letter(s)"), "{out}");
     let replayed: Vec<String> = ids.iter().chain(&late).cloned().collect();
-    support::eventually(
-        Duration::from_secs(30),
-        "every replayed task to succeed",
-        || async {
+    assert!(
+        eventually(Duration::from_secs(30), async || {
             let terminal = tap.terminal();
             replayed
                 .iter()
                 .all(|id| terminal[id].last().map(String::as_str) == Some("task.succeeded"))
-        },
-    )
-    .await;
+        })
+        .await,
+        "timed out waiting for every replayed task to succeed"
+    );
     eprintln!("token set to a successful replay: {:?}", started.elapsed());
     // The dead-lettered re-auth request stayed where it was: it is not a task.
     let dq = warden::amqp::dlq::DeadQueue::open(&stack.broker.settings)
@@ -239,8 +224,7 @@ async fn a_wrong_password_ends_in_reauth_failed_the_tasks_go_dead_at_once_and_to
 
 #[tokio::test]
 async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
-    require_browser();
-    let _one_at_a_time = BROWSER.lock().await;
+    let _turn = provider_browser::browser_turn().await;
     let stack = Stack::new("single", PASSWORD).await;
     stack.provider.state.revoke("acme-main");
     // The worker would mark the channel pending at version 1 and announce it;
@@ -252,24 +236,21 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     stack.request_reauth(100).await;
     let a = stack.spawn(&["reauth"], &[]);
     let b = stack.spawn(&["reauth"], &[]);
-    wait_for(
-        Duration::from_secs(90),
-        "the re-auth queue to drain",
-        || stack.stats().logins >= 1,
-    )
-    .await;
-    support::eventually(
-        Duration::from_secs(60),
-        "all 100 requests acknowledged",
-        || async {
+    assert!(
+        eventually(Duration::from_secs(90), async || stack.stats().logins >= 1).await,
+        "timed out waiting for the re-auth queue to drain"
+    );
+    assert!(
+        eventually(Duration::from_secs(60), async || {
             stack
                 .broker
                 .queue_len(&stack.broker.topology.reauth())
                 .await
                 == 0
-        },
-    )
-    .await;
+        })
+        .await,
+        "timed out waiting for all 100 requests acknowledged"
+    );
     assert_eq!(
         stack.stats().logins,
         1,
@@ -278,10 +259,13 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
     // Each process handles several requests at once (reauth.concurrency = 4):
     // one lease per request, so one re-auth was started in all, not one per
     // process or per request.
-    wait_for(Duration::from_secs(10), "reauth.succeeded", || {
-        tap.count("reauth.succeeded") >= 1
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            tap.count("reauth.succeeded") >= 1
+        })
+        .await,
+        "timed out waiting for reauth.succeeded"
+    );
     assert_eq!(tap.count("reauth.started"), 1, "re-auths started");
     assert_eq!(tap.count("reauth.succeeded"), 1, "re-auths succeeded");
     drop((a, b));
@@ -290,8 +274,7 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
 #[tokio::test]
 async fn sigterm_or_sigkill_of_warden_reauth_mid_login_leaves_no_chromium_or_node_behind() {
     use nix::sys::signal::Signal;
-    require_browser();
-    let _one_at_a_time = BROWSER.lock().await;
+    let _turn = provider_browser::browser_turn().await;
     let stack = Stack::new("term", PASSWORD).await;
     stack.provider.state.revoke("acme-main");
     stack.hang_logins();
@@ -311,12 +294,15 @@ async fn sigterm_or_sigkill_of_warden_reauth_mid_login_leaves_no_chromium_or_nod
         );
         // Mid-login: the driver (node) and Chromium run under this warden.
         let mut browsers = Vec::new();
-        wait_for(Duration::from_secs(60), "a login in progress", || {
-            browsers = provider_browser::browser_descendants();
-            browsers.iter().any(|(_, c)| c.contains("node"))
-                && browsers.iter().any(|(_, c)| c.contains("chrom"))
-        })
-        .await;
+        assert!(
+            eventually(Duration::from_secs(60), async || {
+                browsers = provider_browser::browser_descendants();
+                browsers.iter().any(|(_, c)| c.contains("node"))
+                    && browsers.iter().any(|(_, c)| c.contains("chrom"))
+            })
+            .await,
+            "timed out waiting for a login in progress"
+        );
         reauth.signal(signal);
         let status = reauth.wait_exit(Duration::from_secs(15)).await;
         if signal == Signal::SIGTERM {
@@ -326,24 +312,24 @@ async fn sigterm_or_sigkill_of_warden_reauth_mid_login_leaves_no_chromium_or_nod
         }
         // Children outlive a parent only as orphans re-parented away from
         // this test, so look each recorded pid up rather than the tree.
-        wait_for(
-            Duration::from_secs(10),
-            "every Chromium and node process of the killed warden to exit",
-            || {
+        assert!(
+            eventually(Duration::from_secs(10), async || {
                 browsers
                     .iter()
                     .all(|(pid, _)| !provider_browser::alive(*pid))
-            },
-        )
-        .await;
+            })
+            .await,
+            "timed out waiting for every Chromium and node process of the killed warden to exit"
+        );
         // The abandoned request went back to the queue, and shutting down is
         // not a failed re-auth.
-        support::eventually(
-            Duration::from_secs(10),
-            "the request back in the queue",
-            || async { stack.broker.queue_len(&reauth_queue).await == 1 },
-        )
-        .await;
+        assert!(
+            eventually(Duration::from_secs(10), async || {
+                stack.broker.queue_len(&reauth_queue).await == 1
+            })
+            .await,
+            "timed out waiting for the request back in the queue"
+        );
         let (_, out, _) = run_cli(&["channels", "--json"], &stack.env_ref());
         assert!(!out.contains("reauth_failed"), "{signal}: {out}");
     }
@@ -366,8 +352,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 #[tokio::test]
 async fn one_trace_runs_from_the_producer_through_the_revocation_and_re_login_to_the_parked_task() {
-    require_browser();
-    let _one_at_a_time = BROWSER.lock().await;
+    let _turn = provider_browser::browser_turn().await;
     let stack = Stack::new("trace", PASSWORD).await;
     let mut collector = support::otel::Collector::start().await;
     let otel = collector.env();
@@ -467,14 +452,12 @@ async fn a_thousand_forged_reauth_requests_cause_no_login_and_fail_nothing() {
     stack.publish_requests(u64::MAX, 500).await;
     stack.publish_requests(1, 500).await;
     let ignored = r#"warden_reauth_requests_ignored_total{why="not_pending"}"#;
-    let all_acked = tokio::time::timeout(Duration::from_secs(60), async {
-        while reauth.metrics().await.get(ignored) != Some(&1000.0) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    let all_acked = eventually(Duration::from_secs(60), async || {
+        reauth.metrics().await.get(ignored) == Some(&1000.0)
     })
     .await;
     assert!(
-        all_acked.is_ok(),
+        all_acked,
         "not all 1,000 requests acked as ignored: {:?}\n{}",
         reauth.metrics().await.get(ignored),
         reauth
@@ -518,10 +501,13 @@ async fn a_provider_outage_longer_than_the_old_attempts_heals_with_one_grant_onc
     stack.provider.state.set_outage(Some(503));
     stack.provider.state.revoke_access(MAIN);
     let ids = stack.publish_posts(10).await;
-    wait_for(Duration::from_secs(30), "a token request refused", || {
-        stack.provider.state.stats().outage_answers >= 1
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            stack.provider.state.stats().outage_answers >= 1
+        })
+        .await,
+        "timed out waiting for a token request refused"
+    );
     // The outage itself: over six times the old three attempts' window
     // (1 s + 2 s), which failed the channel for good.
     let outage = Duration::from_secs(20);
@@ -569,10 +555,13 @@ async fn a_token_store_that_refuses_writes_for_30s_around_a_login_still_heals_wi
     stack.provider.state.set_outage(Some(503));
     stack.provider.state.revoke_access(MAIN);
     let ids = stack.publish_posts(5).await;
-    wait_for(Duration::from_secs(30), "a token request refused", || {
-        stack.provider.state.stats().outage_answers >= 1
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            stack.provider.state.stats().outage_answers >= 1
+        })
+        .await,
+        "timed out waiting for a token request refused"
+    );
     // A writer that holds SQLite's write lock: every other write waits for
     // the store's busy timeout and fails.
     let url = format!("sqlite://{}", stack.db_path().display());
@@ -582,10 +571,13 @@ async fn a_token_store_that_refuses_writes_for_30s_around_a_login_still_heals_wi
         .await
         .unwrap();
     stack.provider.state.set_outage(None);
-    wait_for(Duration::from_secs(30), "the refresh grant", || {
-        stack.stats().token_grants.refresh_token >= 1
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            stack.stats().token_grants.refresh_token >= 1
+        })
+        .await,
+        "timed out waiting for the refresh grant"
+    );
     let locked = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(30)).await;
     sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
@@ -686,10 +678,13 @@ async fn a_platform_that_keeps_refusing_fresh_tokens_gets_one_reauth_per_min_int
         .broker
         .publish_raw("post.publish", body.to_string().as_bytes(), &id)
         .await;
-    wait_for(Duration::from_secs(30), "the first re-auth", || {
-        tap.count("reauth.succeeded") >= 1
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(30), async || {
+            tap.count("reauth.succeeded") >= 1
+        })
+        .await,
+        "timed out waiting for the first re-auth"
+    );
     let first = std::time::Instant::now();
     // A window of 12 s after the first heal: at 5 s apart, two more at most.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -777,8 +772,7 @@ async fn an_empty_idempotency_header_sends_none() {
 
 #[tokio::test]
 async fn an_outage_of_the_login_pages_is_waited_out_and_heals_with_one_browser_login() {
-    require_browser();
-    let _one_at_a_time = BROWSER.lock().await;
+    let _turn = provider_browser::browser_turn().await;
     let stack = Stack::new("pageoutage", PASSWORD).await;
     // Only an access token: a browser login is the only way back.
     let t = stack.provider.state.mint_tokens(MAIN).unwrap();
@@ -804,18 +798,17 @@ async fn an_outage_of_the_login_pages_is_waited_out_and_heals_with_one_browser_l
     stack.provider.state.revoke(MAIN);
     let ids = stack.publish_posts(5).await;
     // Both browser logins allowed (max_attempts = 2) meet the error page.
-    support::eventually(
-        Duration::from_secs(60),
-        "two browser logins on the error page",
-        || async {
+    assert!(
+        eventually(Duration::from_secs(60), async || {
             reauth
                 .metrics()
                 .await
                 .get(r#"warden_reauth_attempts_total{result="failed",mode="browser"}"#)
                 >= Some(&2.0)
-        },
-    )
-    .await;
+        })
+        .await,
+        "timed out waiting for two browser logins on the error page"
+    );
     stack.provider.state.set_outage(None);
     let lasted = outage.elapsed();
     let ended = std::time::Instant::now();
@@ -840,8 +833,7 @@ async fn an_outage_of_the_login_pages_is_waited_out_and_heals_with_one_browser_l
 
 #[tokio::test]
 async fn the_password_never_reaches_the_logs_even_with_rust_log_at_trace() {
-    require_browser();
-    let _one_at_a_time = BROWSER.lock().await;
+    let _turn = provider_browser::browser_turn().await;
     let stack = Stack::new("tracelog", PASSWORD).await;
     let tap = stack.broker.tap().await;
     let worker = stack.spawn(&["worker"], &[]);

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
 use crate::support;
 use crate::support::proxy::TcpProxy;
-use crate::support::{TestBroker, eventually, run_cli, wait_for};
+use crate::support::{TestBroker, eventually, run_cli};
+use serde_json::json;
 
 const READY: Duration = Duration::from_secs(20);
 
@@ -55,26 +55,24 @@ async fn cutting_the_connection_five_times_loses_no_task() {
     }
     for cut in 1..=5 {
         // Cut while work is flowing: after each further ~300 settled tasks.
-        wait_for(
-            Duration::from_secs(60),
-            "progress before the next cut",
-            || tap.terminal().len() >= cut * 300,
-        )
-        .await;
+        assert!(
+            eventually(Duration::from_secs(60), async || tap.terminal().len()
+                >= cut * 300)
+            .await,
+            "timed out waiting for progress before the next cut"
+        );
         proxy.cut();
         // The worker saw this cut as a lost session before the next one:
         // counting proxy connections is not enough, since every connect also
         // opens a short probe, and a cut during a handshake would be a failed
         // connect rather than a lost session.
-        eventually(
-            Duration::from_secs(30),
-            "the worker to count the cut",
-            || {
-                let worker = &worker;
-                async move { reconnects(worker).await >= cut as f64 }
-            },
-        )
-        .await;
+        assert!(
+            eventually(Duration::from_secs(30), async || {
+                reconnects(&worker).await >= cut as f64
+            })
+            .await,
+            "timed out waiting for the worker to count the cut"
+        );
         // Consuming again, not just connected.
         worker.wait_ready(READY).await;
     }
@@ -118,14 +116,20 @@ async fn a_consumer_the_broker_cancels_declares_its_queue_again_and_goes_on() {
     // its next session declares the queue again.
     let tasks = broker.topology.tasks();
     support::delete_queue(&broker, &tasks).await;
-    wait_for(READY, "the cancellation to be noticed", || {
-        worker.logs().contains("the broker cancelled the consumer")
-    })
-    .await;
-    eventually(READY, "the worker consuming its queue again", || async {
-        support::consumer_count(&broker.conn, &tasks).await == Some(1)
-    })
-    .await;
+    assert!(
+        eventually(READY, async || {
+            worker.logs().contains("the broker cancelled the consumer")
+        })
+        .await,
+        "timed out waiting for the cancellation to be noticed"
+    );
+    assert!(
+        eventually(READY, async || {
+            support::consumer_count(&broker.conn, &tasks).await == Some(1)
+        })
+        .await,
+        "timed out waiting for the worker consuming its queue again"
+    );
     let second = broker.publish("builtin.noop", json!({})).await;
     tap.wait_terminal(std::slice::from_ref(&second), READY)
         .await;
@@ -203,12 +207,13 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     }
     // The broker counts returned messages as ready again once it has processed
     // the returns, a moment after the CLI exits.
-    eventually(
-        Duration::from_secs(5),
-        "all 105 back in the dead-letter queue",
-        || async { broker.queue_len(&broker.topology.dead()).await == 105 },
-    )
-    .await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            broker.queue_len(&broker.topology.dead()).await == 105
+        })
+        .await,
+        "timed out waiting for all 105 back in the dead-letter queue"
+    );
 
     let (code, out, err) = run_cli(
         &["dlq", "replay", "--reason", "permanent", "--dry-run"],
@@ -216,23 +221,25 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would replay 100"), "{out}");
-    eventually(
-        Duration::from_secs(5),
-        "a dry run to change nothing",
-        || async { broker.queue_len(&broker.topology.dead()).await == 105 },
-    )
-    .await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            broker.queue_len(&broker.topology.dead()).await == 105
+        })
+        .await,
+        "timed out waiting for a dry run to change nothing"
+    );
 
     let (code, out, err) = run_cli(&["dlq", "replay", "--reason", "permanent"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 100"), "{out}");
     assert_eq!(broker.queue_len(&broker.topology.tasks()).await, 100);
-    eventually(
-        Duration::from_secs(5),
-        "the other five to stay dead",
-        || async { broker.queue_len(&broker.topology.dead()).await == 5 },
-    )
-    .await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            broker.queue_len(&broker.topology.dead()).await == 5
+        })
+        .await,
+        "timed out waiting for the other five to stay dead"
+    );
 
     // Replayed tasks start again at attempt 1.
     let ch = broker.conn.create_channel().await.unwrap();
@@ -256,10 +263,11 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     let (code, out, _) = run_cli(&["dlq", "purge", "--type", "no.such.type", "--yes"], &env);
     assert_eq!(code, 0);
     assert!(out.contains("deleted 5"), "{out}");
-    eventually(
-        Duration::from_secs(5),
-        "an empty dead-letter queue",
-        || async { broker.queue_len(&broker.topology.dead()).await == 0 },
-    )
-    .await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            broker.queue_len(&broker.topology.dead()).await == 0
+        })
+        .await,
+        "timed out waiting for an empty dead-letter queue"
+    );
 }

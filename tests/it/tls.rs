@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use crate::support::tls::TlsProxy;
 use crate::support::{TestBroker, run_cli};
+use serde_json::json;
 
 const BROKER: &str = "127.0.0.1:5672";
 

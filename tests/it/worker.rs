@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support;
+use crate::support::{TestBroker, eventually, run_cli};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use crate::support;
-use crate::support::{TestBroker, eventually, run_cli, wait_for};
 use warden::amqp::dlq::DeadQueue;
 
 const READY: Duration = Duration::from_secs(20);
@@ -126,19 +126,22 @@ async fn dead_letters_keep_the_original_body_byte_for_byte() {
     let body = b"{\"id\":\"raw-1\",  \"type\":\"builtin.fail\",\"payload\":{\"times\":1,\"kind\":\"permanent\"}, \"extra\": [1,2]}";
     broker.publish_raw("builtin.fail", body, "raw-1").await;
     let ch = broker.conn.create_channel().await.unwrap();
-    let msg = loop {
-        if let Some(m) = ch
+    let mut letter = None;
+    let got = async || {
+        letter = ch
             .basic_get(
                 broker.topology.dead().into(),
                 lapin::options::BasicGetOptions { no_ack: true },
             )
             .await
-            .unwrap()
-        {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+            .unwrap();
+        letter.is_some()
     };
+    assert!(
+        eventually(Duration::from_secs(20), got).await,
+        "no dead letter within 20 s"
+    );
+    let msg = letter.expect("a dead letter");
     assert_eq!(msg.delivery.data, body);
     let h = msg.delivery.properties.headers().clone().unwrap();
     for key in [
@@ -272,33 +275,32 @@ async fn one_poison_among_a_thousand(
     let mut worker_deaths = 0;
     let mut all: Vec<String> = noops.clone();
     all.push(poison_id.clone());
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    'run: loop {
-        let mut worker = broker.spawn_worker_wrapped(wrapper, &env);
-        loop {
-            let terminal = tap.terminal();
-            if all.iter().all(|id| terminal.contains_key(id)) {
-                break 'run;
-            }
-            if let Some(status) = worker.child.try_wait().unwrap() {
-                worker_deaths += 1;
-                assert!(
-                    worker_deaths <= 1,
-                    "the worker died {worker_deaths} times ({status}); log:\n{}",
-                    worker.logs()
-                );
-                continue 'run;
-            }
+    let mut worker = broker.spawn_worker_wrapped(wrapper, &env);
+    let all_ended = async || {
+        let terminal = tap.terminal();
+        if all.iter().all(|id| terminal.contains_key(id)) {
+            return true;
+        }
+        if let Some(status) = worker.child.try_wait().unwrap() {
+            worker_deaths += 1;
             assert!(
-                std::time::Instant::now() < deadline,
-                "not every task ended within 120 s: {} of {}; log:\n{}",
-                all.iter().filter(|id| terminal.contains_key(*id)).count(),
-                all.len(),
+                worker_deaths <= 1,
+                "the worker died {worker_deaths} times ({status}); log:\n{}",
                 worker.logs()
             );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            worker = broker.spawn_worker_wrapped(wrapper, &env);
         }
-    }
+        false
+    };
+    let ended = eventually(Duration::from_secs(120), all_ended).await;
+    let terminal = tap.terminal();
+    assert!(
+        ended,
+        "not every task ended within 120 s: {} of {}; log:\n{}",
+        all.iter().filter(|id| terminal.contains_key(*id)).count(),
+        all.len(),
+        worker.logs()
+    );
     let endings = tap.endings();
     for id in &noops {
         assert!(
@@ -387,11 +389,15 @@ async fn a_handler_that_never_yields_is_killed_in_the_sandbox_and_livez_stays_gr
         .publish_many("builtin.sleep", json!({"ms": 10}), 50)
         .await;
     // Every probe while the spinning task runs and is killed, twice.
-    while !tap.terminal().contains_key(&spin) {
+    let spin_ended = async || {
         let (status, body) = worker.get("/livez").await.expect("/livez answers");
         assert_eq!(status, 200, "/livez failed while a handler spun: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        tap.terminal().contains_key(&spin)
+    };
+    assert!(
+        eventually(Duration::from_secs(30), spin_ended).await,
+        "the spinning task did not end within 30 s"
+    );
     tap.wait_terminal(&others, Duration::from_secs(10)).await;
     assert_eq!(
         tap.endings()[&spin],
@@ -419,18 +425,17 @@ async fn a_worker_that_keeps_dying_for_another_reason_ends_the_message_as_delive
     for _ in 0..3 {
         let mut worker = broker.spawn_worker(&[]);
         worker.wait_ready(READY).await;
-        eventually(
-            Duration::from_secs(10),
-            "the task to be running",
-            || async {
+        assert!(
+            eventually(Duration::from_secs(10), async || {
                 worker
                     .metrics()
                     .await
                     .get("warden_tasks_in_flight")
                     .is_some_and(|n| *n == 1.0)
-            },
-        )
-        .await;
+            })
+            .await,
+            "timed out waiting for the task to be running"
+        );
         worker.signal(Signal::SIGKILL);
         worker.wait_exit(Duration::from_secs(10)).await;
     }
@@ -615,15 +620,14 @@ async fn queues_of_an_older_warden_are_named_in_the_error_and_migrate_keeps_thei
     let ids = broker.publish_many("builtin.noop", json!({}), 50).await;
 
     let refused = broker.spawn_worker(&[]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !refused.logs().contains("warden topology migrate") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no declare error naming the fix in the log:\n{}",
-            refused.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    assert!(
+        eventually(Duration::from_secs(20), async || refused
+            .logs()
+            .contains("warden topology migrate"))
+        .await,
+        "no declare error naming the fix in the log:\n{}",
+        refused.logs()
+    );
     let logs = refused.logs();
     assert!(
         logs.contains(&format!(
@@ -684,24 +688,24 @@ async fn sigterm_drains_in_flight_tasks_and_leaves_unfinished_ones_to_the_broker
         broker.publish("builtin.sleep", json!({"ms": 60_000})).await;
     }
     // All 50 are running when the signal arrives.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = worker.get("/metrics").await.unwrap();
-        if metrics.contains("warden_tasks_in_flight 50") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "50 tasks never in flight:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut metrics = String::new();
+    let all_running = async || {
+        metrics = worker.get("/metrics").await.unwrap().1;
+        metrics.contains("warden_tasks_in_flight 50")
+    };
+    assert!(
+        eventually(Duration::from_secs(10), all_running).await,
+        "50 tasks never in flight:\n{metrics}"
+    );
     let signalled = std::time::Instant::now();
     worker.signal(Signal::SIGTERM);
-    eventually(Duration::from_secs(2), "readyz to turn false", || async {
-        !matches!(worker.get("/readyz").await, Some((200, _)))
-    })
-    .await;
+    assert!(
+        eventually(Duration::from_secs(2), async || {
+            !matches!(worker.get("/readyz").await, Some((200, _)))
+        })
+        .await,
+        "timed out waiting for readyz to turn false"
+    );
     let status = worker.wait_exit(Duration::from_secs(10)).await;
     assert!(
         status.success(),
@@ -714,12 +718,13 @@ async fn sigterm_drains_in_flight_tasks_and_leaves_unfinished_ones_to_the_broker
     );
     tap.wait_terminal(&quick, Duration::from_secs(5)).await;
     // The ten unfinished ones were not acked: the broker has them again.
-    eventually(
-        Duration::from_secs(5),
-        "the ten unfinished tasks back in the queue",
-        || async { broker.queue_len(&broker.topology.tasks()).await == 10 },
-    )
-    .await;
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            broker.queue_len(&broker.topology.tasks()).await == 10
+        })
+        .await,
+        "timed out waiting for the ten unfinished tasks back in the queue"
+    );
     assert!(
         worker.logs().contains("\"unfinished\":10"),
         "the log says how many:\n{}",
@@ -791,12 +796,10 @@ async fn the_worker_waits_for_a_broker_that_is_down_and_says_so_once() {
     proxy.down(true);
     let url = proxy.amqp_url();
     let worker = broker.spawn_worker(&[("WARDEN_AMQP_URL", url.as_str())]);
-    wait_for(
-        Duration::from_secs(30),
-        "several connection attempts",
-        || proxy.accepted() >= 5,
-    )
-    .await;
+    assert!(
+        eventually(Duration::from_secs(30), async || proxy.accepted() >= 5).await,
+        "timed out waiting for several connection attempts"
+    );
     let (live, _) = worker
         .get("/livez")
         .await

@@ -60,33 +60,24 @@ pub fn settings(prefix: &str) -> Settings {
     }
 }
 
-/// Polls `cond` until it holds or `timeout` passes; the way tests wait for a
-/// condition instead of sleeping a fixed time.
-pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut cond: F) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+/// How often [`eventually`] asks again.
+const POLL: Duration = Duration::from_millis(25);
 
-/// Like [`wait_for`], for conditions that need to await (a broker query, an
-/// HTTP probe).
-pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !cond().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+/// Asks `cond` every [`POLL`] until it holds or `within` has passed, and says
+/// whether it held: the one way tests wait for a condition instead of sleeping
+/// a fixed time. The caller asserts on the answer, with whatever it wants the
+/// failure to show (a log, the state it waited on).
+#[must_use = "assert that the condition held"]
+pub async fn eventually(within: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -396,15 +387,15 @@ impl EventTap {
 
     /// Waits until every id in `ids` has reached a terminal event.
     pub async fn wait_terminal(&self, ids: &[String], timeout: Duration) {
-        wait_for(
-            timeout,
-            &format!("{} tasks to reach a terminal state", ids.len()),
-            || {
-                let t = self.terminal();
-                ids.iter().all(|id| t.contains_key(id))
-            },
-        )
-        .await;
+        let ended = async || {
+            let t = self.terminal();
+            ids.iter().all(|id| t.contains_key(id))
+        };
+        assert!(
+            eventually(timeout, ended).await,
+            "not all {} tasks reached a terminal state within {timeout:?}",
+            ids.len()
+        );
     }
 }
 
@@ -540,15 +531,11 @@ impl WardenProc {
     }
 
     pub async fn wait_ready(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.ready().await {
-            assert!(
-                Instant::now() < deadline,
-                "worker not ready after {timeout:?}; log:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        assert!(
+            eventually(timeout, async || self.ready().await).await,
+            "worker not ready after {timeout:?}; log:\n{}",
+            self.logs()
+        );
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -557,18 +544,19 @@ impl WardenProc {
 
     /// Waits for the process to exit and returns its status.
     pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "warden did not exit within {timeout:?}; log:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let mut status = None;
+        let child = &mut self.child;
+        let exited = eventually(timeout, async || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        })
+        .await;
+        assert!(
+            exited,
+            "warden did not exit within {timeout:?}; log:\n{}",
+            self.logs()
+        );
+        status.expect("exited")
     }
 }
 

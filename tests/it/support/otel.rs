@@ -1,7 +1,7 @@
 //! A real OTLP/gRPC collector in the test process (`fake-opentelemetry-collector`)
 //! that keeps every span it receives, and helpers to read them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
 
@@ -48,18 +48,16 @@ impl Collector {
         what: &str,
         cond: impl Fn(&[ExportedSpan]) -> bool,
     ) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let collected = super::eventually(timeout, async || {
             self.drain().await;
-            if cond(&self.spans) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; spans so far:\n{}",
-                summary(&self.spans)
-            );
-        }
+            cond(&self.spans)
+        })
+        .await;
+        assert!(
+            collected,
+            "timed out after {timeout:?} waiting for {what}; spans so far:\n{}",
+            summary(&self.spans)
+        );
     }
 }
 
