@@ -281,20 +281,27 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let topology = self.topology.clone();
-        // Drop cannot await; a short-lived runtime on its own thread can.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let (conn, ch) = connect().await;
-                let _ = topology.delete(&ch).await;
-                let _ = conn.close(200, "".into()).await;
-            });
-        })
-        .join();
+        let _ = block_on_aside(async move {
+            let (conn, ch) = connect().await;
+            let _ = topology.delete(&ch).await;
+            let _ = conn.close(200, "".into()).await;
+        });
     }
+}
+
+/// Runs `work` to its end on a runtime of its own on another thread: how a
+/// `Drop`, which cannot await, cleans up after a test, also one that panicked.
+pub fn block_on_aside<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> std::thread::Result<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join()
 }
 
 /// (routing key, event id, `traceparent` header) of one event.
