@@ -5,17 +5,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use warden::store::{DecryptError, Keyring, StoreError, TokenKey};
 
-use super::{Backend, access_token, assert_tampered, contains, hex, put, tokens, unique};
+use super::{
+    Backend, access_token, assert_tampered, assert_tokens, contains, hex, put, put_pair, unique,
+};
 use crate::support::run_cli;
 
 pub(super) async fn list_and_get_never_expose_a_token(db: &Backend) {
     let store = db.open(Keyring::generate()).await;
     let access = unique("access");
     let refresh = unique("refresh");
-    store
-        .put_token("acme", "demo", &tokens(&access, Some(&refresh)))
-        .await
-        .unwrap();
+    put_pair(&store, &access, &refresh).await;
     let list = store.list().await.unwrap();
     let shown = format!(
         "{}\n{list:?}\n{:?}\n{:?}",
@@ -34,14 +33,8 @@ pub(super) async fn tokens_are_encrypted_at_rest(db: &Backend) {
     let store = db.open(Keyring::generate()).await;
     let access = unique("access");
     let refresh = unique("refresh");
-    store
-        .put_token("acme", "demo", &tokens(&access, Some(&refresh)))
-        .await
-        .unwrap();
-    store
-        .put_token("acme", "demo", &tokens(&access, Some(&refresh)))
-        .await
-        .unwrap();
+    put_pair(&store, &access, &refresh).await;
+    put_pair(&store, &access, &refresh).await;
     assert_eq!(
         access_token(&store, "acme").await.0,
         access,
@@ -110,14 +103,11 @@ pub(super) async fn key_rotation_reads_old_tokens_and_writes_with_the_new_key(db
 
     // The rows now decrypt with B alone, and no longer with A.
     let only_b = db.open(Keyring::new(b.clone())).await;
-    assert_eq!(
-        access_token(&only_b, "acme").await,
-        ("new-token".to_owned(), 2)
-    );
-    assert_eq!(
-        access_token(&only_b, "other").await,
-        ("other-token".to_owned(), 1)
-    );
+    assert_tokens(
+        &only_b,
+        &[("acme", "new-token", 2), ("other", "other-token", 1)],
+    )
+    .await;
     only_b.close().await;
     let only_a = db.open(Keyring::new(a)).await;
     let err = only_a.token("acme").await.unwrap_err();
@@ -217,18 +207,12 @@ pub(super) async fn rekey_lets_the_previous_key_go_and_every_channel_still_decry
 
     // The previous key is gone: every channel opens with the current key alone.
     let only_b = db.open(Keyring::new(TokenKey::from_bytes(&b))).await;
-    assert_eq!(
-        access_token(&only_b, "one").await,
-        ("one-token".to_owned(), 1)
-    );
-    assert_eq!(
-        access_token(&only_b, "two").await,
-        ("two-token-v2".to_owned(), 2)
-    );
-    assert_eq!(
-        access_token(&only_b, "legacy").await,
-        ("legacy-token".to_owned(), 1)
-    );
+    let expected = [
+        ("one", "one-token", 1),
+        ("two", "two-token-v2", 2),
+        ("legacy", "legacy-token", 1),
+    ];
+    assert_tokens(&only_b, &expected).await;
     for channel in ["one", "two", "legacy"] {
         assert_eq!(db.raw_key_id(channel).await, TokenKey::from_bytes(&b).id());
     }

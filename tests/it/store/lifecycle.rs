@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use warden::store::{ChannelStatus, Keyring, MAX_LEASE_TTL, StoreError, TokenSet};
 
-use super::{Backend, access_token, lease, put, tokens};
+use super::{Backend, access_token, lease, put, put_pair, tokens};
 use crate::support::eventually;
 
 pub(super) async fn versions_start_at_zero_and_increase_by_one_per_token_change(db: &Backend) {
@@ -182,10 +182,7 @@ pub(super) async fn put_token_reactivates_the_channel_clears_the_error_and_relea
     );
 
     assert!(lease(&store, "reauth-2", Duration::from_secs(60)).await);
-    let v2 = store
-        .put_token("acme", "demo", &tokens("t2", Some("r2")))
-        .await
-        .unwrap();
+    let v2 = put_pair(&store, "t2", "r2").await;
     assert_eq!(v2, v1 + 1);
     let rec = store.get("acme").await.unwrap().unwrap();
     assert_eq!(rec.status, ChannelStatus::Active);

@@ -46,6 +46,14 @@ async fn put(store: &Arc<dyn TokenStore>, channel: &str, access: &str) -> u64 {
         .unwrap()
 }
 
+/// Stores `access` and `refresh` as acme's tokens; returns their version.
+async fn put_pair(store: &Arc<dyn TokenStore>, access: &str, refresh: &str) -> u64 {
+    store
+        .put_token("acme", "demo", &tokens(access, Some(refresh)))
+        .await
+        .unwrap()
+}
+
 /// Whether `holder` holds acme's lease for `ttl` now (taken or renewed).
 async fn lease(store: &Arc<dyn TokenStore>, holder: &str, ttl: Duration) -> bool {
     store.try_acquire_lease("acme", holder, ttl).await.unwrap()
@@ -54,6 +62,17 @@ async fn lease(store: &Arc<dyn TokenStore>, holder: &str, ttl: Duration) -> bool
 async fn access_token(store: &Arc<dyn TokenStore>, channel: &str) -> (String, u64) {
     let (set, version) = store.token(channel).await.unwrap().expect("a token");
     (set.access_token.expose_secret().to_owned(), version)
+}
+
+/// Asserts that each `(channel, access token, version)` reads back from `store`.
+async fn assert_tokens(store: &Arc<dyn TokenStore>, expected: &[(&str, &str, u64)]) {
+    for &(channel, access, version) in expected {
+        assert_eq!(
+            access_token(store, channel).await,
+            (access.to_owned(), version),
+            "{channel}"
+        );
+    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
