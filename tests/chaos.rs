@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::json;
+use support::endings::{Expect, Outcome, assert_dead_letters};
 use support::provider_browser;
 use support::proxy::TcpProxy;
 use support::stack::{PASSWORD, Stack};
@@ -41,13 +42,6 @@ const READY: Duration = Duration::from_secs(30);
 /// Time between the recovery from one fault and the next fault: a little
 /// longer than a session must last to count as healthy.
 const SPACING: Duration = Duration::from_secs(warden::amqp::broker::HEALTHY_SESSION.as_secs() + 1);
-
-/// How a task must end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Succeeded,
-    Dead(&'static str),
-}
 
 /// The channels whose tasks call the simulated provider; their tokens get
 /// revoked during the run.
@@ -415,21 +409,7 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
     let end_rss = vm_rss_kib(steady.pid());
 
     // Every id ended as its kind must, every time it ended.
-    let endings = tap.endings();
-    let missing = ids.iter().filter(|id| !endings.contains_key(*id)).count();
-    let mut wrong = Vec::new();
-    for (id, expect) in &expected {
-        for (rk, reason) in endings.get(id).into_iter().flatten() {
-            let ok = match expect {
-                Expect::Succeeded => rk == "task.succeeded",
-                Expect::Dead(why) => rk == "task.dead" && reason.as_deref() == Some(*why),
-            };
-            if !ok {
-                wrong.push(format!("{id}: expected {expect:?}, got {rk} {reason:?}"));
-            }
-        }
-    }
-    let duplicates: usize = endings.values().map(|e| e.len() - 1).sum();
+    let outcome = Outcome::of(&expected, &tap.endings());
 
     // Re-auth ran once per revoked token version: one `reauth.succeeded` per
     // `{channel}@{version}`, as many versions per channel as revocations, and
@@ -442,23 +422,20 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
     }
     let reauth_failed = tap.count("reauth.failed");
     eprintln!(
-        "chaos: {} tasks in {:.1}s: lost {missing}, wrong {}, duplicates {duplicates} \
+        "chaos: {} tasks in {:.1}s: lost {}, wrong {}, duplicates {} \
          (budget {at_risk}); faults: {kills} kills, {cuts} cuts, {blackholes} blackholes, \
          {closes} broker closes, {cancels} consumer cancels, {revocations} token revocations, \
          {chromium_kills} Chromium kills mid-login; re-auths {healed:?}, failed {reauth_failed}; \
          steady worker RSS {} KiB after warm-up, {} KiB at the end",
         ids.len(),
         elapsed.as_secs_f64(),
-        wrong.len(),
+        outcome.missing,
+        outcome.wrong.len(),
+        outcome.duplicates,
         warm_rss,
         end_rss
     );
-    assert_eq!(missing, 0, "lost tasks");
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(10)]);
-    assert!(
-        duplicates <= at_risk,
-        "duplicates {duplicates} over the in-flight windows {at_risk}"
-    );
+    outcome.assert_within(at_risk);
     assert!(
         end_rss <= 2 * warm_rss,
         "RSS grew from {warm_rss} KiB to {end_rss} KiB"
@@ -485,23 +462,7 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
         "the attempt whose Chromium was killed failed, and the next one healed: {metrics:?}"
     );
 
-    // The dead-letter queue holds exactly the tasks that had to die, with
-    // their reasons, and nothing that had to succeed.
-    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
-        .await
-        .unwrap();
-    let dead = dq.list(None).await.unwrap();
-    dq.close().await;
-    let mut dead_ids: HashMap<&str, &str> = HashMap::new();
-    for d in &dead {
-        dead_ids.insert(d.id.as_str(), d.reason.as_str());
-    }
-    for (id, expect) in &expected {
-        match expect {
-            Expect::Succeeded => assert!(!dead_ids.contains_key(id.as_str()), "{id} is dead"),
-            Expect::Dead(why) => assert_eq!(dead_ids.get(id.as_str()), Some(why), "{id}"),
-        }
-    }
+    assert_dead_letters(broker, &expected).await;
     for (name, p) in [
         ("steady", &steady),
         ("expendable", &expendable),
@@ -523,13 +484,5 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
     reauth.signal(Signal::SIGTERM);
     let status = reauth.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
-    assert!(
-        eventually(Duration::from_secs(10), async || {
-            browsers
-                .iter()
-                .all(|(pid, _)| !provider_browser::alive(*pid))
-        })
-        .await,
-        "timed out waiting for every Chromium and node process to exit"
-    );
+    provider_browser::assert_exited(&browsers, Duration::from_secs(10)).await;
 }

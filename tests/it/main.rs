@@ -12,13 +12,15 @@
 //!   `--test chaos`);
 //! - `tests/cluster.rs` points the process's helpers at a three-node cluster
 //!   (`support::use_broker`, set once per process; `make cluster-chaos` runs it
-//!   as `--test cluster`).
+//!   as `--test cluster`); what of clustering one broker can show is
+//!   `cluster_client` here.
 //!
 //! They include this binary's support module by path.
 
 mod support;
 
 mod browser_login;
+mod cluster_client;
 mod hostile;
 mod observability;
 mod provider;

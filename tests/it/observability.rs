@@ -33,9 +33,7 @@ async fn a_task_that_fails_once_is_one_trace_from_its_producer_through_the_retry
     .await;
     let mut collector = Collector::start().await;
     let tap = broker.tap().await;
-    let env = collector.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let worker = broker.spawn_worker(&env);
+    let worker = broker.spawn_worker(&collector.env());
     worker.wait_ready(READY).await;
 
     // A foreign producer, mid-trace: its span is the parent of everything warden does.
@@ -213,8 +211,7 @@ async fn a_task_that_fails_once_is_one_trace_from_its_producer_through_the_retry
 async fn a_cli_publish_continues_into_the_worker_and_no_span_holds_the_broker_password() {
     let broker = TestBroker::new("secret").await;
     let mut collector = Collector::start().await;
-    let env = collector.env();
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut env = collector.env();
     let password = "guest";
     let url = support::AMQP_URL;
     assert!(url.contains(&format!(":{password}@")));
@@ -423,21 +420,7 @@ async fn warden_reauth_keeps_livez_through_a_broker_outage_and_consumes_again() 
     livez_holds_during_a_broker_outage(&reauth, &proxy).await;
     // And it really consumes again: a request for a channel it does not know
     // is acked and counted.
-    let body =
-        json!({"channel": "nobody", "failed_version": 1, "task_id": "t", "at": chrono::Utc::now()});
-    broker
-        .ch
-        .basic_publish(
-            "".into(),
-            broker.topology.reauth().into(),
-            Default::default(),
-            body.to_string().as_bytes(),
-            Default::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    broker.publish_reauth_request("nobody", 1, "t").await;
     assert!(
         eventually(Duration::from_secs(10), async || {
             reauth

@@ -3,6 +3,7 @@
 //! worker's connection on command.
 #![allow(dead_code, missing_docs)]
 
+pub mod endings;
 pub mod otel;
 pub mod provider_browser;
 pub mod provider_http;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use warden::Settings;
@@ -129,21 +130,7 @@ impl TestBroker {
     /// Publishes a body exactly as a producer in any language would: a bare
     /// AMQP publish, no warden code involved.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8], message_id: &str) {
-        self.ch
-            .basic_publish(
-                self.topology.tasks().into(),
-                routing_key.into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_message_id(message_id.into()),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
+        self.publish_bare(routing_key, body, message_id, None).await;
     }
 
     /// [`Self::publish_raw`] with AMQP headers, as a producer that propagates
@@ -155,17 +142,32 @@ impl TestBroker {
         message_id: &str,
         headers: FieldTable,
     ) {
+        self.publish_bare(routing_key, body, message_id, Some(headers))
+            .await;
+    }
+
+    async fn publish_bare(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        message_id: &str,
+        headers: Option<FieldTable>,
+    ) {
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into());
+        let properties = match headers {
+            Some(headers) => properties.with_headers(headers),
+            None => properties,
+        };
         self.ch
             .basic_publish(
                 self.topology.tasks().into(),
                 routing_key.into(),
                 BasicPublishOptions::default(),
                 body,
-                BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_delivery_mode(2)
-                    .with_message_id(message_id.into())
-                    .with_headers(headers),
+                properties,
             )
             .await
             .expect("publish")
@@ -187,6 +189,39 @@ impl TestBroker {
         let n = message_count(&ch, queue).await.expect("queue exists");
         let _ = ch.close(200, "".into()).await;
         n
+    }
+
+    /// Every letter in `{prefix}.dead`, read the way `warden dlq list` reads them.
+    pub async fn dead_letters(&self) -> Vec<warden::amqp::dlq::DeadLetter> {
+        let dq = warden::amqp::dlq::DeadQueue::open(&self.settings)
+            .await
+            .expect("open the dead-letter queue");
+        let letters = dq.list(None).await.expect("list the dead letters");
+        dq.close().await;
+        letters
+    }
+
+    /// Publishes a re-auth request for `channel`, as a worker that saw its
+    /// token at `failed_version` refused would (or as anyone could forge one).
+    pub async fn publish_reauth_request(&self, channel: &str, failed_version: u64, task_id: &str) {
+        let body = serde_json::json!({
+            "channel": channel,
+            "failed_version": failed_version,
+            "task_id": task_id,
+            "at": chrono::Utc::now(),
+        });
+        self.ch
+            .basic_publish(
+                "".into(),
+                self.topology.reauth().into(),
+                BasicPublishOptions::default(),
+                body.to_string().as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
     }
 
     pub async fn tap(&self) -> EventTap {
@@ -361,8 +396,8 @@ impl EventTap {
     }
 
     /// Every terminal event per id: its routing key and dead-letter reason.
-    pub fn endings(&self) -> HashMap<String, Vec<(String, Option<String>)>> {
-        let mut m: HashMap<String, Vec<(String, Option<String>)>> = HashMap::new();
+    pub fn endings(&self) -> endings::Endings {
+        let mut m = endings::Endings::new();
         for (rk, e) in self.events.lock().unwrap().iter() {
             if rk == "task.succeeded" || rk == "task.dead" {
                 m.entry(e.id.clone())
@@ -380,6 +415,33 @@ impl EventTap {
             .iter()
             .filter(|(rk, _)| rk == routing_key)
             .count()
+    }
+
+    /// The first event published with `routing_key`.
+    pub fn first(&self, routing_key: &str) -> Option<Event> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(rk, _)| rk == routing_key)
+            .map(|(_, e)| e.clone())
+    }
+
+    /// Asserts that each of `ids` ended exactly once, as `task.succeeded`.
+    pub fn assert_succeeded(&self, ids: &[String]) {
+        let terminal = self.terminal();
+        let other: Vec<_> = ids
+            .iter()
+            .filter(|id| terminal.get(*id).is_none_or(|t| t != &["task.succeeded"]))
+            .map(|id| (id, terminal.get(id)))
+            .collect();
+        assert!(
+            other.is_empty(),
+            "{} of {} tasks did not simply succeed: {:?}",
+            other.len(),
+            ids.len(),
+            &other[..other.len().min(10)]
+        );
     }
 
     pub fn of(&self, id: &str) -> Vec<(String, Event)> {
@@ -406,19 +468,39 @@ impl EventTap {
     }
 }
 
-/// `queue` as a passive declaration sees it; `None` if it does not exist
-/// (which closes `ch`).
-async fn passive(ch: &Channel, queue: &str) -> Option<lapin::Queue> {
-    ch.queue_declare(
+/// Declares `queue` a durable quorum queue bound to `exchange` with
+/// `routing_key`: a record of events that outlives a broker restart or the
+/// loss of a node, which a tap's exclusive queue would not.
+pub async fn declare_durable_record(
+    ch: &Channel,
+    queue: &str,
+    exchange: &str,
+    routing_key: &str,
+) -> lapin::Result<()> {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), durable, args).await?;
+    ch.queue_bind(
         queue.into(),
-        QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        },
+        exchange.into(),
+        routing_key.into(),
+        lapin::options::QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await
-    .ok()
+}
+
+/// `queue` as a passive declaration sees it; `None` if it does not exist
+/// (which closes `ch`).
+async fn passive(ch: &Channel, queue: &str) -> Option<lapin::Queue> {
+    warden::amqp::topology::inspect(ch, queue).await.ok()
 }
 
 /// Ready messages in `queue`, asked on `ch`; `None` if it does not exist

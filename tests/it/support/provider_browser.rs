@@ -159,3 +159,20 @@ pub fn alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
     })
 }
+
+/// Asserts that every process of `processes` exits within `within`. A child
+/// outlives its parent only as an orphan re-parented away from this test, so
+/// each recorded pid is looked up rather than the tree.
+pub async fn assert_exited(processes: &[(u32, String)], within: std::time::Duration) {
+    assert!(
+        super::eventually(within, async || processes
+            .iter()
+            .all(|(pid, _)| !alive(*pid)))
+        .await,
+        "still running after {within:?}: {:?}",
+        processes
+            .iter()
+            .filter(|(pid, _)| alive(*pid))
+            .collect::<Vec<_>>()
+    );
+}

@@ -150,13 +150,27 @@ impl Stack {
         let t = self.provider.state.mint_tokens(channel).unwrap();
         self.seeded
             .extend([t.access_token.clone(), t.refresh_token.clone()]);
-        let input = format!("{}\n{}\n", t.access_token, t.refresh_token);
-        let out = self.cli_stdin(&["token", "set", "--channel", channel], &input);
+        let out = self.token_set(channel, &t.access_token, Some(&t.refresh_token));
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// `warden token set` for `channel`: the access token, and the refresh
+    /// token if any, on stdin, as an operator would type them.
+    pub fn token_set(
+        &self,
+        channel: &str,
+        access: &str,
+        refresh: Option<&str>,
+    ) -> std::process::Output {
+        let input = match refresh {
+            Some(refresh) => format!("{access}\n{refresh}\n"),
+            None => format!("{access}\n"),
+        };
+        self.cli_stdin(&["token", "set", "--channel", channel], &input)
     }
 
     /// Runs the CLI with this stack's environment and `input` on its stdin.
@@ -209,29 +223,54 @@ impl Stack {
     pub async fn publish_posts(&self, n: usize) -> Vec<String> {
         let mut ids = Vec::new();
         for i in 0..n {
-            let id = uuid::Uuid::new_v4().to_string();
-            let body = Self::post(&id, MAIN, &format!("post {i}"));
-            self.broker
-                .publish_raw("post.publish", body.to_string().as_bytes(), &id)
-                .await;
-            ids.push(id);
+            ids.push(
+                self.publish_post(json!({"text": format!("post {i}")}))
+                    .await,
+            );
         }
         ids
+    }
+
+    /// Publishes a post on [`MAIN`] with `payload`; returns its id.
+    pub async fn publish_post(&self, payload: serde_json::Value) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = json!({"id": id, "type": "post.publish", "channel": MAIN, "payload": payload});
+        self.broker
+            .publish_raw("post.publish", body.to_string().as_bytes(), &id)
+            .await;
+        id
+    }
+
+    /// Rewrites the config file through `edit`, for processes started afterwards.
+    pub fn edit_config(&self, edit: impl FnOnce(&mut toml::Table)) {
+        let path = self.dir.path().join("warden.toml");
+        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        edit(&mut config);
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// Sets `key` of the `post.publish` handler's settings to `value`.
+    pub fn set_handler_option(&self, key: &str, value: impl Into<toml::Value>) {
+        self.edit_config(|config| {
+            config["handlers"]["post.publish"]
+                .as_table_mut()
+                .unwrap()
+                .insert(key.into(), value.into());
+        });
     }
 
     /// Makes every browser login hang: the flow first waits for an element
     /// the provider never shows, until the login timeout.
     pub fn hang_logins(&self) {
-        let path = self.dir.path().join("warden.toml");
-        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-        let flow = config["providers"]["sim"]["login_flow"]
-            .as_array_mut()
-            .unwrap();
-        flow.insert(
-            0,
-            toml::toml! { action = "wait_for" selector = "#never" }.into(),
-        );
-        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        self.edit_config(|config| {
+            let flow = config["providers"]["sim"]["login_flow"]
+                .as_array_mut()
+                .unwrap();
+            flow.insert(
+                0,
+                toml::toml! { action = "wait_for" selector = "#never" }.into(),
+            );
+        });
     }
 
     /// Marks [`MAIN`] pending at version 1 and publishes `n` revocation
@@ -246,22 +285,11 @@ impl Stack {
     /// Publishes `n` revocation requests for [`MAIN`] at `failed_version`,
     /// whatever the channel's state: forged ones, when it is not pending there.
     pub async fn publish_requests(&self, failed_version: u64, n: usize) {
-        let ch = self.broker.conn.create_channel().await.unwrap();
         for i in 0..n {
-            let body = json!({"channel": MAIN, "failed_version": failed_version, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
-            ch.basic_publish(
-                "".into(),
-                self.broker.topology.reauth().into(),
-                Default::default(),
-                body.to_string().as_bytes(),
-                Default::default(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            self.broker
+                .publish_reauth_request(MAIN, failed_version, &format!("t{i}"))
+                .await;
         }
-        let _ = ch.close(200, "bye".into()).await;
     }
 
     /// The SQLite database file of the token store.
