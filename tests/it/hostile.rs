@@ -170,19 +170,13 @@ async fn a_flood_of_ten_thousand_random_bodies_goes_dead_with_reasons_and_valid_
     all.extend(good.iter().cloned());
     tap.wait_terminal(&all, Duration::from_secs(300)).await;
 
-    let terminal = tap.terminal();
-    assert!(good.iter().all(|id| terminal[id] == ["task.succeeded"]));
-    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
+    tap.assert_succeeded(&good);
+    let dead: HashMap<String, String> = broker
+        .dead_letters()
         .await
-        .unwrap();
-    let dead: HashMap<String, String> = dq
-        .list(None)
-        .await
-        .unwrap()
         .into_iter()
         .map(|d| (d.id, d.reason))
         .collect();
-    dq.close().await;
     for id in &bad {
         let reason = dead
             .get(id)
@@ -430,13 +424,9 @@ async fn dlq_replay_ignores_a_forged_routing_key_header() {
         .await
         .unwrap();
     let env = [("WARDEN_PREFIX", broker.prefix.as_str())];
-    assert!(
-        support::eventually(Duration::from_secs(10), async || {
-            broker.queue_len(&broker.topology.dead()).await == 1
-        })
-        .await,
-        "timed out waiting for the letter is in the queue"
-    );
+    broker
+        .assert_queue_len(&broker.topology.dead(), 1, Duration::from_secs(10))
+        .await;
     let out = support::run_cli(&["dlq", "replay"], &env);
     assert_no_panic("dlq replay", &out);
     assert_eq!(out.0, 0, "{out:?}");

@@ -198,22 +198,14 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     // Back to back in one process, before the broker has applied the previous
     // listing's returns, every letter is still seen.
     for round in 0..3 {
-        let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
-            .await
-            .unwrap();
-        let listed = dq.list(None).await.unwrap().len();
-        dq.close().await;
+        let listed = broker.dead_letters().await.len();
         assert_eq!(listed, 105, "listing {round} right after another");
     }
     // The broker counts returned messages as ready again once it has processed
     // the returns, a moment after the CLI exits.
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            broker.queue_len(&broker.topology.dead()).await == 105
-        })
-        .await,
-        "timed out waiting for all 105 back in the dead-letter queue"
-    );
+    broker
+        .assert_queue_len(&broker.topology.dead(), 105, Duration::from_secs(5))
+        .await;
 
     let (code, out, err) = run_cli(
         &["dlq", "replay", "--reason", "permanent", "--dry-run"],
@@ -221,25 +213,17 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would replay 100"), "{out}");
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            broker.queue_len(&broker.topology.dead()).await == 105
-        })
-        .await,
-        "timed out waiting for a dry run to change nothing"
-    );
+    broker
+        .assert_queue_len(&broker.topology.dead(), 105, Duration::from_secs(5))
+        .await;
 
     let (code, out, err) = run_cli(&["dlq", "replay", "--reason", "permanent"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 100"), "{out}");
     assert_eq!(broker.queue_len(&broker.topology.tasks()).await, 100);
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            broker.queue_len(&broker.topology.dead()).await == 5
-        })
-        .await,
-        "timed out waiting for the other five to stay dead"
-    );
+    broker
+        .assert_queue_len(&broker.topology.dead(), 5, Duration::from_secs(5))
+        .await;
 
     // Replayed tasks start again at attempt 1.
     let ch = broker.conn.create_channel().await.unwrap();
@@ -263,11 +247,7 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     let (code, out, _) = run_cli(&["dlq", "purge", "--type", "no.such.type", "--yes"], &env);
     assert_eq!(code, 0);
     assert!(out.contains("deleted 5"), "{out}");
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            broker.queue_len(&broker.topology.dead()).await == 0
-        })
-        .await,
-        "timed out waiting for an empty dead-letter queue"
-    );
+    broker
+        .assert_queue_len(&broker.topology.dead(), 0, Duration::from_secs(5))
+        .await;
 }

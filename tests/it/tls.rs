@@ -30,8 +30,7 @@ async fn a_worker_runs_tasks_over_amqps_with_a_private_ca_and_a_client_certifica
         ids.push(broker.publish("builtin.noop", json!({})).await);
     }
     tap.wait_terminal(&ids, Duration::from_secs(30)).await;
-    let terminal = tap.terminal();
-    assert!(ids.iter().all(|id| terminal[id] == ["task.succeeded"]));
+    tap.assert_succeeded(&ids);
     assert!(proxy.handshakes() >= 1);
     assert_eq!(proxy.refused(), 0);
     // The CLI takes the same settings.

@@ -7,14 +7,12 @@ use crate::support;
 use crate::support::{TestBroker, eventually, run_cli};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use warden::amqp::dlq::DeadQueue;
 
 const READY: Duration = Duration::from_secs(20);
 
+/// The dead letters by task id.
 async fn dead_letters(broker: &TestBroker) -> HashMap<String, warden::amqp::dlq::DeadLetter> {
-    let dq = DeadQueue::open(&broker.settings).await.unwrap();
-    let letters = dq.list(None).await.unwrap();
-    dq.close().await;
+    let letters = broker.dead_letters().await;
     letters.into_iter().map(|d| (d.id.clone(), d)).collect()
 }
 
@@ -224,8 +222,7 @@ async fn a_panic_a_timeout_and_a_thousand_bad_bodies_leave_the_worker_consuming(
             "{id}"
         );
     }
-    let terminal = tap.terminal();
-    assert!(good.iter().all(|id| terminal[id] == ["task.succeeded"]));
+    tap.assert_succeeded(&good);
     let mut worker = worker;
     assert!(
         worker.child.try_wait().unwrap().is_none(),
@@ -718,13 +715,9 @@ async fn sigterm_drains_in_flight_tasks_and_leaves_unfinished_ones_to_the_broker
     );
     tap.wait_terminal(&quick, Duration::from_secs(5)).await;
     // The ten unfinished ones were not acked: the broker has them again.
-    assert!(
-        eventually(Duration::from_secs(5), async || {
-            broker.queue_len(&broker.topology.tasks()).await == 10
-        })
-        .await,
-        "timed out waiting for the ten unfinished tasks back in the queue"
-    );
+    broker
+        .assert_queue_len(&broker.topology.tasks(), 10, Duration::from_secs(5))
+        .await;
     assert!(
         worker.logs().contains("\"unfinished\":10"),
         "the log says how many:\n{}",

@@ -93,13 +93,10 @@ async fn two_reauth_processes_and_a_hundred_requests_give_one_login() {
         "no login within 90 s"
     );
     let reauth_queue = stack.broker.topology.reauth();
-    assert!(
-        eventually(Duration::from_secs(60), async || {
-            stack.broker.queue_len(&reauth_queue).await == 0
-        })
-        .await,
-        "not all 100 requests acknowledged within 60 s"
-    );
+    stack
+        .broker
+        .assert_queue_len(&reauth_queue, 0, Duration::from_secs(60))
+        .await;
     assert_eq!(
         stack.stats().logins,
         1,

@@ -305,13 +305,10 @@ async fn sigterm_or_sigkill_of_warden_reauth_mid_login_leaves_no_chromium_or_nod
         assert_exited(&browsers, Duration::from_secs(10)).await;
         // The abandoned request went back to the queue, and shutting down is
         // not a failed re-auth.
-        assert!(
-            eventually(Duration::from_secs(10), async || {
-                stack.broker.queue_len(&reauth_queue).await == 1
-            })
-            .await,
-            "{signal}: the request is not back in the queue"
-        );
+        stack
+            .broker
+            .assert_queue_len(&reauth_queue, 1, Duration::from_secs(10))
+            .await;
         let (_, out, _) = run_cli(&["channels", "--json"], &stack.env_ref());
         assert!(!out.contains("reauth_failed"), "{signal}: {out}");
     }

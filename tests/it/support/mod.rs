@@ -224,6 +224,17 @@ impl TestBroker {
             .expect("confirm");
     }
 
+    /// Asserts that `queue` comes to hold `n` ready messages within `within`:
+    /// the broker counts returned and acked messages a moment late.
+    pub async fn assert_queue_len(&self, queue: &str, n: u32, within: Duration) {
+        let settled = eventually(within, async || self.queue_len(queue).await == n).await;
+        assert!(
+            settled,
+            "{queue} holds {} messages, not {n}, after {within:?}",
+            self.queue_len(queue).await
+        );
+    }
+
     pub async fn tap(&self) -> EventTap {
         EventTap::start(&self.conn, &self.topology).await
     }
