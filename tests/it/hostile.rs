@@ -209,31 +209,6 @@ fn assert_no_panic(what: &str, (code, out, err): &(i32, String, String)) {
     );
 }
 
-/// Runs the CLI with `input` on stdin.
-fn cli_stdin(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String, String) {
-    use std::io::Write as _;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-    cmd.args(args)
-        .env_remove("WARDEN_CONFIG")
-        .env("WARDEN_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,lapin=off")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    // The command may exit before reading all of it; that is its answer.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A token store of its own: a SQLite file and a fresh key.
 struct TokenEnv {
     dir: tempfile::TempDir,
@@ -314,7 +289,7 @@ fn token_set_refuses_an_absurd_expires_in_and_channels_keeps_listing() {
         "-5",
         "9223372036854775807",
     ] {
-        let out = cli_stdin(
+        let out = support::run_cli_with_stdin(
             &set,
             &env,
             &format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#),
@@ -323,7 +298,7 @@ fn token_set_refuses_an_absurd_expires_in_and_channels_keeps_listing() {
         assert_eq!(out.0, 1, "{expires_in}: {out:?}");
         assert!(out.2.contains("out of range"), "{expires_in}: {out:?}");
     }
-    let out = cli_stdin(&set, &env, r#"{"access_token":"a","expires_in":3600}"#);
+    let out = support::run_cli_with_stdin(&set, &env, r#"{"access_token":"a","expires_in":3600}"#);
     assert_eq!(out.0, 0, "{out:?}");
     let out = support::run_cli(&["channels", "--json"], &env);
     assert_eq!(out.0, 0, "{out:?}");
@@ -361,7 +336,7 @@ proptest! {
             ("WARDEN_TOKEN_STORE", url.as_str()),
             ("WARDEN_TOKEN_KEY", store.key.as_str()),
         ];
-        let out = cli_stdin(
+        let out = support::run_cli_with_stdin(
             &["token", "set", "--channel", &channel, "--provider", &kind],
             &token_env,
             &format!(r#"{{"access_token":"{id}x","expires_in":{expires_in}}}"#),

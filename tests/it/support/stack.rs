@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -59,13 +60,6 @@ impl Stack {
         })
         .await;
         let stop = tokio_util::sync::CancellationToken::new();
-        let username = |i: usize| {
-            if i == 0 {
-                USER.to_owned()
-            } else {
-                format!("{USER}-{i}")
-            }
-        };
         let mut pc = ProviderConfig::new("warden-test", CLIENT_SECRET);
         for (i, channel) in channels.iter().enumerate() {
             pc = pc.with_account(*channel, Account::new(username(i), PASSWORD));
@@ -81,40 +75,9 @@ impl Stack {
             SecretRef::File(secret_file),
         )
         .unwrap();
-        let mut config = toml::Table::new();
-        config.insert(
-            "token_store".into(),
-            format!("sqlite://{}/warden.db", dir.path().display()).into(),
-        );
-        let mut providers = toml::Table::new();
-        providers.insert("sim".into(), toml::Value::try_from(&oauth).unwrap());
-        config.insert("providers".into(), providers.into());
-        let mut table = toml::Table::new();
-        let mut env = broker.env();
-        for (i, channel) in channels.iter().enumerate() {
-            // Credentials are references to the environment, never inline.
-            let user_var = format!("T_USER_{i}");
-            let mut credentials = toml::Table::new();
-            credentials.insert("username".into(), format!("env:{user_var}").into());
-            credentials.insert("password".into(), "env:T_ACME_PASS".into());
-            let mut entry = toml::Table::new();
-            entry.insert("provider".into(), "sim".into());
-            entry.insert("credentials".into(), credentials.into());
-            table.insert((*channel).to_owned(), entry.into());
-            env.push((user_var, username(i)));
-        }
-        config.insert("channels".into(), table.into());
-        let mut handler = toml::Table::new();
-        handler.insert("method".into(), "POST".into());
-        handler.insert(
-            "url".into(),
-            format!("{}/api/channels/{{channel}}/posts", provider.base_url()).into(),
-        );
-        let mut handlers = toml::Table::new();
-        handlers.insert("post.publish".into(), handler.into());
-        config.insert("handlers".into(), handlers.into());
-        let path = dir.path().join("warden.toml");
-        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let sim = toml::Value::try_from(&oauth).unwrap();
+        let (path, mut env) = write_config(dir.path(), &sim, &provider.base_url(), channels);
+        env.extend(broker.env());
 
         let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
         env.extend([
@@ -150,12 +113,8 @@ impl Stack {
         let t = self.provider.state.mint_tokens(channel).unwrap();
         self.seeded
             .extend([t.access_token.clone(), t.refresh_token.clone()]);
-        let out = self.token_set(channel, &t.access_token, Some(&t.refresh_token));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, _, err) = self.token_set(channel, &t.access_token, Some(&t.refresh_token));
+        assert_eq!(code, 0, "{err}");
     }
 
     /// `warden token set` for `channel`: the access token, and the refresh
@@ -165,7 +124,7 @@ impl Stack {
         channel: &str,
         access: &str,
         refresh: Option<&str>,
-    ) -> std::process::Output {
+    ) -> (i32, String, String) {
         let input = match refresh {
             Some(refresh) => format!("{access}\n{refresh}\n"),
             None => format!("{access}\n"),
@@ -173,26 +132,10 @@ impl Stack {
         self.cli_stdin(&["token", "set", "--channel", channel], &input)
     }
 
-    /// Runs the CLI with this stack's environment and `input` on its stdin.
-    pub fn cli_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-        cmd.args(args)
-            .env("WARDEN_LOG_FORMAT", "json")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+    /// Runs the CLI with this stack's environment and `input` on its stdin;
+    /// returns (code, stdout, stderr).
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> (i32, String, String) {
+        super::run_cli_with_stdin(args, &self.env_ref(), input)
     }
 
     /// Spawns the real binary with this stack's environment plus `extra`.
@@ -333,4 +276,60 @@ impl Stack {
     pub fn stats(&self) -> warden::provider::ChannelStats {
         self.stats_of(MAIN)
     }
+}
+
+/// The login for the `i`-th channel's account: [`USER`], then `USER-1`, ...
+fn username(i: usize) -> String {
+    if i == 0 {
+        USER.to_owned()
+    } else {
+        format!("{USER}-{i}")
+    }
+}
+
+/// Writes `warden.toml` into `dir`: the token store there, provider `sim`,
+/// `channels` whose credentials are references to the environment (never
+/// inline), and a `post.publish` handler posting to the provider at
+/// `base_url`. Returns its path and the environment its references name.
+fn write_config(
+    dir: &Path,
+    sim: &toml::Value,
+    base_url: &str,
+    channels: &[&str],
+) -> (PathBuf, Vec<(String, String)>) {
+    let mut config = toml::Table::new();
+    config.insert(
+        "token_store".into(),
+        format!("sqlite://{}/warden.db", dir.display()).into(),
+    );
+    let mut providers = toml::Table::new();
+    providers.insert("sim".into(), sim.clone());
+    config.insert("providers".into(), providers.into());
+    let mut table = toml::Table::new();
+    let mut env = Vec::new();
+    for (i, channel) in channels.iter().enumerate() {
+        // Credentials are references to the environment, never inline.
+        let user_var = format!("T_USER_{i}");
+        let mut credentials = toml::Table::new();
+        credentials.insert("username".into(), format!("env:{user_var}").into());
+        credentials.insert("password".into(), "env:T_ACME_PASS".into());
+        let mut entry = toml::Table::new();
+        entry.insert("provider".into(), "sim".into());
+        entry.insert("credentials".into(), credentials.into());
+        table.insert((*channel).to_owned(), entry.into());
+        env.push((user_var, username(i)));
+    }
+    config.insert("channels".into(), table.into());
+    let mut handler = toml::Table::new();
+    handler.insert("method".into(), "POST".into());
+    handler.insert(
+        "url".into(),
+        format!("{base_url}/api/channels/{{channel}}/posts").into(),
+    );
+    let mut handlers = toml::Table::new();
+    handlers.insert("post.publish".into(), handler.into());
+    config.insert("handlers".into(), handlers.into());
+    let path = dir.join("warden.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    (path, env)
 }
