@@ -67,14 +67,7 @@ async fn killing_chromium_mid_login_fails_that_login_and_the_next_one_relaunches
     );
     assert_eq!(driver.open_contexts(), 0);
 
-    fixture
-        .log_in(&driver)
-        .await
-        .expect("the next login relaunches and succeeds");
-    assert_eq!(driver.launches(), 2);
-
-    driver.shutdown().await;
-    assert_browser_gone(&driver).await;
+    assert_the_next_login_relaunches(&fixture, &driver).await;
     assert!(
         eventually(Duration::from_secs(10), async || browser_descendants()
             .len()
@@ -217,13 +210,7 @@ async fn killing_the_playwright_driver_between_logins_relaunches_it() {
         driver.browser_pids()
     );
 
-    fixture
-        .log_in(&driver)
-        .await
-        .expect("the login after the driver died relaunches it");
-    assert_eq!(driver.launches(), 2);
-    driver.shutdown().await;
-    assert_browser_gone(&driver).await;
+    assert_the_next_login_relaunches(&fixture, &driver).await;
 }
 
 #[tokio::test]
@@ -250,11 +237,17 @@ async fn killing_the_playwright_driver_mid_login_fails_that_login_as_a_crash() {
     assert_eq!(error.kind(), LoginErrorKind::BrowserCrashed, "{error}");
     assert!(elapsed < Duration::from_secs(7), "{elapsed:?}");
 
+    assert_the_next_login_relaunches(&fixture, &driver).await;
+}
+
+/// The next login on `driver` relaunches what died and succeeds; the driver
+/// then shuts down with no browser of it left.
+async fn assert_the_next_login_relaunches(fixture: &Fixture, driver: &LoginDriver) {
     fixture
-        .log_in(&driver)
+        .log_in(driver)
         .await
-        .expect("the next login relaunches the driver");
+        .expect("the next login relaunches what died and succeeds");
     assert_eq!(driver.launches(), 2);
     driver.shutdown().await;
-    assert_browser_gone(&driver).await;
+    assert_browser_gone(driver).await;
 }

@@ -9,6 +9,49 @@ use serde_json::json;
 use super::READY;
 use crate::support::{TestBroker, WardenProc, eventually};
 
+/// What the mixed run must count, sample by sample. fail×1 transient: retried
+/// once, then succeeded; fail×9: retried twice, dead. Unknown types and bodies
+/// that are not tasks share the `unknown` label. Every attempt of a handler is
+/// timed.
+const EXPECTED: [(&str, f64); 15] = [
+    (
+        r#"warden_tasks_total{type="builtin.noop",outcome="succeeded"}"#,
+        5.0,
+    ),
+    (
+        r#"warden_tasks_total{type="builtin.fail",outcome="succeeded"}"#,
+        1.0,
+    ),
+    (
+        r#"warden_tasks_total{type="builtin.fail",outcome="retried"}"#,
+        3.0,
+    ),
+    (
+        r#"warden_tasks_total{type="builtin.fail",outcome="dead"}"#,
+        3.0,
+    ),
+    (r#"warden_tasks_total{type="unknown",outcome="dead"}"#, 2.0),
+    (r#"warden_dead_letters_total{reason="permanent"}"#, 2.0),
+    (
+        r#"warden_dead_letters_total{reason="retries_exhausted"}"#,
+        1.0,
+    ),
+    (r#"warden_dead_letters_total{reason="unknown_type"}"#, 1.0),
+    (r#"warden_dead_letters_total{reason="malformed"}"#, 1.0),
+    (r#"warden_retries_total{tier="100ms"}"#, 3.0),
+    ("warden_parked_total", 0.0),
+    (
+        r#"warden_task_duration_seconds_count{type="builtin.noop"}"#,
+        5.0,
+    ),
+    (
+        r#"warden_task_duration_seconds_count{type="builtin.fail"}"#,
+        7.0,
+    ),
+    ("warden_consumer_up", 1.0),
+    ("warden_broker_reconnects_total", 0.0),
+];
+
 #[tokio::test]
 async fn metrics_count_every_outcome_of_a_mixed_run() {
     let broker = TestBroker::with("metrics", |s| {
@@ -61,48 +104,7 @@ async fn metrics_count_every_outcome_of_a_mixed_run() {
         v.sort();
         v.join("\n")
     };
-    // fail×1 transient: retried once, then succeeded; fail×9: retried twice,
-    // dead. Unknown types and bodies that are not tasks share the `unknown`
-    // label. Every attempt of a handler is timed.
-    let expected = [
-        (
-            r#"warden_tasks_total{type="builtin.noop",outcome="succeeded"}"#,
-            5.0,
-        ),
-        (
-            r#"warden_tasks_total{type="builtin.fail",outcome="succeeded"}"#,
-            1.0,
-        ),
-        (
-            r#"warden_tasks_total{type="builtin.fail",outcome="retried"}"#,
-            3.0,
-        ),
-        (
-            r#"warden_tasks_total{type="builtin.fail",outcome="dead"}"#,
-            3.0,
-        ),
-        (r#"warden_tasks_total{type="unknown",outcome="dead"}"#, 2.0),
-        (r#"warden_dead_letters_total{reason="permanent"}"#, 2.0),
-        (
-            r#"warden_dead_letters_total{reason="retries_exhausted"}"#,
-            1.0,
-        ),
-        (r#"warden_dead_letters_total{reason="unknown_type"}"#, 1.0),
-        (r#"warden_dead_letters_total{reason="malformed"}"#, 1.0),
-        (r#"warden_retries_total{tier="100ms"}"#, 3.0),
-        ("warden_parked_total", 0.0),
-        (
-            r#"warden_task_duration_seconds_count{type="builtin.noop"}"#,
-            5.0,
-        ),
-        (
-            r#"warden_task_duration_seconds_count{type="builtin.fail"}"#,
-            7.0,
-        ),
-        ("warden_consumer_up", 1.0),
-        ("warden_broker_reconnects_total", 0.0),
-    ];
-    for (sample, value) in expected {
+    for (sample, value) in EXPECTED {
         assert_eq!(get(sample), value, "{sample}:\n{}", dump());
     }
     let terminal = tap.terminal();
