@@ -4,8 +4,8 @@
 //! test isolates itself by a prefix, a schema or a temp dir of its own, and the
 //! tests that drive Chromium take turns (`support::provider_browser::browser_turn`).
 //!
-//! Three suites stay binaries of their own, because they must run alone, with
-//! no other test in their process or on the broker:
+//! Three suites stay binaries of their own, because they must run alone: no
+//! other test may share their process, nor, for the broker restart, the broker:
 //! - `tests/broker_restart.rs` stops and starts the broker every other test uses;
 //! - `tests/chaos.rs` SIGKILLs every Chromium this process started and measures
 //!   a worker's memory under a steady load of faults (`make chaos` runs it as
