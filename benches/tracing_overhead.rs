@@ -154,10 +154,13 @@ async fn run(tasks: usize, endpoint: Option<&str>, spans: &AtomicUsize) -> (f64,
     worker.wait_exit(Duration::from_secs(30)).await;
     if endpoint.is_some() && sampler == "always_on" {
         let want = spans_before + tasks * SPANS_PER_TASK;
-        support::wait_for(Duration::from_secs(30), "every span exported", || {
-            spans.load(Ordering::Relaxed) >= want
-        })
-        .await;
+        assert!(
+            support::eventually(Duration::from_secs(30), async || {
+                spans.load(Ordering::Relaxed) >= want
+            })
+            .await,
+            "timed out waiting for every span exported"
+        );
         let got = spans.load(Ordering::Relaxed) - spans_before;
         assert_eq!(
             got,

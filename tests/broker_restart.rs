@@ -3,14 +3,14 @@
 //! binaries one after another, so no other test sees the broker go away. The
 //! broker is started again on every path, a failed assertion included.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use serde_json::json;
 use support::TestBroker;
 
@@ -57,59 +57,45 @@ async fn a_broker_restart_mid_run_loses_no_task_and_the_worker_carries_on_by_its
     // A durable record of every success, which outlives the restart (a tap's
     // exclusive queue would not).
     let record = format!("{}.test-succeeded", broker.prefix);
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    broker
-        .ch
-        .queue_declare(
-            record.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            args,
-        )
-        .await
-        .unwrap();
-    broker
-        .ch
-        .queue_bind(
-            record.as_str().into(),
-            broker.topology.events().into(),
-            "task.succeeded".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    support::declare_durable_record(
+        &broker.ch,
+        &record,
+        &broker.topology.events(),
+        "task.succeeded",
+    )
+    .await
+    .expect("declare the record of successes");
     let worker = broker.spawn_worker(&[("WARDEN_CONCURRENCY", "16")]);
     worker.wait_ready(Duration::from_secs(20)).await;
     let mut ids = HashSet::new();
     for _ in 0..N {
         ids.insert(broker.publish("builtin.sleep", json!({"ms": 5})).await);
     }
-    support::eventually(Duration::from_secs(60), "some work done", || async {
-        depth(&broker.ch, &record).await >= 100
-    })
-    .await;
+    assert!(
+        support::eventually(Duration::from_secs(60), async || {
+            depth(&broker.ch, &record).await >= 100
+        })
+        .await,
+        "timed out waiting for some work done"
+    );
 
     {
         let _restart = RestartGuard::stop_app();
-        support::eventually(Duration::from_secs(30), "/readyz false", || async {
-            !worker.ready().await
-        })
-        .await;
+        assert!(
+            support::eventually(Duration::from_secs(30), async || { !worker.ready().await }).await,
+            "timed out waiting for /readyz false"
+        );
     }
     // The test's own connection died with the broker.
     let (conn, ch) = support::connect().await;
     worker.wait_ready(Duration::from_secs(60)).await;
-    support::eventually(Duration::from_secs(120), "every task recorded", || async {
-        depth(&ch, &record).await as usize >= N
-    })
-    .await;
+    assert!(
+        support::eventually(Duration::from_secs(120), async || {
+            depth(&ch, &record).await as usize >= N
+        })
+        .await,
+        "timed out waiting for every task recorded"
+    );
 
     let mut seen = Vec::new();
     while let Some(m) = ch
@@ -136,14 +122,10 @@ async fn a_broker_restart_mid_run_loses_no_task_and_the_worker_carries_on_by_its
         "{} duplicates",
         seen.len() - unique.len()
     );
-    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
-        .await
-        .unwrap();
     assert!(
-        dq.list(None).await.unwrap().is_empty(),
+        broker.dead_letters().await.is_empty(),
         "a restart is not a task's fault"
     );
-    dq.close().await;
     let _ = conn.close(200, "bye".into()).await;
     let logs = worker.logs();
     assert!(logs.contains("broker session lost"), "{logs}");

@@ -16,10 +16,7 @@
 //! `WARDEN_CHAOS_N` sets the size; CI runs the default, `make chaos N=100000`
 //! a large one.
 
-#[path = "support/provider_browser.rs"]
-mod provider_browser;
-#[path = "support/stack.rs"]
-mod stack;
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
@@ -30,9 +27,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::json;
-use stack::{PASSWORD, Stack};
+use support::endings::{Expect, Outcome, assert_dead_letters};
+use support::provider_browser;
 use support::proxy::TcpProxy;
-use support::{WardenProc, eventually, wait_for};
+use support::stack::{PASSWORD, Stack};
+use support::{WardenProc, eventually};
 use warden::amqp::envelope::Task;
 
 /// Handlers at once per worker.
@@ -43,13 +42,6 @@ const READY: Duration = Duration::from_secs(30);
 /// Time between the recovery from one fault and the next fault: a little
 /// longer than a session must last to count as healthy.
 const SPACING: Duration = Duration::from_secs(warden::amqp::broker::HEALTHY_SESSION.as_secs() + 1);
-
-/// How a task must end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Succeeded,
-    Dead(&'static str),
-}
 
 /// The channels whose tasks call the simulated provider; their tokens get
 /// revoked during the run.
@@ -289,12 +281,13 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                 Fault::Blackhole => {
                     proxy.blackhole(true);
                     // Only heartbeats can tell: wait until both workers noticed.
-                    eventually(
-                        Duration::from_secs(30),
-                        "both workers to notice the silent connection",
-                        || async { !steady.ready().await && !expendable.ready().await },
-                    )
-                    .await;
+                    assert!(
+                        eventually(Duration::from_secs(30), async || {
+                            !steady.ready().await && !expendable.ready().await
+                        })
+                        .await,
+                        "timed out waiting for both workers to notice the silent connection"
+                    );
                     proxy.blackhole(false);
                     blackholes += 1;
                     at_risk += 2 * PREFETCH;
@@ -317,12 +310,12 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                     expected.insert(t.id.clone(), Expect::Succeeded);
                     publisher.publish_all(vec![t], 1, || {}).await.unwrap();
                     if hold {
-                        wait_for(
-                            Duration::from_secs(60),
-                            "a browser login held mid-way at the provider",
-                            || provider.logins_on_hold() > 0,
-                        )
-                        .await;
+                        assert!(
+                            eventually(Duration::from_secs(60), async || provider.logins_on_hold()
+                                > 0)
+                            .await,
+                            "timed out waiting for a browser login held mid-way at the provider"
+                        );
                         let chromium: Vec<u32> = provider_browser::browser_descendants()
                             .into_iter()
                             .filter(|(_, comm)| comm.contains("chrom"))
@@ -338,20 +331,20 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                         chromium_kills += 1;
                         // The held request dies with its browser; the next
                         // attempt must find the provider answering again.
-                        wait_for(
-                            Duration::from_secs(10),
-                            "the held login to go away with its browser",
-                            || provider.logins_on_hold() == 0,
-                        )
-                        .await;
+                        assert!(
+                            eventually(Duration::from_secs(10), async || provider.logins_on_hold()
+                                == 0)
+                            .await,
+                            "timed out waiting for the held login to go away with its browser"
+                        );
                         provider.hold_logins(false);
                     }
-                    wait_for(
-                        Duration::from_secs(90),
-                        "the re-auth consumer to log in again",
-                        || provider.stats().logins > logins,
-                    )
-                    .await;
+                    assert!(
+                        eventually(Duration::from_secs(90), async || provider.stats().logins
+                            > logins)
+                        .await,
+                        "timed out waiting for the re-auth consumer to log in again"
+                    );
                 }
                 Fault::Cancel => {
                     // A quiet moment: the producer holds back and everything
@@ -372,30 +365,37 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
                     ];
                     support::delete_queue(broker, &broker.topology.tasks()).await;
                     support::delete_queue(broker, &broker.topology.reauth()).await;
-                    wait_for(READY, "all three consumers to be cancelled", || {
-                        cancelled(&steady) > seen[0]
-                            && cancelled(&expendable) > seen[1]
-                            && cancelled(&reauth) > seen[2]
-                    })
-                    .await;
+                    assert!(
+                        eventually(READY, async || {
+                            cancelled(&steady) > seen[0]
+                                && cancelled(&expendable) > seen[1]
+                                && cancelled(&reauth) > seen[2]
+                        })
+                        .await,
+                        "timed out waiting for all three consumers to be cancelled"
+                    );
                     // Each declares its queue again in its next session.
                     for (queue, consumers) in
                         [(broker.topology.tasks(), 2), (broker.topology.reauth(), 1)]
                     {
-                        eventually(READY, "the consumers back on their queue", || async {
-                            support::consumer_count(&broker.conn, &queue).await == Some(consumers)
-                        })
-                        .await;
+                        assert!(
+                            eventually(READY, async || {
+                                support::consumer_count(&broker.conn, &queue).await
+                                    == Some(consumers)
+                            })
+                            .await,
+                            "timed out waiting for the consumers back on their queue"
+                        );
                     }
                     paused.store(false, Ordering::SeqCst);
                     cancels += 1;
                 }
             }
             if matches!(fault, Fault::Cut | Fault::Blackhole | Fault::BrokerClose) {
-                wait_for(READY, "both workers to reconnect", || {
-                    proxy.accepted() >= before + 2
-                })
-                .await;
+                assert!(
+                    eventually(READY, async || { proxy.accepted() >= before + 2 }).await,
+                    "timed out waiting for both workers to reconnect"
+                );
             }
         }
     };
@@ -409,21 +409,7 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
     let end_rss = vm_rss_kib(steady.pid());
 
     // Every id ended as its kind must, every time it ended.
-    let endings = tap.endings();
-    let missing = ids.iter().filter(|id| !endings.contains_key(*id)).count();
-    let mut wrong = Vec::new();
-    for (id, expect) in &expected {
-        for (rk, reason) in endings.get(id).into_iter().flatten() {
-            let ok = match expect {
-                Expect::Succeeded => rk == "task.succeeded",
-                Expect::Dead(why) => rk == "task.dead" && reason.as_deref() == Some(*why),
-            };
-            if !ok {
-                wrong.push(format!("{id}: expected {expect:?}, got {rk} {reason:?}"));
-            }
-        }
-    }
-    let duplicates: usize = endings.values().map(|e| e.len() - 1).sum();
+    let outcome = Outcome::of(&expected, &tap.endings());
 
     // Re-auth ran once per revoked token version: one `reauth.succeeded` per
     // `{channel}@{version}`, as many versions per channel as revocations, and
@@ -436,23 +422,20 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
     }
     let reauth_failed = tap.count("reauth.failed");
     eprintln!(
-        "chaos: {} tasks in {:.1}s: lost {missing}, wrong {}, duplicates {duplicates} \
+        "chaos: {} tasks in {:.1}s: lost {}, wrong {}, duplicates {} \
          (budget {at_risk}); faults: {kills} kills, {cuts} cuts, {blackholes} blackholes, \
          {closes} broker closes, {cancels} consumer cancels, {revocations} token revocations, \
          {chromium_kills} Chromium kills mid-login; re-auths {healed:?}, failed {reauth_failed}; \
          steady worker RSS {} KiB after warm-up, {} KiB at the end",
         ids.len(),
         elapsed.as_secs_f64(),
-        wrong.len(),
+        outcome.missing,
+        outcome.wrong.len(),
+        outcome.duplicates,
         warm_rss,
         end_rss
     );
-    assert_eq!(missing, 0, "lost tasks");
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(10)]);
-    assert!(
-        duplicates <= at_risk,
-        "duplicates {duplicates} over the in-flight windows {at_risk}"
-    );
+    outcome.assert_within(at_risk);
     assert!(
         end_rss <= 2 * warm_rss,
         "RSS grew from {warm_rss} KiB to {end_rss} KiB"
@@ -479,54 +462,27 @@ async fn under_kills_cuts_blackholes_cancels_revocations_and_browser_crashes_eve
         "the attempt whose Chromium was killed failed, and the next one healed: {metrics:?}"
     );
 
-    // The dead-letter queue holds exactly the tasks that had to die, with
-    // their reasons, and nothing that had to succeed.
-    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
-        .await
-        .unwrap();
-    let dead = dq.list(None).await.unwrap();
-    dq.close().await;
-    let mut dead_ids: HashMap<&str, &str> = HashMap::new();
-    for d in &dead {
-        dead_ids.insert(d.id.as_str(), d.reason.as_str());
-    }
-    for (id, expect) in &expected {
-        match expect {
-            Expect::Succeeded => assert!(!dead_ids.contains_key(id.as_str()), "{id} is dead"),
-            Expect::Dead(why) => assert_eq!(dead_ids.get(id.as_str()), Some(why), "{id}"),
-        }
-    }
+    assert_dead_letters(broker, &expected).await;
     for (name, p) in [
         ("steady", &steady),
         ("expendable", &expendable),
         ("reauth", &reauth),
     ] {
-        let deadline = Instant::now() + READY;
-        while !p.ready().await {
-            let logs = p.logs();
-            let tail: Vec<&str> = logs.lines().rev().take(20).collect();
-            assert!(
-                Instant::now() < deadline,
-                "{name} is not ready at the end; its last log lines, newest first:\n{}",
-                tail.join("\n")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(
+            eventually(READY, async || p.ready().await).await,
+            "{name} is not ready at the end; its last log lines, newest first:\n{}",
+            p.logs()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
-
     // No browser outlives the re-auth consumer.
     let browsers = provider_browser::browser_descendants();
     reauth.signal(Signal::SIGTERM);
     let status = reauth.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{status:?}");
-    wait_for(
-        Duration::from_secs(10),
-        "every Chromium and node process to exit",
-        || {
-            browsers
-                .iter()
-                .all(|(pid, _)| !provider_browser::alive(*pid))
-        },
-    )
-    .await;
+    provider_browser::assert_exited(&browsers, Duration::from_secs(10)).await;
 }

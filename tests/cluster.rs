@@ -13,12 +13,11 @@
 //!
 //! `WARDEN_CLUSTER_CHAOS_N` sets the size; CI runs the default,
 //! `make cluster-chaos N=…` a larger one. Its own test binary, so its cluster
-//! and broker override touch no other test.
+//! and broker override touch no other test. What a cluster asks of the
+//! client and one broker can show (a nacked publish, a list of addresses) is
+//! tested in `tests/it/cluster_client.rs`.
 
-#[path = "support/provider_browser.rs"]
-mod provider_browser;
-#[path = "support/stack.rs"]
-mod stack;
+#[path = "it/support/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, HashSet};
@@ -28,14 +27,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use serde_json::json;
-use stack::{PASSWORD, Stack};
-use support::WardenProc;
+use support::endings::{Endings, Expect, Outcome, assert_dead_letters};
+use support::provider_browser;
+use support::stack::{PASSWORD, Stack};
+use support::{WardenProc, eventually};
 use warden::amqp::envelope::Task;
 use warden::amqp::events::Event;
 
@@ -102,13 +101,6 @@ impl Drop for Cluster {
     }
 }
 
-/// How a task must end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Expect {
-    Succeeded,
-    Dead(&'static str),
-}
-
 /// The i-th task: 10 % transient failures that recover through the retry
 /// queues (so copies are in flight when a retry queue's leader dies), 1 %
 /// permanent failures, 1 % panics once, 20 % short sleeps, the rest no-ops.
@@ -140,9 +132,6 @@ fn mix(i: usize) -> (Task, Expect) {
 struct Tap {
     endings: Arc<Mutex<Endings>>,
 }
-
-/// Per task id, each terminal event: its routing key and dead-letter reason.
-type Endings = HashMap<String, Vec<(String, Option<String>)>>;
 
 impl Tap {
     async fn start(urls: &str, exchange: String, queue: String) -> Self {
@@ -199,28 +188,7 @@ impl Tap {
         queue: &str,
     ) -> lapin::Result<lapin::Consumer> {
         let ch = conn.create_channel().await?;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
-        );
-        ch.queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await?;
-        ch.queue_bind(
-            queue.into(),
-            exchange.into(),
-            "task.*".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+        support::declare_durable_record(&ch, queue, exchange, "task.*").await?;
         ch.basic_qos(1000, BasicQosOptions::default()).await?;
         ch.basic_consume(
             queue.into(),
@@ -244,21 +212,20 @@ impl Tap {
 /// Waits until every process reports ready; returns how long that took.
 async fn all_ready(procs: &[&WardenProc], what: &str) -> Duration {
     let t0 = Instant::now();
-    loop {
-        let mut ready = true;
+    let ready = async || {
         for p in procs {
-            ready &= p.ready().await;
+            if !p.ready().await {
+                return false;
+            }
         }
-        if ready {
-            return t0.elapsed();
-        }
-        assert!(
-            t0.elapsed() < 2 * READY_BOUND,
-            "not every process is ready {:?} after {what}",
-            t0.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        true
+    };
+    assert!(
+        eventually(2 * READY_BOUND, ready).await,
+        "not every process is ready {:?} after {what}",
+        t0.elapsed()
+    );
+    t0.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,26 +371,10 @@ async fn on_a_three_node_cluster_a_leader_killed_and_a_rolling_restart_lose_no_t
 
     let ids: Vec<String> = expected.keys().cloned().collect();
     let limit = Duration::from_secs(120 + (n / 100) as u64);
-    let t_wait = Instant::now();
-    while !tap.ended(&ids) && t_wait.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Lost tasks are counted below, so a timeout here is not a failure yet.
+    let _all_ended = eventually(limit, async || tap.ended(&ids)).await;
     let elapsed = started.elapsed();
-    let endings = tap.endings();
-    let missing = ids.iter().filter(|id| !endings.contains_key(*id)).count();
-    let mut wrong = Vec::new();
-    for (id, expect) in &expected {
-        for (rk, reason) in endings.get(id).into_iter().flatten() {
-            let ok = match expect {
-                Expect::Succeeded => rk == "task.succeeded",
-                Expect::Dead(why) => rk == "task.dead" && reason.as_deref() == Some(*why),
-            };
-            if !ok {
-                wrong.push(format!("{id}: expected {expect:?}, got {rk} {reason:?}"));
-            }
-        }
-    }
-    let duplicates: usize = endings.values().map(|e| e.len().saturating_sub(1)).sum();
+    let outcome = Outcome::of(&expected, &tap.endings());
     let republished = *republished.lock().unwrap();
     // Each fault may return both workers' windows; a republished batch may
     // run twice.
@@ -433,39 +384,22 @@ async fn on_a_three_node_cluster_a_leader_killed_and_a_rolling_restart_lose_no_t
         .map(|w| w.logs().matches("retrying on the same channel").count())
         .sum();
     eprintln!(
-        "cluster chaos: {} tasks in {:.1}s: lost {missing}, wrong {}, duplicates {duplicates} \
+        "cluster chaos: {} tasks in {:.1}s: lost {}, wrong {}, duplicates {} \
          (budget {budget}: {faults} faults x 2 x prefetch {PREFETCH} + {republished} republished); \
          nacked copies retried on the same channel: {nack_retries}; ready bound {READY_BOUND:?}",
         ids.len(),
         elapsed.as_secs_f64(),
-        wrong.len(),
+        outcome.missing,
+        outcome.wrong.len(),
+        outcome.duplicates,
     );
     for f in &figures {
         eprintln!("cluster chaos:   {f}");
     }
-    assert_eq!(missing, 0, "lost tasks");
-    assert!(wrong.is_empty(), "{:#?}", &wrong[..wrong.len().min(10)]);
-    assert!(
-        duplicates <= budget,
-        "duplicates {duplicates} over the windows {budget}"
-    );
+    outcome.assert_within(budget);
 
     // `{p}.dead` holds exactly the tasks that had to die, with their reasons.
-    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
-        .await
-        .unwrap();
-    let dead = dq.list(None).await.unwrap();
-    dq.close().await;
-    let dead_ids: HashMap<&str, &str> = dead
-        .iter()
-        .map(|d| (d.id.as_str(), d.reason.as_str()))
-        .collect();
-    for (id, expect) in &expected {
-        match expect {
-            Expect::Succeeded => assert!(!dead_ids.contains_key(id.as_str()), "{id} is dead"),
-            Expect::Dead(why) => assert_eq!(dead_ids.get(id.as_str()), Some(why), "{id}"),
-        }
-    }
+    assert_dead_letters(broker, &expected).await;
     all_ready(&procs, "the run").await;
     let (conn, ch) = support::connect().await;
     let _ = ch
@@ -475,139 +409,4 @@ async fn on_a_three_node_cluster_a_leader_killed_and_a_rolling_restart_lose_no_t
         )
         .await;
     let _ = conn.close(200, "".into()).await;
-}
-
-/// A queue on the machine's broker that holds one message and refuses more
-/// (`reject-publish`: the broker nacks), already full; deleted with its channel.
-async fn full_queue() -> (lapin::Connection, lapin::Channel, String) {
-    let conn = Connection::connect(support::AMQP_URL, ConnectionProperties::default())
-        .await
-        .expect("broker at 127.0.0.1:5672");
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let queue = support::unique_prefix("nack");
-    let mut args = FieldTable::default();
-    args.insert("x-max-length".into(), AMQPValue::LongInt(1));
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString("reject-publish".into()),
-    );
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            exclusive: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .unwrap();
-    warden::amqp::publish::publish_confirmed_untraced(
-        &ch,
-        &warden::amqp::publish::Outgoing {
-            exchange: "",
-            routing_key: &queue,
-            body: b"first",
-            properties: Default::default(),
-            mandatory: true,
-        },
-    )
-    .await
-    .expect("an empty queue takes the first message");
-    (conn, ch, queue)
-}
-
-#[tokio::test]
-async fn a_nacked_publish_is_retried_on_the_same_channel_until_the_broker_takes_it() {
-    let (_conn, ch, queue) = full_queue().await;
-    let drain = {
-        let (ch, queue) = (ch.clone(), queue.clone());
-        async move {
-            // The refusal lasts about as long as a quorum leader election.
-            tokio::time::sleep(Duration::from_millis(120)).await;
-            let got = ch
-                .basic_get(
-                    queue.as_str().into(),
-                    lapin::options::BasicGetOptions { no_ack: true },
-                )
-                .await
-                .unwrap();
-            assert!(got.is_some(), "the first message was there");
-        }
-    };
-    let second = warden::amqp::publish::Outgoing {
-        exchange: "",
-        routing_key: &queue,
-        body: b"second",
-        properties: Default::default(),
-        mandatory: true,
-    };
-    let t0 = Instant::now();
-    let (published, ()) = tokio::join!(
-        warden::amqp::publish::publish_confirmed_untraced(&ch, &second),
-        drain
-    );
-    published.expect("taken once the queue had room, on the same channel");
-    assert!(
-        t0.elapsed() >= warden::amqp::publish::NACK_BACKOFF,
-        "it was refused at least once first ({:?})",
-        t0.elapsed()
-    );
-    assert!(ch.status().connected(), "the channel is still open");
-}
-
-#[tokio::test]
-async fn a_broker_that_keeps_refusing_ends_in_nacked_after_the_bounded_backoff() {
-    let (_conn, ch, queue) = full_queue().await;
-    let t0 = Instant::now();
-    let err = warden::amqp::publish::publish_confirmed_untraced(
-        &ch,
-        &warden::amqp::publish::Outgoing {
-            exchange: "",
-            routing_key: &queue,
-            body: b"second",
-            properties: Default::default(),
-            mandatory: true,
-        },
-    )
-    .await
-    .expect_err("the queue stays full");
-    assert!(
-        matches!(err, warden::amqp::publish::PublishError::Nacked { .. }),
-        "{err}"
-    );
-    let floor =
-        warden::amqp::publish::NACK_BACKOFF * ((1 << warden::amqp::publish::NACK_RETRIES) - 1);
-    assert!(
-        t0.elapsed() >= floor && t0.elapsed() < floor + Duration::from_secs(5),
-        "retried {} times over {:?} (backoff floor {floor:?})",
-        warden::amqp::publish::NACK_RETRIES,
-        t0.elapsed()
-    );
-}
-
-#[test]
-fn config_check_takes_a_list_of_broker_addresses_and_names_a_bad_one() {
-    let list = "amqp://u:pw1@n1:5672/%2f, amqp://u:pw2@n2:5672/%2f,amqp://u:pw3@n3:5672/%2f";
-    let (code, out, err) = support::run_cli(&["config", "check"], &[("WARDEN_AMQP_URL", list)]);
-    assert_eq!(code, 0, "{err}");
-    // Every address is shown, none with its password.
-    for node in ["n1", "n2", "n3"] {
-        assert!(out.contains(&format!("@{node}:5672")), "{out}");
-    }
-    assert!(!out.contains("pw1") && !out.contains("pw3"), "{out}");
-    for (bad, why) in [
-        ("amqp://n1:5672/%2f,http://n2", "must start with amqp://"),
-        (
-            "amqp://n1:5672/%2f,amqps://n2:5671/%2f",
-            "mixes amqp:// and amqps://",
-        ),
-        (" , ", "at least one broker address"),
-    ] {
-        let (code, _, err) = support::run_cli(&["config", "check"], &[("WARDEN_AMQP_URL", bad)]);
-        assert_eq!(code, 64, "{bad}: {err}");
-        assert!(err.contains(why), "{bad}: {err}");
-    }
 }

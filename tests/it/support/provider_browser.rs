@@ -1,20 +1,27 @@
 //! Test support for browser logins against the simulated provider: the login flow that fits
-//! its pages, credentials, the Playwright environment check, a lock that keeps Chromium tests
-//! of this binary one at a time, and process accounting.
+//! its pages, credentials, the Playwright environment check, the turns that keep Chromium tests
+//! one at a time, and process accounting.
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use warden::reauth::browser::LoginDriverConfig;
 use warden::reauth::flow::{ChannelCredentials, OAuthProvider, SecretRef};
 
-/// Chromium tests in one binary run one at a time: 2 cores, and process accounting must not
-/// see another test's browser.
-pub static BROWSER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Tests that drive Chromium, in-process or through `warden reauth`, run one at a time: two
+/// cores, a login that times out under load would count as a second login, and process
+/// accounting must not see another test's browser.
+static BROWSER_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// This test's turn with Chromium: checks that Chromium and the driver are installed
+/// ([`require_playwright`]), then keeps every other browser test waiting until dropped.
+pub async fn browser_turn() -> tokio::sync::MutexGuard<'static, ()> {
+    require_playwright();
+    BROWSER_LOCK.lock().await
+}
 
 /// Makes sure Chromium and the Playwright driver are installed, running
 /// `scripts/setup-playwright.sh` (idempotent, locked) when `PLAYWRIGHT_DRIVER_PATH` names a
@@ -153,16 +160,19 @@ pub fn alive(pid: u32) -> bool {
     })
 }
 
-/// Polls `check` until it holds or `limit` passes; returns whether it held.
-pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if check() {
-            return true;
-        }
-        if start.elapsed() > limit {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Asserts that every process of `processes` exits within `within`. A child
+/// outlives its parent only as an orphan re-parented away from this test, so
+/// each recorded pid is looked up rather than the tree.
+pub async fn assert_exited(processes: &[(u32, String)], within: std::time::Duration) {
+    assert!(
+        super::eventually(within, async || processes
+            .iter()
+            .all(|(pid, _)| !alive(*pid)))
+        .await,
+        "still running after {within:?}: {:?}",
+        processes
+            .iter()
+            .filter(|(pid, _)| alive(*pid))
+            .collect::<Vec<_>>()
+    );
 }

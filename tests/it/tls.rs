@@ -2,13 +2,11 @@
 //! TLS-terminating proxy in front of the real broker. The proxy runs on the
 //! test's runtime while `run_cli` blocks a thread, hence two worker threads.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::tls::TlsProxy;
+use crate::support::{TestBroker, run_cli};
 use serde_json::json;
-use support::tls::TlsProxy;
-use support::{TestBroker, run_cli};
 
 const BROKER: &str = "127.0.0.1:5672";
 
@@ -32,8 +30,7 @@ async fn a_worker_runs_tasks_over_amqps_with_a_private_ca_and_a_client_certifica
         ids.push(broker.publish("builtin.noop", json!({})).await);
     }
     tap.wait_terminal(&ids, Duration::from_secs(30)).await;
-    let terminal = tap.terminal();
-    assert!(ids.iter().all(|id| terminal[id] == ["task.succeeded"]));
+    tap.assert_succeeded(&ids);
     assert!(proxy.handshakes() >= 1);
     assert_eq!(proxy.refused(), 0);
     // The CLI takes the same settings.

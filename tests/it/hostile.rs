@@ -1,8 +1,6 @@
 //! Hostile input: whatever a producer sends, decoding ends in a clear outcome,
 //! never a panic, and forged headers never buy extra attempts.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -11,6 +9,8 @@ use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use proptest::prelude::*;
 use warden::amqp::envelope::{self, Task};
 use warden::outcome::{ErrorKind, RetryPolicy, Verdict, decide};
+
+use crate::support;
 
 fn amqp_value() -> impl Strategy<Value = AMQPValue> {
     let leaf = prop_oneof![
@@ -170,19 +170,13 @@ async fn a_flood_of_ten_thousand_random_bodies_goes_dead_with_reasons_and_valid_
     all.extend(good.iter().cloned());
     tap.wait_terminal(&all, Duration::from_secs(300)).await;
 
-    let terminal = tap.terminal();
-    assert!(good.iter().all(|id| terminal[id] == ["task.succeeded"]));
-    let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
+    tap.assert_succeeded(&good);
+    let dead: HashMap<String, String> = broker
+        .dead_letters()
         .await
-        .unwrap();
-    let dead: HashMap<String, String> = dq
-        .list(None)
-        .await
-        .unwrap()
         .into_iter()
         .map(|d| (d.id, d.reason))
         .collect();
-    dq.close().await;
     for id in &bad {
         let reason = dead
             .get(id)
@@ -213,31 +207,6 @@ fn assert_no_panic(what: &str, (code, out, err): &(i32, String, String)) {
         *code != 101 && !err.contains("panicked"),
         "{what}: exit {code}\n{out}\n{err}"
     );
-}
-
-/// Runs the CLI with `input` on stdin.
-fn cli_stdin(args: &[&str], env: &[(&str, &str)], input: &str) -> (i32, String, String) {
-    use std::io::Write as _;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-    cmd.args(args)
-        .env_remove("WARDEN_CONFIG")
-        .env("WARDEN_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,lapin=off")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    // The command may exit before reading all of it; that is its answer.
-    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// A token store of its own: a SQLite file and a fresh key.
@@ -320,7 +289,7 @@ fn token_set_refuses_an_absurd_expires_in_and_channels_keeps_listing() {
         "-5",
         "9223372036854775807",
     ] {
-        let out = cli_stdin(
+        let out = support::run_cli_with_stdin(
             &set,
             &env,
             &format!(r#"{{"access_token":"a","expires_in":{expires_in}}}"#),
@@ -329,7 +298,7 @@ fn token_set_refuses_an_absurd_expires_in_and_channels_keeps_listing() {
         assert_eq!(out.0, 1, "{expires_in}: {out:?}");
         assert!(out.2.contains("out of range"), "{expires_in}: {out:?}");
     }
-    let out = cli_stdin(&set, &env, r#"{"access_token":"a","expires_in":3600}"#);
+    let out = support::run_cli_with_stdin(&set, &env, r#"{"access_token":"a","expires_in":3600}"#);
     assert_eq!(out.0, 0, "{out:?}");
     let out = support::run_cli(&["channels", "--json"], &env);
     assert_eq!(out.0, 0, "{out:?}");
@@ -367,7 +336,7 @@ proptest! {
             ("WARDEN_TOKEN_STORE", url.as_str()),
             ("WARDEN_TOKEN_KEY", store.key.as_str()),
         ];
-        let out = cli_stdin(
+        let out = support::run_cli_with_stdin(
             &["token", "set", "--channel", &channel, "--provider", &kind],
             &token_env,
             &format!(r#"{{"access_token":"{id}x","expires_in":{expires_in}}}"#),
@@ -430,12 +399,9 @@ async fn dlq_replay_ignores_a_forged_routing_key_header() {
         .await
         .unwrap();
     let env = [("WARDEN_PREFIX", broker.prefix.as_str())];
-    support::eventually(
-        Duration::from_secs(10),
-        "the letter is in the queue",
-        || async { broker.queue_len(&broker.topology.dead()).await == 1 },
-    )
-    .await;
+    broker
+        .assert_queue_len(&broker.topology.dead(), 1, Duration::from_secs(10))
+        .await;
     let out = support::run_cli(&["dlq", "replay"], &env);
     assert_no_panic("dlq replay", &out);
     assert_eq!(out.0, 0, "{out:?}");

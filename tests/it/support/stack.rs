@@ -6,12 +6,13 @@
 
 #![allow(dead_code)] // each test binary uses a different part of it
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::json;
 
-use crate::support::{TestBroker, WardenProc};
+use super::{TestBroker, WardenProc};
 use warden::reauth::flow::SecretRef;
 use warden_devkit::provider::{Account, ProviderConfig, RunningProvider};
 
@@ -59,13 +60,6 @@ impl Stack {
         })
         .await;
         let stop = tokio_util::sync::CancellationToken::new();
-        let username = |i: usize| {
-            if i == 0 {
-                USER.to_owned()
-            } else {
-                format!("{USER}-{i}")
-            }
-        };
         let mut pc = ProviderConfig::new("warden-test", CLIENT_SECRET);
         for (i, channel) in channels.iter().enumerate() {
             pc = pc.with_account(*channel, Account::new(username(i), PASSWORD));
@@ -83,40 +77,9 @@ impl Stack {
             SecretRef::File(secret_file),
         )
         .unwrap();
-        let mut config = toml::Table::new();
-        config.insert(
-            "token_store".into(),
-            format!("sqlite://{}/warden.db", dir.path().display()).into(),
-        );
-        let mut providers = toml::Table::new();
-        providers.insert("sim".into(), toml::Value::try_from(&oauth).unwrap());
-        config.insert("providers".into(), providers.into());
-        let mut table = toml::Table::new();
-        let mut env = broker.env();
-        for (i, channel) in channels.iter().enumerate() {
-            // Credentials are references to the environment, never inline.
-            let user_var = format!("T_USER_{i}");
-            let mut credentials = toml::Table::new();
-            credentials.insert("username".into(), format!("env:{user_var}").into());
-            credentials.insert("password".into(), "env:T_ACME_PASS".into());
-            let mut entry = toml::Table::new();
-            entry.insert("provider".into(), "sim".into());
-            entry.insert("credentials".into(), credentials.into());
-            table.insert((*channel).to_owned(), entry.into());
-            env.push((user_var, username(i)));
-        }
-        config.insert("channels".into(), table.into());
-        let mut handler = toml::Table::new();
-        handler.insert("method".into(), "POST".into());
-        handler.insert(
-            "url".into(),
-            format!("{}/api/channels/{{channel}}/posts", provider.base_url()).into(),
-        );
-        let mut handlers = toml::Table::new();
-        handlers.insert("post.publish".into(), handler.into());
-        config.insert("handlers".into(), handlers.into());
-        let path = dir.path().join("warden.toml");
-        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let sim = toml::Value::try_from(&oauth).unwrap();
+        let (path, mut env) = write_config(dir.path(), &sim, &provider.base_url(), channels);
+        env.extend(broker.env());
 
         let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
         env.extend([
@@ -152,35 +115,29 @@ impl Stack {
         let t = self.provider.state.mint_tokens(channel).unwrap();
         self.seeded
             .extend([t.access_token.clone(), t.refresh_token.clone()]);
-        let input = format!("{}\n{}\n", t.access_token, t.refresh_token);
-        let out = self.cli_stdin(&["token", "set", "--channel", channel], &input);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (code, _, err) = self.token_set(channel, &t.access_token, Some(&t.refresh_token));
+        assert_eq!(code, 0, "{err}");
     }
 
-    /// Runs the CLI with this stack's environment and `input` on its stdin.
-    pub fn cli_stdin(&self, args: &[&str], input: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
-        cmd.args(args)
-            .env("WARDEN_LOG_FORMAT", "json")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+    /// `warden token set` for `channel`: the access token, and the refresh
+    /// token if any, on stdin, as an operator would type them.
+    pub fn token_set(
+        &self,
+        channel: &str,
+        access: &str,
+        refresh: Option<&str>,
+    ) -> (i32, String, String) {
+        let input = match refresh {
+            Some(refresh) => format!("{access}\n{refresh}\n"),
+            None => format!("{access}\n"),
+        };
+        self.cli_stdin(&["token", "set", "--channel", channel], &input)
+    }
+
+    /// Runs the CLI with this stack's environment and `input` on its stdin;
+    /// returns (code, stdout, stderr).
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> (i32, String, String) {
+        super::run_cli_with_stdin(args, &self.env_ref(), input)
     }
 
     /// Spawns the real binary with this stack's environment plus `extra`.
@@ -211,29 +168,54 @@ impl Stack {
     pub async fn publish_posts(&self, n: usize) -> Vec<String> {
         let mut ids = Vec::new();
         for i in 0..n {
-            let id = uuid::Uuid::new_v4().to_string();
-            let body = Self::post(&id, MAIN, &format!("post {i}"));
-            self.broker
-                .publish_raw("post.publish", body.to_string().as_bytes(), &id)
-                .await;
-            ids.push(id);
+            ids.push(
+                self.publish_post(json!({"text": format!("post {i}")}))
+                    .await,
+            );
         }
         ids
+    }
+
+    /// Publishes a post on [`MAIN`] with `payload`; returns its id.
+    pub async fn publish_post(&self, payload: serde_json::Value) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = json!({"id": id, "type": "post.publish", "channel": MAIN, "payload": payload});
+        self.broker
+            .publish_raw("post.publish", body.to_string().as_bytes(), &id)
+            .await;
+        id
+    }
+
+    /// Rewrites the config file through `edit`, for processes started afterwards.
+    pub fn edit_config(&self, edit: impl FnOnce(&mut toml::Table)) {
+        let path = self.dir.path().join("warden.toml");
+        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        edit(&mut config);
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    }
+
+    /// Sets `key` of the `post.publish` handler's settings to `value`.
+    pub fn set_handler_option(&self, key: &str, value: impl Into<toml::Value>) {
+        self.edit_config(|config| {
+            config["handlers"]["post.publish"]
+                .as_table_mut()
+                .unwrap()
+                .insert(key.into(), value.into());
+        });
     }
 
     /// Makes every browser login hang: the flow first waits for an element
     /// the provider never shows, until the login timeout.
     pub fn hang_logins(&self) {
-        let path = self.dir.path().join("warden.toml");
-        let mut config: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
-        let flow = config["providers"]["sim"]["login_flow"]
-            .as_array_mut()
-            .unwrap();
-        flow.insert(
-            0,
-            toml::toml! { action = "wait_for" selector = "#never" }.into(),
-        );
-        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        self.edit_config(|config| {
+            let flow = config["providers"]["sim"]["login_flow"]
+                .as_array_mut()
+                .unwrap();
+            flow.insert(
+                0,
+                toml::toml! { action = "wait_for" selector = "#never" }.into(),
+            );
+        });
     }
 
     /// Marks [`MAIN`] pending at version 1 and publishes `n` revocation
@@ -248,22 +230,11 @@ impl Stack {
     /// Publishes `n` revocation requests for [`MAIN`] at `failed_version`,
     /// whatever the channel's state: forged ones, when it is not pending there.
     pub async fn publish_requests(&self, failed_version: u64, n: usize) {
-        let ch = self.broker.conn.create_channel().await.unwrap();
         for i in 0..n {
-            let body = json!({"channel": MAIN, "failed_version": failed_version, "task_id": format!("t{i}"), "at": chrono::Utc::now()});
-            ch.basic_publish(
-                "".into(),
-                self.broker.topology.reauth().into(),
-                Default::default(),
-                body.to_string().as_bytes(),
-                Default::default(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            self.broker
+                .publish_reauth_request(MAIN, failed_version, &format!("t{i}"))
+                .await;
         }
-        let _ = ch.close(200, "bye".into()).await;
     }
 
     /// The SQLite database file of the token store.
@@ -307,4 +278,60 @@ impl Stack {
     pub fn stats(&self) -> warden_devkit::provider::ChannelStats {
         self.stats_of(MAIN)
     }
+}
+
+/// The login for the `i`-th channel's account: [`USER`], then `USER-1`, ...
+fn username(i: usize) -> String {
+    if i == 0 {
+        USER.to_owned()
+    } else {
+        format!("{USER}-{i}")
+    }
+}
+
+/// Writes `warden.toml` into `dir`: the token store there, provider `sim`,
+/// `channels` whose credentials are references to the environment (never
+/// inline), and a `post.publish` handler posting to the provider at
+/// `base_url`. Returns its path and the environment its references name.
+fn write_config(
+    dir: &Path,
+    sim: &toml::Value,
+    base_url: &str,
+    channels: &[&str],
+) -> (PathBuf, Vec<(String, String)>) {
+    let mut config = toml::Table::new();
+    config.insert(
+        "token_store".into(),
+        format!("sqlite://{}/warden.db", dir.display()).into(),
+    );
+    let mut providers = toml::Table::new();
+    providers.insert("sim".into(), sim.clone());
+    config.insert("providers".into(), providers.into());
+    let mut table = toml::Table::new();
+    let mut env = Vec::new();
+    for (i, channel) in channels.iter().enumerate() {
+        // Credentials are references to the environment, never inline.
+        let user_var = format!("T_USER_{i}");
+        let mut credentials = toml::Table::new();
+        credentials.insert("username".into(), format!("env:{user_var}").into());
+        credentials.insert("password".into(), "env:T_ACME_PASS".into());
+        let mut entry = toml::Table::new();
+        entry.insert("provider".into(), "sim".into());
+        entry.insert("credentials".into(), credentials.into());
+        table.insert((*channel).to_owned(), entry.into());
+        env.push((user_var, username(i)));
+    }
+    config.insert("channels".into(), table.into());
+    let mut handler = toml::Table::new();
+    handler.insert("method".into(), "POST".into());
+    handler.insert(
+        "url".into(),
+        format!("{base_url}/api/channels/{{channel}}/posts").into(),
+    );
+    let mut handlers = toml::Table::new();
+    handlers.insert("post.publish".into(), handler.into());
+    config.insert("handlers".into(), handlers.into());
+    let path = dir.join("warden.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    (path, env)
 }

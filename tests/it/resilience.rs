@@ -1,13 +1,12 @@
 //! No task is lost when connections die or several workers share a queue.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support;
+use crate::support::proxy::TcpProxy;
+use crate::support::{TestBroker, eventually, run_cli};
 use serde_json::json;
-use support::proxy::TcpProxy;
-use support::{TestBroker, eventually, run_cli, wait_for};
 
 const READY: Duration = Duration::from_secs(20);
 
@@ -56,26 +55,24 @@ async fn cutting_the_connection_five_times_loses_no_task() {
     }
     for cut in 1..=5 {
         // Cut while work is flowing: after each further ~300 settled tasks.
-        wait_for(
-            Duration::from_secs(60),
-            "progress before the next cut",
-            || tap.terminal().len() >= cut * 300,
-        )
-        .await;
+        assert!(
+            eventually(Duration::from_secs(60), async || tap.terminal().len()
+                >= cut * 300)
+            .await,
+            "timed out waiting for progress before the next cut"
+        );
         proxy.cut();
         // The worker saw this cut as a lost session before the next one:
         // counting proxy connections is not enough, since every connect also
         // opens a short probe, and a cut during a handshake would be a failed
         // connect rather than a lost session.
-        eventually(
-            Duration::from_secs(30),
-            "the worker to count the cut",
-            || {
-                let worker = &worker;
-                async move { reconnects(worker).await >= cut as f64 }
-            },
-        )
-        .await;
+        assert!(
+            eventually(Duration::from_secs(30), async || {
+                reconnects(&worker).await >= cut as f64
+            })
+            .await,
+            "timed out waiting for the worker to count the cut"
+        );
         // Consuming again, not just connected.
         worker.wait_ready(READY).await;
     }
@@ -119,14 +116,20 @@ async fn a_consumer_the_broker_cancels_declares_its_queue_again_and_goes_on() {
     // its next session declares the queue again.
     let tasks = broker.topology.tasks();
     support::delete_queue(&broker, &tasks).await;
-    wait_for(READY, "the cancellation to be noticed", || {
-        worker.logs().contains("the broker cancelled the consumer")
-    })
-    .await;
-    eventually(READY, "the worker consuming its queue again", || async {
-        support::consumer_count(&broker.conn, &tasks).await == Some(1)
-    })
-    .await;
+    assert!(
+        eventually(READY, async || {
+            worker.logs().contains("the broker cancelled the consumer")
+        })
+        .await,
+        "timed out waiting for the cancellation to be noticed"
+    );
+    assert!(
+        eventually(READY, async || {
+            support::consumer_count(&broker.conn, &tasks).await == Some(1)
+        })
+        .await,
+        "timed out waiting for the worker consuming its queue again"
+    );
     let second = broker.publish("builtin.noop", json!({})).await;
     tap.wait_terminal(std::slice::from_ref(&second), READY)
         .await;
@@ -195,21 +198,14 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     // Back to back in one process, before the broker has applied the previous
     // listing's returns, every letter is still seen.
     for round in 0..3 {
-        let dq = warden::amqp::dlq::DeadQueue::open(&broker.settings)
-            .await
-            .unwrap();
-        let listed = dq.list(None).await.unwrap().len();
-        dq.close().await;
+        let listed = broker.dead_letters().await.len();
         assert_eq!(listed, 105, "listing {round} right after another");
     }
     // The broker counts returned messages as ready again once it has processed
     // the returns, a moment after the CLI exits.
-    eventually(
-        Duration::from_secs(5),
-        "all 105 back in the dead-letter queue",
-        || async { broker.queue_len(&broker.topology.dead()).await == 105 },
-    )
-    .await;
+    broker
+        .assert_queue_len(&broker.topology.dead(), 105, Duration::from_secs(5))
+        .await;
 
     let (code, out, err) = run_cli(
         &["dlq", "replay", "--reason", "permanent", "--dry-run"],
@@ -217,23 +213,17 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("would replay 100"), "{out}");
-    eventually(
-        Duration::from_secs(5),
-        "a dry run to change nothing",
-        || async { broker.queue_len(&broker.topology.dead()).await == 105 },
-    )
-    .await;
+    broker
+        .assert_queue_len(&broker.topology.dead(), 105, Duration::from_secs(5))
+        .await;
 
     let (code, out, err) = run_cli(&["dlq", "replay", "--reason", "permanent"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 100"), "{out}");
     assert_eq!(broker.queue_len(&broker.topology.tasks()).await, 100);
-    eventually(
-        Duration::from_secs(5),
-        "the other five to stay dead",
-        || async { broker.queue_len(&broker.topology.dead()).await == 5 },
-    )
-    .await;
+    broker
+        .assert_queue_len(&broker.topology.dead(), 5, Duration::from_secs(5))
+        .await;
 
     // Replayed tasks start again at attempt 1.
     let ch = broker.conn.create_channel().await.unwrap();
@@ -257,10 +247,7 @@ async fn dlq_replay_brings_back_exactly_the_matching_dead_letters_and_list_chang
     let (code, out, _) = run_cli(&["dlq", "purge", "--type", "no.such.type", "--yes"], &env);
     assert_eq!(code, 0);
     assert!(out.contains("deleted 5"), "{out}");
-    eventually(
-        Duration::from_secs(5),
-        "an empty dead-letter queue",
-        || async { broker.queue_len(&broker.topology.dead()).await == 0 },
-    )
-    .await;
+    broker
+        .assert_queue_len(&broker.topology.dead(), 0, Duration::from_secs(5))
+        .await;
 }

@@ -101,36 +101,32 @@ async fn pipe(
     cut.borrow_and_update();
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut cr, mut cw) = client.into_split();
-    let (mut sr, mut sw) = server.into_split();
-    let bh1 = blackhole.clone();
-    let up = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match cr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if !bh1.load(Ordering::SeqCst) && sw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let down = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match sr.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            if !blackhole.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    };
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    let up = forward(cr, sw, blackhole.clone());
+    let down = forward(sr, cw, blackhole);
     tokio::select! {
         () = up => {}
         () = down => {}
         _ = cut.changed() => {}
+    }
+}
+
+/// Copies `from` to `to` until either end closes; bytes read while
+/// `blackhole` is on are dropped.
+async fn forward(
+    mut from: impl AsyncReadExt + Unpin,
+    mut to: impl AsyncWriteExt + Unpin,
+    blackhole: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !blackhole.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }

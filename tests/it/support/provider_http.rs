@@ -50,6 +50,17 @@ impl TestProvider {
         format!("{}{path}", self.base)
     }
 
+    /// The authorization request of [`authorize_url`] for this provider's
+    /// `/callback`, carrying `state`.
+    pub fn authorize_url(&self, state: &str) -> String {
+        authorize_url(&self.base, &self.url("/callback"), state)
+    }
+
+    /// The login form of a fresh authorization request carrying `state`.
+    pub async fn login_form(&self, state: &str) -> LoginForm {
+        LoginForm::open(&self.base, &self.authorize_url(state)).await
+    }
+
     pub async fn stats(&self) -> ProviderStats {
         reqwest::get(self.url("/admin/stats"))
             .await
@@ -206,4 +217,71 @@ pub fn query_param(url: &str, name: &str) -> Option<String> {
         .query_pairs()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+/// The login form of one authorization request, as a fresh browser reached it:
+/// the page, and the transaction and CSRF token every later form post carries.
+pub struct LoginForm {
+    pub browser: Browser,
+    pub page: Page,
+    pub tx: String,
+    pub csrf: String,
+}
+
+impl LoginForm {
+    /// Opens `authorize_url` of the provider at `base` in a fresh browser and
+    /// reads the form it lands on.
+    pub async fn open(base: &str, authorize_url: &str) -> Self {
+        let mut browser = Browser::new(base);
+        let page = browser.get(authorize_url).await;
+        let field = |name: &str| {
+            page.hidden(name).unwrap_or_else(|| {
+                panic!(
+                    "no {name} on {} ({}):\n{}",
+                    page.url, page.status, page.body
+                )
+            })
+        };
+        let (tx, csrf) = (field("tx"), field("csrf_token"));
+        Self {
+            browser,
+            page,
+            tx,
+            csrf,
+        }
+    }
+
+    /// Posts the credentials with the session's CSRF token.
+    pub async fn submit(&mut self, username: &str, password: &str) -> Page {
+        let csrf = self.csrf.clone();
+        self.submit_with_csrf(&csrf, username, password).await
+    }
+
+    /// Posts the credentials with `csrf` as the form's CSRF token.
+    pub async fn submit_with_csrf(&mut self, csrf: &str, username: &str, password: &str) -> Page {
+        let tx = self.tx.clone();
+        let form = [
+            ("tx", tx.as_str()),
+            ("csrf_token", csrf),
+            ("username", username),
+            ("password", password),
+        ];
+        self.browser.post_form("/login", &form).await
+    }
+
+    /// Posts a one-time code on the TOTP page.
+    pub async fn totp(&mut self, code: &str) -> Page {
+        self.post("/login/totp", ("code", code)).await
+    }
+
+    /// Answers the consent page with `decision` (`allow` or `deny`).
+    pub async fn consent(&mut self, decision: &str) -> Page {
+        self.post("/oauth/consent", ("decision", decision)).await
+    }
+
+    async fn post(&mut self, path: &str, field: (&str, &str)) -> Page {
+        let (tx, csrf) = (self.tx.clone(), self.csrf.clone());
+        let form = [("tx", tx.as_str()), ("csrf_token", csrf.as_str()), field];
+        self.browser.post_form(path, &form).await
+    }
 }

@@ -1,34 +1,37 @@
 //! A real OTLP/gRPC collector in the test process (`fake-opentelemetry-collector`)
 //! that keeps every span it receives, and helpers to read them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
 
 pub struct Collector {
     server: FakeCollectorServer,
+    endpoint: String,
     pub spans: Vec<ExportedSpan>,
 }
 
 impl Collector {
     pub async fn start() -> Self {
+        let server = FakeCollectorServer::start().await.expect("start collector");
         Self {
-            server: FakeCollectorServer::start().await.expect("start collector"),
+            endpoint: server.endpoint(),
+            server,
             spans: Vec::new(),
         }
     }
 
     pub fn endpoint(&self) -> String {
-        self.server.endpoint()
+        self.endpoint.clone()
     }
 
     /// Environment for a warden process exporting every span here, quickly.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
+    pub fn env(&self) -> Vec<(&str, &str)> {
         vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint()),
-            ("OTEL_TRACES_SAMPLER", "always_on".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
-            ("OTEL_SERVICE_NAME", "warden-under-test".into()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", self.endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "warden-under-test"),
         ]
     }
 
@@ -48,18 +51,16 @@ impl Collector {
         what: &str,
         cond: impl Fn(&[ExportedSpan]) -> bool,
     ) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let collected = super::eventually(timeout, async || {
             self.drain().await;
-            if cond(&self.spans) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {timeout:?} waiting for {what}; spans so far:\n{}",
-                summary(&self.spans)
-            );
-        }
+            cond(&self.spans)
+        })
+        .await;
+        assert!(
+            collected,
+            "timed out after {timeout:?} waiting for {what}; spans so far:\n{}",
+            summary(&self.spans)
+        );
     }
 }
 
