@@ -175,84 +175,33 @@ impl Topology {
     /// A broker error, e.g. `PRECONDITION_FAILED` when a queue exists with other
     /// arguments (a changed delivery limit needs the queue deleted first).
     pub async fn declare(&self, ch: &Channel) -> lapin::Result<()> {
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let qdurable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        let none = FieldTable::default();
+        let exchanges = [
+            (self.tasks(), ExchangeKind::Topic),
+            (self.delay_exchange(), ExchangeKind::Headers),
+            (self.dead(), ExchangeKind::Fanout),
+            (self.events(), ExchangeKind::Topic),
+            (self.tokens(), ExchangeKind::Fanout),
+        ];
+        for (name, kind) in exchanges {
+            let durable = ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.exchange_declare(name.into(), kind, durable, FieldTable::default())
+                .await?;
+        }
+        let quorum = || table(&[("x-queue-type", text("quorum"))]);
+        declare_queue(ch, &self.reauth(), quorum(), None).await?;
+        declare_queue(ch, &self.dead(), quorum(), Some((self.dead(), "", none()))).await?;
+        let tasks = (self.tasks(), "#", none());
+        declare_queue(ch, &self.tasks(), self.tasks_args(), Some(tasks)).await?;
+        self.declare_delay_queues(ch).await
+    }
 
-        ch.exchange_declare(
-            self.tasks().into(),
-            ExchangeKind::Topic,
-            durable,
-            none.clone(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.delay_exchange().into(),
-            ExchangeKind::Headers,
-            durable,
-            none.clone(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.dead().into(),
-            ExchangeKind::Fanout,
-            durable,
-            none.clone(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.events().into(),
-            ExchangeKind::Topic,
-            durable,
-            none.clone(),
-        )
-        .await?;
-        ch.exchange_declare(
-            self.tokens().into(),
-            ExchangeKind::Fanout,
-            durable,
-            none.clone(),
-        )
-        .await?;
-        ch.queue_declare(
-            self.reauth().into(),
-            qdurable,
-            table(&[("x-queue-type", text("quorum"))]),
-        )
-        .await?;
-
-        ch.queue_declare(
-            self.dead().into(),
-            qdurable,
-            table(&[("x-queue-type", text("quorum"))]),
-        )
-        .await?;
-        ch.queue_bind(
-            self.dead().into(),
-            self.dead().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            none.clone(),
-        )
-        .await?;
-
-        ch.queue_declare(self.tasks().into(), qdurable, self.tasks_args())
-            .await?;
-        ch.queue_bind(
-            self.tasks().into(),
-            self.tasks().into(),
-            "#".into(),
-            QueueBindOptions::default(),
-            none.clone(),
-        )
-        .await?;
-
+    /// One queue per retry tier and `{p}.parked`, each bound to the delay
+    /// exchange by its `x-warden-delay` route and dead-lettering back to the
+    /// tasks when its messages expire.
+    async fn declare_delay_queues(&self, ch: &Channel) -> lapin::Result<()> {
         let mut delays: Vec<(String, String, Option<Duration>)> = (0..self.tier_delays.len())
             .map(|i| {
                 (
@@ -264,20 +213,12 @@ impl Topology {
             .collect();
         delays.push((self.parked(), PARKED_ROUTE.to_owned(), None));
         for (queue, route, ttl) in delays {
-            ch.queue_declare(queue.clone().into(), qdurable, self.delay_args(ttl))
-                .await?;
             let binding = table(&[
                 ("x-match", text("all")),
                 (crate::amqp::envelope::DELAY_HEADER, text(&route)),
             ]);
-            ch.queue_bind(
-                queue.into(),
-                self.delay_exchange().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                binding,
-            )
-            .await?;
+            let bind = Some((self.delay_exchange(), "", binding));
+            declare_queue(ch, &queue, self.delay_args(ttl), bind).await?;
         }
         Ok(())
     }
@@ -479,6 +420,37 @@ pub fn explain_declare_error(e: &lapin::Error, prefix: &str) -> String {
         ),
         None => format!("declaring the topology: {text}"),
     }
+}
+
+/// No arguments.
+fn none() -> FieldTable {
+    FieldTable::default()
+}
+
+/// Declares durable `queue` with `args` and, when given, binds it to
+/// `(exchange, routing key, binding arguments)`.
+async fn declare_queue(
+    ch: &Channel,
+    queue: &str,
+    args: FieldTable,
+    bind: Option<(String, &str, FieldTable)>,
+) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), durable, args).await?;
+    if let Some((exchange, key, args)) = bind {
+        ch.queue_bind(
+            queue.into(),
+            exchange.as_str().into(),
+            key.into(),
+            QueueBindOptions::default(),
+            args,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
