@@ -179,7 +179,7 @@ impl Sandbox {
         let deadline = self.inner.settings.task_timeout + HARD_DEADLINE_SLACK;
         let shared = match self.shared().await {
             Ok(proc) => proc,
-            Err(e) => return Outcome::Unavailable(e),
+            Err(e) => return Outcome::Unavailable(e.to_string()),
         };
         let attempt = shared.run(self.job(request), deadline).await;
         // A process that never ran anything else is as good as one started
@@ -203,7 +203,7 @@ impl Sandbox {
         let _slot = self.inner.solo.acquire().await;
         let alone = match Proc::start(&self.inner).await {
             Ok(proc) => proc,
-            Err(e) => return Outcome::Unavailable(e),
+            Err(e) => return Outcome::Unavailable(e.to_string()),
         };
         let outcome = match alone.run(self.job(request), deadline).await {
             Attempt::Done(result) => Outcome::Ran(result),
@@ -229,7 +229,7 @@ impl Sandbox {
     }
 
     /// The running shared sandbox, or a new one.
-    async fn shared(&self) -> Result<Arc<Proc>, String> {
+    async fn shared(&self) -> Result<Arc<Proc>, StartError> {
         let mut shared = self.inner.shared.lock().await;
         if let Some(proc) = shared.as_ref()
             && proc.alive()
@@ -304,15 +304,47 @@ struct Proc {
     last_used: Mutex<Instant>,
 }
 
+/// Why a sandbox process could not be started; the suspect then fails
+/// transiently and is retried.
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("creating the sandbox socket directory: {0}")]
+    SocketDir(#[source] std::io::Error),
+    #[error("binding the sandbox socket {}: {why}", path.display())]
+    Bind {
+        path: std::path::PathBuf,
+        #[source]
+        why: std::io::Error,
+    },
+    #[error("starting the sandbox process {}: {why}", program.display())]
+    Spawn {
+        program: std::path::PathBuf,
+        #[source]
+        why: std::io::Error,
+    },
+    #[error("accepting the sandbox's connection: {0}")]
+    Accept(#[source] std::io::Error),
+    #[error("the sandbox process exited before it was ready: {0}")]
+    Exited(String),
+    #[error("the sandbox process did not connect within {0:?}")]
+    NoConnect(std::time::Duration),
+    #[error("encoding the settings for the sandbox: {0}")]
+    Settings(#[source] serde_json::Error),
+    #[error("sending the sandbox its settings: {0}")]
+    Hello(#[source] std::io::Error),
+}
+
 impl Proc {
-    async fn start(inner: &Inner) -> Result<Arc<Self>, String> {
+    async fn start(inner: &Inner) -> Result<Arc<Self>, StartError> {
         let dir = tempfile::Builder::new()
             .prefix("warden-sandbox-")
             .tempdir()
-            .map_err(|e| format!("creating the sandbox socket directory: {e}"))?;
+            .map_err(StartError::SocketDir)?;
         let path = dir.path().join("socket");
-        let listener = UnixListener::bind(&path)
-            .map_err(|e| format!("binding the sandbox socket {}: {e}", path.display()))?;
+        let listener = UnixListener::bind(&path).map_err(|why| StartError::Bind {
+            path: path.clone(),
+            why,
+        })?;
         // Spawned from a runtime worker thread, which lives as long as the
         // runtime: the child's parent-death signal follows the thread that
         // forked it, not the process.
@@ -323,34 +355,26 @@ impl Proc {
             .stdin(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| {
-                format!(
-                    "starting the sandbox process {}: {e}",
-                    inner.command.program.display()
-                )
+            .map_err(|why| StartError::Spawn {
+                program: inner.command.program.clone(),
+                why,
             })?;
         let pid = child.id().unwrap_or_default();
         let stream = tokio::select! {
-            accepted = listener.accept() => accepted.map_err(|e| format!("accepting the sandbox's connection: {e}"))?.0,
+            accepted = listener.accept() => accepted.map_err(StartError::Accept)?.0,
             status = child.wait() => {
-                return Err(format!(
-                    "the sandbox process exited before it was ready: {}",
-                    status.map_or_else(|e| e.to_string(), describe)
-                ));
+                return Err(StartError::Exited(status.map_or_else(|e| e.to_string(), describe)));
             }
-            () = tokio::time::sleep(START_TIMEOUT) => {
-                return Err(format!("the sandbox process did not connect within {START_TIMEOUT:?}"));
-            }
+            () = tokio::time::sleep(START_TIMEOUT) => return Err(StartError::NoConnect(START_TIMEOUT)),
         };
         // Connected: the socket file has done its job.
         drop(listener);
         drop(dir);
         let mut link = wire::link(stream, inner.settings.max_body_bytes);
-        let hello = serde_json::to_vec(&*inner.settings)
-            .map_err(|e| format!("encoding the settings for the sandbox: {e}"))?;
+        let hello = serde_json::to_vec(&*inner.settings).map_err(StartError::Settings)?;
         link.send(Bytes::from(hello))
             .await
-            .map_err(|e| format!("sending the sandbox its settings: {e}"))?;
+            .map_err(StartError::Hello)?;
         inner.metrics.sandbox_starts.inc();
         let (jobs, jobs_rx) = mpsc::unbounded_channel();
         let (ended_tx, ended) = watch::channel(None);
