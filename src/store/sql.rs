@@ -1,7 +1,7 @@
 //! The one token-store implementation, [`SqlStore`], over any database that has a [`Dialect`].
 //!
 //! Both databases run the same statements. sqlx's SQLite driver binds `$1`, `$2`, … by number,
-//! just as PostgreSQL does, so placeholders need no translation. What really differs is time: a
+//! just as PostgreSQL does, so the statements need no translation. What really differs is time: a
 //! [`Dialect`] says how a timestamp column is stored and how SQL spells "now" and "now plus some
 //! seconds", and each statement splices those fragments in. Every value still travels as a bound
 //! parameter; the fragments are constants of this crate.
@@ -43,8 +43,8 @@ pub(super) trait Dialect: Database {
     /// How a timestamp column is bound and read.
     type Time: for<'q> Encode<'q, Self> + for<'r> Decode<'r, Self> + Type<Self> + Send + Unpin;
 
-    /// SQL for the database's time `seconds` from now, where `seconds` is the placeholder of a
-    /// float parameter.
+    /// SQL for the database's time `seconds` from now, where `seconds` is the `$N` bind
+    /// parameter holding a float.
     fn now_plus_seconds(seconds: &str) -> String;
 
     /// A timestamp as its column holds it.

@@ -101,7 +101,7 @@ pub async fn warden(
     cfg: DrainConfig,
     n: u64,
     shutdown: &CancellationToken,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> anyhow::Result<Drained> {
     let mut settings = env.settings.clone();
     settings.concurrency = cfg.concurrency;
@@ -125,20 +125,17 @@ pub async fn warden(
         r#type: NOOP.to_owned(),
         outcome: "succeeded",
     });
-    let mut poll = Poller::new("the worker to drain the queue", POLL);
-    let mut last = 0;
-    loop {
-        let done = succeeded.get();
-        if done >= n && state.metrics.in_flight.get() == 0 {
-            break;
-        }
-        let moved = done != last;
-        if moved {
-            last = done;
-            progress(done);
-        }
-        poll.wait(moved).await?;
-    }
+    Poller::new("the worker to drain the queue", POLL)
+        .count_until_done(
+            0,
+            || {
+                let done = succeeded.get();
+                let finished = done >= n && state.metrics.in_flight.get() == 0;
+                std::future::ready(Ok((done, finished)))
+            },
+            progress,
+        )
+        .await?;
     let elapsed = started.elapsed();
 
     stop.cancel();

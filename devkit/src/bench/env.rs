@@ -311,4 +311,35 @@ impl Poller {
         self.tick.tick().await;
         Ok(())
     }
+
+    /// Polls `count` (tasks done so far, and whether the work is finished)
+    /// until it says finished, handing every new count to `progress`; `from`
+    /// is the count before the work started.
+    ///
+    /// # Errors
+    /// `count`'s error, or no progress for [`STALL`].
+    pub async fn count_until_done<F, Fut>(
+        &mut self,
+        from: u64,
+        mut count: F,
+        mut progress: impl FnMut(u64),
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<(u64, bool)>>,
+    {
+        let mut last = from;
+        loop {
+            let (done, finished) = count().await?;
+            if finished {
+                return Ok(());
+            }
+            let moved = done != last;
+            if moved {
+                last = done;
+                progress(done);
+            }
+            self.wait(moved).await?;
+        }
+    }
 }

@@ -334,7 +334,7 @@ pub async fn drain(
     replicas: usize,
     shape: Shape<'_>,
     n: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> anyhow::Result<ProcDrain> {
     let workers = (0..replicas)
         .map(|_| Worker::spawn(config, shape.concurrency, shape.events, shape.otlp))
@@ -344,20 +344,19 @@ pub async fn drain(
     }
     let before = succeeded(&workers).await?;
     let started = Instant::now();
-    let mut poll = Poller::new("worker processes to drain the queue", POLL);
-    let mut last = before;
-    loop {
-        let done = succeeded(&workers).await?;
-        if done >= n {
-            break;
-        }
-        let moved = done != last;
-        if moved {
-            last = done;
-            progress(done);
-        }
-        poll.wait(moved).await?;
-    }
+    Poller::new("worker processes to drain the queue", POLL)
+        .count_until_done(
+            before,
+            || {
+                let workers = &workers;
+                async move {
+                    let done = succeeded(workers).await?;
+                    Ok((done, done >= n))
+                }
+            },
+            progress,
+        )
+        .await?;
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let peak_rss_mib = workers
         .iter()
